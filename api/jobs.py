@@ -1,0 +1,119 @@
+"""Routes under /v1/jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import PrincipalDep, RequestIdDep, ServicesDep
+from api.problems import ProblemError
+from api.store import get_job, job_view
+from api.submit import Item, submit
+from inferfleet.errors import FieldError, InvalidInputError
+from inferfleet.schemas import BulkCreated, BulkSubmit, JobCreated, JobSubmit, JobView
+from inferfleet.tables import TERMINAL_STATUSES
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MAX_WAIT_S = 60.0
+
+
+@router.post("", status_code=202, response_model=JobCreated)
+def create_job(
+    body: JobSubmit,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    request_id: RequestIdDep,
+    response: Response,
+) -> JobCreated:
+    """Queue one job; answers once Kafka has acknowledged its message."""
+    if body.inputs is None:
+        raise InvalidInputError(
+            [
+                FieldError(
+                    ("input_uri",),
+                    "input_uri is not supported by this server yet; send the instance as inputs",
+                    "not_supported",
+                    body.input_uri,
+                )
+            ]
+        )
+    done = submit(
+        services,
+        principal,
+        model=body.model,
+        version_ref=body.version,
+        items=[Item(inputs=body.inputs, metadata=body.metadata, loc=("inputs",))],
+        webhook=body.webhook,
+        ttl_seconds=body.ttl_seconds,
+        request_id=request_id,
+    )
+    response.headers["Location"] = f"/v1/jobs/{done.ids[0]}"
+    return JobCreated(
+        id=done.ids[0],
+        status="queued",
+        model=done.model,
+        version=str(done.version),
+        created_at=done.created_at,
+    )
+
+
+@router.post("/bulk", status_code=202, response_model=BulkCreated)
+def create_jobs(
+    body: BulkSubmit, services: ServicesDep, principal: PrincipalDep, request_id: RequestIdDep
+) -> BulkCreated:
+    """Queue many jobs of one model version; every item is validated before any is queued."""
+    limit = services.settings.max_bulk_items
+    if len(body.items) > limit:
+        raise InvalidInputError(
+            [
+                FieldError(
+                    ("items",), f"at most {limit} items per request", "too_long", len(body.items)
+                )
+            ]
+        )
+    done = submit(
+        services,
+        principal,
+        model=body.model,
+        version_ref=body.version,
+        items=[
+            Item(inputs=it.inputs, metadata=it.metadata, loc=("items", i, "inputs"))
+            for i, it in enumerate(body.items)
+        ],
+        webhook=body.webhook,
+        ttl_seconds=body.ttl_seconds,
+        request_id=request_id,
+    )
+    return BulkCreated(ids=done.ids)
+
+
+@router.get("/{job_id}", response_model=JobView)
+async def read_job(
+    job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    wait: Annotated[float, Query(ge=0, description="seconds to hold the answer")] = 0,
+) -> JobView:
+    """The job as it is now; with `wait`, held until it is terminal or `wait` seconds pass."""
+
+    def load() -> JobView | None:
+        with services.engine.connect() as conn:
+            row = get_job(conn, principal.tenant, job_id)
+        return job_view(row) if row is not None else None
+
+    deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+    pause = 0.02
+    while True:
+        view = await run_in_threadpool(load)
+        if view is None:
+            raise ProblemError(404, "Not Found", f"no job {job_id!r}")
+        remaining = deadline - time.monotonic()
+        if view.status in TERMINAL_STATUSES or remaining <= 0:
+            return view
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)

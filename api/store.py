@@ -1,0 +1,61 @@
+"""Job rows as the API writes and reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+
+from inferfleet.schemas import JobError, JobView
+from inferfleet.tables import jobs
+
+
+def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert new `queued` job rows in one statement."""
+    conn.execute(jobs.insert(), list(rows))
+
+
+def fail_unqueued(engine: Engine, ids: Sequence[str], message: str) -> None:
+    """Mark jobs whose messages Kafka did not take as failed, so none stays `queued`.
+
+    A message that did land for one of them is then skipped by the worker, which only
+    takes `queued` or `running` jobs.
+    """
+    with engine.begin() as conn:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id.in_(list(ids)), jobs.c.status == "queued")
+            .values(
+                status="failed",
+                error={"type": "queue_unavailable", "message": message},
+                completed_at=func.now(),
+            )
+        )
+
+
+def get_job(conn: Connection, tenant: str, job_id: str) -> Any | None:
+    """The job row if it exists and belongs to `tenant`, else None."""
+    return conn.execute(
+        select(jobs).where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    ).one_or_none()
+
+
+def job_view(row: Any) -> JobView:
+    """The API shape of a job row."""
+    return JobView(
+        id=row.id,
+        status=row.status,
+        model=row.model,
+        version=str(row.version),
+        outputs=row.outputs,
+        output_uri=row.output_uri,
+        output_url=None,
+        error=JobError(**row.error) if row.error else None,
+        attempts=row.attempts,
+        metadata=row.metadata,
+        batch_id=row.batch_id,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+    )

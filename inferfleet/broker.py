@@ -1,0 +1,76 @@
+"""Kafka clients configured the way this system needs them.
+
+Producers wait for every in-sync replica (acks=all) and fail within the configured
+produce timeout instead of kafka-python's two-minute default. Consumers commit by hand,
+after results are in Postgres, and start from the earliest offset when their group is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+
+from inferfleet.errors import QueueUnavailableError
+from inferfleet.settings import Settings
+
+
+def make_producer(settings: Settings, client_id: str) -> KafkaProducer:
+    """An idempotent producer with acks=all; raises NoBrokersAvailable when Kafka is down."""
+    timeout_ms = int(settings.produce_timeout_s * 1000)
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        linger_ms=2,
+        batch_size=256 * 1024,
+        max_block_ms=timeout_ms,
+        request_timeout_ms=max(1000, timeout_ms // 2),
+        delivery_timeout_ms=timeout_ms + 10,
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record to produce."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def send_all(producer: KafkaProducer, records: Sequence[Record], timeout_s: float) -> None:
+    """Send records and wait until Kafka has acknowledged all of them.
+
+    Raises QueueUnavailableError if any record is not acknowledged in time; which of the
+    others landed is then unknown, so callers treat the whole call as failed.
+    """
+    try:
+        futures = [
+            producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers) or None)
+            for r in records
+        ]
+        producer.flush(timeout=timeout_s)
+        for future in futures:
+            future.get(timeout=timeout_s)
+    except KafkaError as e:
+        raise QueueUnavailableError(f"Kafka did not acknowledge the job messages: {e}") from e
+
+
+def make_consumer(settings: Settings, topics: Sequence[str], client_id: str) -> KafkaConsumer:
+    """A group consumer for `topics` that commits only when told to."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        group_id=settings.worker_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.poll_max_records,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    consumer.subscribe(list(topics))
+    return consumer

@@ -1,0 +1,157 @@
+"""The `inferfleet` command: database migrations, models, and starting services.
+
+Services start by module path (`python -m api`, `python -m worker`), so this shared
+package never imports a service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sqlalchemy.exc import ProgrammingError
+
+from inferfleet import registry
+from inferfleet.db import make_engine
+from inferfleet.errors import InferfleetError
+from inferfleet.objectstore import make_s3_client
+from inferfleet.publish import publish, restore
+from inferfleet.settings import Settings, load_settings
+
+
+def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    from alembic.config import Config
+
+    from alembic import command
+
+    config = Config(str(args.config))
+    config.attributes["database_url"] = settings.database_url.get_secret_value()
+    command.upgrade(config, "head")
+    return 0
+
+
+def _models_publish(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings, pool_size=1)
+    try:
+        version = publish(
+            settings, engine, make_s3_client(settings), args.dir, name=args.name, alias=args.alias
+        )
+    finally:
+        engine.dispose()
+    print(
+        json.dumps(
+            {
+                "name": version.name,
+                "version": str(version.version),
+                "artifact_uri": version.artifact_uri,
+                "sha256": version.sha256,
+                "alias": args.alias,
+            }
+        )
+    )
+    return 0
+
+
+def _models_list(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            for v in registry.list_versions(conn):
+                pointing = [a for a, n in registry.aliases(conn, v.name).items() if n == v.version]
+                print(
+                    f"{v.name}\t{v.version}\t{','.join(sorted(pointing)) or '-'}\t{v.artifact_uri}"
+                )
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _models_alias(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            registry.set_alias(conn, args.name, args.alias, args.version)
+    finally:
+        engine.dispose()
+    print(f"{args.name}: {args.alias} -> {args.version}")
+    return 0
+
+
+def _models_restore(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings, pool_size=1)
+    try:
+        report = restore(settings, engine, make_s3_client(settings))
+    except ProgrammingError:
+        print("models: the database has no registry yet (run `inferfleet db upgrade`)")
+        return 0
+    finally:
+        engine.dispose()
+    for label in report.restored:
+        print(f"models: re-uploaded {label} from the local cache")
+    for label in report.missing:
+        print(f"models: {label} is missing from S3 and from the local cache; publish it again")
+    print(
+        f"models: {len(report.present)} present, {len(report.restored)} restored, "
+        f"{len(report.missing)} missing"
+    )
+    return 1 if report.missing else 0
+
+
+def _run_module(module: str, extra: list[str]) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", module, *extra])
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line, for `main` and for `--help`."""
+    top = argparse.ArgumentParser(prog="inferfleet", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    up = db.add_parser("upgrade", help="apply every Alembic migration")
+    up.add_argument("--config", type=Path, default=Path("alembic.ini"))
+    up.set_defaults(run=_db_upgrade)
+
+    models = sub.add_parser("models", help="model registry").add_subparsers(
+        dest="action", required=True
+    )
+    pub = models.add_parser("publish", help="upload a package folder and register a version")
+    pub.add_argument("dir", type=Path)
+    pub.add_argument("--name", help="model name (default: the manifest's)")
+    pub.add_argument("--alias", default=registry.DEFAULT_ALIAS, help="alias to point at it")
+    pub.set_defaults(run=_models_publish)
+    models.add_parser("list", help="every registered version").set_defaults(run=_models_list)
+    alias = models.add_parser("alias", help="point an alias at a version")
+    alias.add_argument("name")
+    alias.add_argument("alias")
+    alias.add_argument("version", type=int)
+    alias.set_defaults(run=_models_alias)
+    models.add_parser(
+        "restore", help="re-upload artifacts the object store lost, from the local cache"
+    ).set_defaults(run=_models_restore)
+
+    for service in ("api", "worker"):
+        s = sub.add_parser(service, help=f"run the {service} (python -m {service})")
+        s.add_argument("args", nargs=argparse.REMAINDER)
+        s.set_defaults(module=service)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `inferfleet` console script."""
+    args = parser().parse_args(argv)
+    if getattr(args, "module", None):
+        return _run_module(args.module, args.args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    try:
+        return int(args.run(load_settings(), args))
+    except InferfleetError as e:
+        print(f"inferfleet: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The queue message of one job (API.md, "Queue messages"), version 1.
+
+Key: the job ID. Value: JSON `{"v": 1, "job_id", "tenant", "model", "version",
+"inputs" | "input_uri", "enqueued_at", "deadline", "request_id"}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+VERSION = 1
+
+
+class UndecodableMessageError(ValueError):
+    """Raised when a record's value is not a version-1 job message."""
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """One job as it travels through Kafka."""
+
+    job_id: str
+    tenant: str
+    model: str
+    version: int
+    inputs: dict[str, Any] | None
+    input_uri: str | None
+    enqueued_at: datetime
+    deadline: datetime | None
+    request_id: str | None
+
+
+def encode(msg: JobMessage) -> bytes:
+    """The record value for `msg`."""
+    body: dict[str, Any] = {
+        "v": VERSION,
+        "job_id": msg.job_id,
+        "tenant": msg.tenant,
+        "model": msg.model,
+        "version": str(msg.version),
+        "enqueued_at": msg.enqueued_at.isoformat(),
+        "deadline": msg.deadline.isoformat() if msg.deadline else None,
+        "request_id": msg.request_id,
+    }
+    if msg.input_uri is not None:
+        body["input_uri"] = msg.input_uri
+    else:
+        body["inputs"] = msg.inputs
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(value: bytes | None) -> JobMessage:
+    """Parse a record value; a value that is not a v1 job message raises UndecodableMessageError."""
+    try:
+        body = json.loads(value) if value is not None else None
+        if not isinstance(body, dict):
+            raise UndecodableMessageError(
+                f"record value is not a JSON object: {(value or b'')[:80]!r}"
+            )
+        if body.get("v") != VERSION:
+            raise UndecodableMessageError(f"unknown message version {body.get('v')!r}")
+        inputs = body.get("inputs")
+        input_uri = body.get("input_uri")
+        if (inputs is None) == (input_uri is None):
+            raise UndecodableMessageError("message needs exactly one of inputs and input_uri")
+        deadline = body.get("deadline")
+        return JobMessage(
+            job_id=str(body["job_id"]),
+            tenant=str(body["tenant"]),
+            model=str(body["model"]),
+            version=int(body["version"]),
+            inputs=inputs,
+            input_uri=input_uri,
+            enqueued_at=datetime.fromisoformat(body["enqueued_at"]),
+            deadline=datetime.fromisoformat(deadline) if deadline else None,
+            request_id=body.get("request_id"),
+        )
+    except UndecodableMessageError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise UndecodableMessageError(f"malformed job message: {e!r}") from e

@@ -1,0 +1,93 @@
+"""The object store (S3 or an S3-compatible server): one client, sha256-checked transfers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from inferfleet.errors import ArtifactError
+from inferfleet.settings import Settings
+
+CHUNK = 1024 * 1024
+
+
+def make_s3_client(settings: Settings) -> Any:
+    """A boto3 S3 client for the configured endpoint, with bounded retries."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.aws_access_key_id.get_secret_value(),
+        aws_secret_access_key=settings.aws_secret_access_key.get_secret_value(),
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` → (bucket, key); anything else is refused."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def exists(s3: Any, uri: str) -> bool:
+    """Whether the object at `uri` exists."""
+    bucket, key = split_uri(uri)
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def upload(s3: Any, path: Path, uri: str) -> None:
+    """Upload a local file to `uri`."""
+    bucket, key = split_uri(uri)
+    s3.upload_file(str(path), bucket, key)
+
+
+def download_verified(s3: Any, uri: str, dest: Path, sha256: str) -> None:
+    """Download `uri` to `dest`, checking its sha256 before it appears at `dest`.
+
+    The bytes land in a temporary file beside `dest` and are renamed into place only
+    once the digest matches, so `dest` is either absent or complete and correct.
+    """
+    bucket, key = split_uri(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            try:
+                s3.download_fileobj(bucket, key, f)
+            except ClientError as e:
+                raise ArtifactError(f"cannot download {uri}: {e}") from e
+        actual = sha256_file(tmp)
+        if actual != sha256:
+            raise ArtifactError(
+                f"{uri} has sha256 {actual}, the registry expects {sha256}; "
+                "the artifact was not installed"
+            )
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,69 @@
+"""Typed settings, read from `INFERFLEET_*` environment variables.
+
+Build one `Settings` in `main()` or an app factory and pass it down; nothing in the
+project reads the environment at import time. Defaults point at the local stack that
+`scripts/stack.sh up` starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inferfleet.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Everything a service needs to reach the outside world, and its limits."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERFLEET_", extra="forbid", frozen=True)
+
+    database_url: SecretStr = SecretStr(
+        "postgresql+psycopg://inferfleet:inferfleet@127.0.0.1:5432/inferfleet"
+    )
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_partitions: int = Field(default=12, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+
+    s3_endpoint_url: str | None = "http://127.0.0.1:5000"
+    s3_bucket: str = "inferfleet"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: SecretStr = SecretStr("testing")
+    aws_secret_access_key: SecretStr = SecretStr("testing")
+
+    # The tenant every request acts as until API keys arrive.
+    default_tenant: str = "default"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_bulk_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_bulk_items: int = Field(default=10_000, ge=1)
+    produce_timeout_s: float = Field(default=10.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)
+
+    # Worker.
+    worker_models: list[str] = Field(default_factory=lambda: ["fraud"])
+    worker_group: str = "inferfleet-workers"
+    worker_http_host: str = "127.0.0.1"
+    worker_http_port: int = Field(default=9100, ge=0, le=65535)
+    poll_max_records: int = Field(default=2000, ge=1)
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    model_cache_dir: Path = Path(".stack/model-cache")
+    model_cache_versions: int = Field(default=8, ge=1)
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    intra_op_threads: int = Field(default=0, ge=0)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; a bad value fails here, naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            name = "INFERFLEET_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name} has value {err.get('input')!r}: {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from e

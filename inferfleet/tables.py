@@ -1,0 +1,80 @@
+"""The database tables, as SQLAlchemy Core metadata.
+
+Alembic migrations are the only way the schema changes; this module mirrors them so code
+can build statements. Keep the two in step.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "expired")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("lane", Text, nullable=False),
+    Column("inputs", JSONB),
+    Column("input_uri", Text),
+    Column("outputs", JSONB),
+    Column("output_uri", Text),
+    Column("error", JSONB),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    Column("webhook", JSONB),
+    Column("batch_id", Text),
+    Column("request_id", Text),
+    Column("deadline", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Index("jobs_tenant_created", "tenant", "created_at"),
+    Index("jobs_status", "status"),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("artifact_uri", Text, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("request_schema", JSONB, nullable=False),
+    Column("output_schema", JSONB, nullable=False),
+    Column("manifest", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("name", "version"),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("name", Text, nullable=False),
+    Column("alias", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("name", "alias"),
+    ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
+)

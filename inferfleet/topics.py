@@ -1,0 +1,51 @@
+"""Kafka topic names and their creation.
+
+One topic per model and lane: `inferfleet.jobs.<model>.<lane>`, keyed by job ID.
+Partitions cap how many workers can share a topic, so create enough for the largest fleet.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+Lane = Literal["interactive", "batch"]
+LANES: tuple[Lane, ...] = ("interactive", "batch")
+
+
+def job_topic(model: str, lane: Lane = "interactive") -> str:
+    """The topic that carries `model`'s jobs on `lane`."""
+    return f"inferfleet.jobs.{model}.{lane}"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic beside `topic`."""
+    return f"{topic}.dlq"
+
+
+def model_topics(model: str) -> list[str]:
+    """Every job topic of `model`, interactive lane first."""
+    return [job_topic(model, lane) for lane in LANES]
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="inferfleet-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        for topic in missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(topic, num_partitions=partitions, replication_factor=replication)]
+                )
+                log.info("created topic %s with %d partitions", topic, partitions)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between our list and create
+    finally:
+        admin.close()

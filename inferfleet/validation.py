@@ -1,0 +1,52 @@
+"""Validate one instance against a model version's request schema (JSON Schema).
+
+Every offending field is reported, each with its location and the value that was sent,
+so a client can fix a request in one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from inferfleet.errors import FieldError
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
+    """A compiled validator, cached by the schema's content (versions are immutable)."""
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
+def _to_field_error(err: ValidationError, prefix: tuple[str | int, ...]) -> FieldError:
+    loc = prefix + tuple(err.absolute_path)
+    value: Any = err.instance
+    if err.validator == "required":
+        # jsonschema reports a missing property on the object that lacks it.
+        missing = next((p for p in err.validator_value if p not in err.instance), None)
+        if missing is not None:
+            loc += (missing,)
+            value = None
+    elif err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = set(err.schema.get("properties", {}))
+        extra = sorted(k for k in err.instance if k not in allowed)
+        if len(extra) == 1:
+            loc += (extra[0],)
+            value = err.instance[extra[0]]
+    return FieldError(loc=loc, msg=err.message, type=str(err.validator), input=value)
+
+
+def validate_instance(
+    validator: Draft202012Validator, instance: Any, prefix: tuple[str | int, ...] = ("inputs",)
+) -> list[FieldError]:
+    """Every schema violation of `instance`, located under `prefix`; empty when valid."""
+    errors = [_to_field_error(e, prefix) for e in validator.iter_errors(instance)]
+    return sorted(errors, key=lambda e: [str(part) for part in e.loc])

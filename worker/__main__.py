@@ -1,0 +1,5 @@
+"""`python -m worker`: run one worker."""
+
+from worker.main import main
+
+main()

@@ -1,0 +1,79 @@
+"""Kafka I/O of the worker: poll a batch, commit it, send dead letters, leave the group."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError
+
+from inferfleet.broker import Record, make_consumer, make_producer, send_all
+from inferfleet.settings import Settings
+from inferfleet.topics import dlq_topic
+from worker.batching import Poison
+
+log = logging.getLogger(__name__)
+
+
+class JobConsumer:
+    """One group member over the topics of the models a worker serves.
+
+    Offsets are committed only by `commit()`, which the worker calls after the polled
+    batch's results are in Postgres: a crash before it means redelivery, never loss.
+    """
+
+    def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
+        self._settings = settings
+        self._consumer: KafkaConsumer = make_consumer(
+            settings, topics, client_id="inferfleet-worker"
+        )
+        self._producer: KafkaProducer | None = None
+
+    def poll(self) -> list[Any]:
+        """Up to `poll_max_records` records from any assigned partitions."""
+        polled = self._consumer.poll(
+            timeout_ms=self._settings.poll_timeout_ms,
+            max_records=self._settings.poll_max_records,
+        )
+        return [record for records in polled.values() for record in records]
+
+    def commit(self) -> bool:
+        """Commit the positions after the last poll; False if a rebalance took them away.
+
+        After a failed commit the records are redelivered to the partitions' new owner,
+        whose writes the status guards make harmless.
+        """
+        try:
+            self._consumer.commit()
+        except CommitFailedError as e:
+            log.warning("offset commit failed, records will be redelivered: %s", e)
+            return False
+        return True
+
+    def dead_letter(self, poison: Sequence[Poison]) -> None:
+        """Copy undecodable records to their topic's DLQ, the reason in a header."""
+        if not poison:
+            return
+        if self._producer is None:
+            self._producer = make_producer(self._settings, client_id="inferfleet-worker-dlq")
+        send_all(
+            self._producer,
+            [
+                Record(
+                    topic=dlq_topic(p.topic),
+                    key=p.key or b"",
+                    value=p.value or b"",
+                    headers=(("inferfleet-error", p.error.encode()),),
+                )
+                for p in poison
+            ],
+            self._settings.produce_timeout_s,
+        )
+
+    def close(self) -> None:
+        """Leave the group (so partitions move at once) and close the producer."""
+        self._consumer.close(autocommit=False)
+        if self._producer is not None:
+            self._producer.close(timeout=5)

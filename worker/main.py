@@ -1,0 +1,229 @@
+"""The worker: load models, then poll → claim → infer per (model, version) → write → commit.
+
+Each polled batch is handled whole before its offsets are committed, so a crash at any
+point means the batch is redelivered, and the status guards in `persist` make the
+second pass write nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from inferfleet.db import make_engine
+from inferfleet.errors import ArtifactError, InferfleetError, NotFoundError
+from inferfleet.messages import JobMessage
+from inferfleet.objectstore import make_s3_client
+from inferfleet.settings import Settings, load_settings
+from inferfleet.topics import dlq_topic, ensure_topics, model_topics
+from worker import persist
+from worker.batching import (
+    Outcome,
+    decode_records,
+    group_by_version,
+    run_isolating_failures,
+    split_outputs,
+)
+from worker.consume import JobConsumer
+from worker.health import Readiness, serve
+from worker.metrics import WorkerMetrics
+from worker.models import ModelStore
+from worker.runtime import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """Counts of one handled batch, for the log line and for tests."""
+
+    records: int
+    claimed: int
+    succeeded: int
+    failed: int
+    expired: int
+    skipped: int
+    dead_lettered: int
+
+
+class Worker:
+    """One consumer-group member serving `settings.worker_models`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        store: ModelStore,
+        metrics: WorkerMetrics,
+        readiness: Readiness,
+        consumer_factory: Callable[[Settings, Sequence[str]], JobConsumer] = JobConsumer,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.metrics = metrics
+        self.readiness = readiness
+        self._consumer_factory = consumer_factory
+        self._consumer: JobConsumer | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight, commit, leave the group and return."""
+        self._stop.set()
+
+    def start(self) -> bool:
+        """Load and warm every served model, then join the group; False if stopped first."""
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                models = [self.store.load_alias(name) for name in self.settings.worker_models]
+                break
+            except (InferfleetError, OSError) as e:
+                log.error("cannot load served models, retrying in %.0f s: %s", delay, e)
+                self.readiness.set(False, f"loading models failed: {e}", self._model_report())
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        else:
+            return False
+        for model in models:
+            self.metrics.model_loaded.labels(model.name, str(model.version), model.provider).set(1)
+        topics = [t for name in self.settings.worker_models for t in model_topics(name)]
+        ensure_topics(
+            self.settings.kafka_bootstrap,
+            topics + [dlq_topic(t) for t in topics],
+            self.settings.topic_partitions,
+            self.settings.topic_replication,
+        )
+        self.readiness.set(True, None, self._model_report())
+        self._consumer = self._consumer_factory(self.settings, topics)
+        log.info("ready; consuming %s as group %s", ", ".join(topics), self.settings.worker_group)
+        return True
+
+    def run(self) -> None:
+        """Handle batches until stopped; then commit what was handled and leave the group."""
+        if not self.start():
+            return
+        assert self._consumer is not None
+        try:
+            while not self._stop.is_set():
+                self.handle_batch(self._consumer)
+        finally:
+            self._consumer.close()
+            log.info("left the consumer group; stopped")
+
+    def handle_batch(self, consumer: JobConsumer) -> BatchSummary | None:
+        """Poll once and see every polled record to a committed end."""
+        records = consumer.poll()
+        if not records:
+            return None
+        started = time.monotonic()
+        jobs, poison = decode_records(records)
+        for p in poison:
+            log.warning(
+                "dead-lettering undecodable record topic=%s partition=%d offset=%d: %s",
+                p.topic,
+                p.partition,
+                p.offset,
+                p.error,
+            )
+        consumer.dead_letter(poison)
+        self.metrics.dead_letters.inc(len(poison))
+
+        claimed, expired = persist.claim(self.engine, [j.job_id for j in jobs])
+        runnable = [j for j in jobs if j.job_id in claimed]
+        outcomes: list[Outcome] = []
+        for group in group_by_version(runnable):
+            outcomes.extend(self._run_group(group.model, group.version, group.jobs))
+        written = persist.finish(self.engine, outcomes)
+        consumer.commit()
+
+        failed = sum(1 for o in outcomes if o.error is not None)
+        self._count(runnable, outcomes)
+        summary = BatchSummary(
+            records=len(records),
+            claimed=len(claimed),
+            succeeded=len(outcomes) - failed,
+            failed=failed,
+            expired=len(expired),
+            skipped=len(jobs) - len(claimed) - len(expired),
+            dead_lettered=len(poison),
+        )
+        elapsed = time.monotonic() - started
+        self.metrics.batch_records.observe(len(records))
+        self.metrics.batch_seconds.observe(elapsed)
+        log.info(
+            "batch records=%d claimed=%d succeeded=%d failed=%d expired=%d skipped=%d "
+            "dead_lettered=%d written=%d seconds=%.3f",
+            summary.records,
+            summary.claimed,
+            summary.succeeded,
+            summary.failed,
+            summary.expired,
+            summary.skipped,
+            summary.dead_lettered,
+            written,
+            elapsed,
+        )
+        return summary
+
+    def _run_group(self, name: str, version: int, jobs: list[JobMessage]) -> list[Outcome]:
+        try:
+            model = self.store.get(name, version)
+        except (ArtifactError, NotFoundError) as e:
+            log.error("model=%s version=%d unavailable: %s", name, version, e)
+            error = {"type": "model_unavailable", "message": str(e)}
+            return [Outcome(j.job_id, error=error) for j in jobs]
+        with self.metrics.inference_seconds.labels(name, str(version)).time():
+            return run_isolating_failures(jobs, lambda batch: _infer(model, batch))
+
+    def _count(self, runnable: list[JobMessage], outcomes: list[Outcome]) -> None:
+        by_id = {j.job_id: j.model for j in runnable}
+        counts: dict[tuple[str, str], int] = {}
+        for o in outcomes:
+            key = (by_id[o.job_id], "failed" if o.error else "succeeded")
+            counts[key] = counts.get(key, 0) + 1
+        for (model, status), n in counts.items():
+            self.metrics.jobs.labels(model, status).inc(n)
+
+    def _model_report(self) -> list[dict[str, Any]]:
+        return [
+            {"model": m.name, "version": str(m.version), "provider": m.provider}
+            for m in self.store.loaded()
+        ]
+
+
+def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:
+    rows = []
+    for job in jobs:
+        if job.inputs is None:
+            raise ValueError("input_uri jobs are not supported by this worker yet")
+        rows.append(job.inputs)
+    return split_outputs(model.output_names, model.run(rows), len(rows))
+
+
+def main() -> None:
+    """`python -m worker`: run one worker until SIGTERM or SIGINT, then exit 0."""
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    engine = make_engine(settings, pool_size=2)
+    metrics = WorkerMetrics()
+    readiness = Readiness()
+    server = serve(
+        settings.worker_http_host, settings.worker_http_port, readiness, metrics.registry
+    )
+    store = ModelStore(settings, engine, make_s3_client(settings))
+    worker = Worker(settings, engine, store, metrics, readiness)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    try:
+        worker.run()
+    finally:
+        server.shutdown()
+        engine.dispose()

@@ -1,0 +1,75 @@
+"""The worker's writes: claim a batch of jobs, then record every outcome at once.
+
+Both are guarded by status, so a redelivered message never rewrites a terminal job:
+only `queued` or `running` jobs are claimed, and only `running` jobs take a result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import Engine, text
+
+from worker.batching import Outcome
+
+CLAIM = text(
+    """
+    UPDATE jobs
+       SET status = 'running', started_at = now(), attempts = attempts + 1
+     WHERE id = ANY(:ids)
+       AND status IN ('queued', 'running')
+       AND (deadline IS NULL OR deadline > now())
+    RETURNING id
+    """
+)
+
+EXPIRE = text(
+    """
+    UPDATE jobs
+       SET status = 'expired', completed_at = now(),
+           error = jsonb_build_object('type', 'expired',
+                                      'message', 'the job was not started before its deadline')
+     WHERE id = ANY(:ids) AND status IN ('queued', 'running') AND deadline <= now()
+    RETURNING id
+    """
+)
+
+FINISH = text(
+    """
+    UPDATE jobs AS j
+       SET status = v.status, outputs = v.outputs, error = v.error, completed_at = now()
+      FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]),
+                  CAST(:outputs AS jsonb[]), CAST(:errors AS jsonb[]))
+           AS v(id, status, outputs, error)
+     WHERE j.id = v.id AND j.status = 'running'
+    """
+)
+
+
+def claim(engine: Engine, job_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+    """Mark runnable jobs `running` (one statement); returns (claimed, expired) IDs.
+
+    Jobs that are already terminal, cancelled or unknown are in neither set: their
+    messages are acknowledged without running them.
+    """
+    if not job_ids:
+        return set(), set()
+    with engine.begin() as conn:
+        expired = {r.id for r in conn.execute(EXPIRE, {"ids": list(job_ids)})}
+        claimed = {r.id for r in conn.execute(CLAIM, {"ids": list(job_ids)})}
+    return claimed, expired
+
+
+def finish(engine: Engine, outcomes: Sequence[Outcome]) -> int:
+    """Write every outcome in one transaction; returns how many jobs took their result."""
+    if not outcomes:
+        return 0
+    params = {
+        "ids": [o.job_id for o in outcomes],
+        "statuses": ["succeeded" if o.error is None else "failed" for o in outcomes],
+        "outputs": [json.dumps(o.outputs) if o.outputs is not None else None for o in outcomes],
+        "errors": [json.dumps(o.error) if o.error is not None else None for o in outcomes],
+    }
+    with engine.begin() as conn:
+        return conn.execute(FINISH, params).rowcount
