@@ -50,6 +50,7 @@ class JobQueue:
                 sorted(missing),
                 self._settings.topic_partitions,
                 self._settings.topic_replication,
+                timeout_ms=int(self._settings.produce_timeout_s * 1000),
             )
         except KafkaError as e:
             raise QueueUnavailableError(f"cannot create topics {sorted(missing)}: {e}") from e
@@ -74,6 +75,7 @@ class JobQueue:
                         bootstrap_servers=self._settings.kafka_bootstrap,
                         client_id="inferfleet-api-health",
                         request_timeout_ms=2000,
+                        bootstrap_timeout_ms=2000,
                     )
                 brokers = self._admin.describe_cluster()["brokers"]
         except (KafkaError, OSError) as e:

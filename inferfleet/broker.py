@@ -27,6 +27,7 @@ def make_producer(settings: Settings, client_id: str) -> KafkaProducer:
         linger_ms=2,
         batch_size=256 * 1024,
         max_block_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
         request_timeout_ms=max(1000, timeout_ms // 2),
         delivery_timeout_ms=timeout_ms + 10,
     )

@@ -38,7 +38,13 @@ def _models_publish(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings, pool_size=1)
     try:
         version = publish(
-            settings, engine, make_s3_client(settings), args.dir, name=args.name, alias=args.alias
+            settings,
+            engine,
+            make_s3_client(settings),
+            args.dir,
+            name=args.name,
+            alias=args.alias,
+            reuse_current=args.if_changed,
         )
     finally:
         engine.dispose()
@@ -122,6 +128,11 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("dir", type=Path)
     pub.add_argument("--name", help="model name (default: the manifest's)")
     pub.add_argument("--alias", default=registry.DEFAULT_ALIAS, help="alias to point at it")
+    pub.add_argument(
+        "--if-changed",
+        action="store_true",
+        help="register nothing if the alias already points at identical bytes",
+    )
     pub.set_defaults(run=_models_publish)
     models.add_parser("list", help="every registered version").set_defaults(run=_models_list)
     alias = models.add_parser("alias", help="point an alias at a version")

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from inferfleet import objectstore, registry
+from inferfleet.errors import NotFoundError
 from inferfleet.modelpkg import read_package
 from inferfleet.registry import ModelVersion
 from inferfleet.settings import Settings
@@ -43,14 +44,23 @@ def publish(
     *,
     name: str | None = None,
     alias: str | None = registry.DEFAULT_ALIAS,
+    reuse_current: bool = False,
 ) -> ModelVersion:
-    """Upload the package in `folder`, register its next version and point `alias` at it."""
+    """Upload the package in `folder`, register its next version and point `alias` at it.
+
+    With `reuse_current`, a package whose graph is byte-identical to the version `alias`
+    already points at registers nothing and returns that version.
+    """
     manifest = read_package(folder)
     name = name or manifest.name
     registry.check_model_name(name)
     graph = folder / manifest.model_file
     sha256 = objectstore.sha256_file(graph)
     uri = artifact_uri(settings.s3_bucket, name, sha256, manifest.model_file)
+    if reuse_current and alias:
+        current = _current(engine, name, alias)
+        if current is not None and current.sha256 == sha256:
+            return current
     if not objectstore.exists(s3, uri):
         objectstore.upload(s3, graph, uri)
     with engine.begin() as conn:
@@ -77,6 +87,14 @@ def publish(
         shutil.copyfile(graph, cached)
     log.info("published %s v%d (%s)", name, version.version, uri)
     return version
+
+
+def _current(engine: Engine, name: str, alias: str) -> ModelVersion | None:
+    with engine.connect() as conn:
+        try:
+            return registry.resolve(conn, name, alias)
+        except NotFoundError:
+            return None
 
 
 @dataclass(frozen=True)

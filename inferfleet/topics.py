@@ -33,9 +33,20 @@ def model_topics(model: str) -> list[str]:
     return [job_topic(model, lane) for lane in LANES]
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int) -> None:
+def ensure_topics(
+    bootstrap: str,
+    topics: list[str],
+    partitions: int,
+    replication: int,
+    timeout_ms: int = 30_000,
+) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="inferfleet-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="inferfleet-admin",
+        bootstrap_timeout_ms=timeout_ms,
+        request_timeout_ms=timeout_ms,
+    )
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]

@@ -1,0 +1,209 @@
+"""The path of a job over real HTTP, Kafka, a worker process and Postgres."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import Engine
+
+from inferfleet.topics import model_topics
+from tests.integration.conftest import eventually, job_rows, terminal_writes
+
+CATEGORIES = [
+    "electronics",
+    "fashion",
+    "gaming",
+    "gift_cards",
+    "grocery",
+    "restaurants",
+    "travel",
+    "utilities",
+]
+
+
+def random_inputs(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "transaction_amount": round(rng.uniform(0, 5000), 2),
+            "merchant_category": rng.choice(CATEGORIES),
+            "user_account_age_days": rng.randint(0, 3650),
+            "hour_of_day": rng.randint(0, 23),
+        }
+        for _ in range(n)
+    ]
+
+
+def onnx_reference(package: Path, inputs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities from ONNX Runtime run directly on the package's graph."""
+    session = ort.InferenceSession(str(package / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {
+        "transaction_amount": np.array([[r["transaction_amount"]] for r in inputs], np.float32),
+        "merchant_category": np.array([[r["merchant_category"]] for r in inputs], object),
+        "user_account_age_days": np.array(
+            [[r["user_account_age_days"]] for r in inputs], np.float32
+        ),
+        "hour_of_day": np.array([[r["hour_of_day"]] for r in inputs], np.float32),
+    }
+    labels, probabilities = session.run(["label", "probabilities"], feeds)
+    return labels, probabilities
+
+
+def topic_message_count(bootstrap: str, model: str) -> int:
+    """Messages ever produced to `model`'s job topics."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in model_topics(model)
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
+def test_thousand_jobs_over_http_match_onnx_runtime(
+    client: httpx.Client, publish_model, start_worker, engine: Engine, fraud_package: Path
+) -> None:
+    model = publish_model()
+    worker = start_worker(model.name)
+    worker.wait_ready()
+    inputs = random_inputs(1000, seed=7)
+
+    def submit_one(row: dict[str, Any]) -> str:
+        r = client.post("/v1/jobs", json={"model": model.name, "inputs": row})
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["status"] == "queued" and body["version"] == "1"
+        assert r.headers["location"] == f"/v1/jobs/{body['id']}"
+        return str(body["id"])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        single_ids = list(pool.map(submit_one, inputs[:500]))
+    bulk = client.post(
+        "/v1/jobs/bulk",
+        json={"model": model.name, "items": [{"inputs": row} for row in inputs[500:]]},
+    )
+    assert bulk.status_code == 202, bulk.text
+    ids = single_ids + bulk.json()["ids"]
+    assert len(set(ids)) == 1000
+
+    # The client's view: long-poll one job to its end.
+    first = client.get(f"/v1/jobs/{ids[0]}", params={"wait": 30}).json()
+    assert first["status"] == "succeeded"
+    assert set(first) == {
+        "id",
+        "status",
+        "model",
+        "version",
+        "outputs",
+        "output_uri",
+        "output_url",
+        "error",
+        "attempts",
+        "metadata",
+        "batch_id",
+        "created_at",
+        "started_at",
+        "completed_at",
+    }
+
+    eventually(
+        lambda: (
+            all(r.status == "succeeded" for r in job_rows(engine, model.name))
+            and len(job_rows(engine, model.name)) == 1000
+        ),
+        "all 1,000 jobs to succeed",
+        timeout=120,
+    )
+    by_id = {r.id: r for r in job_rows(engine, model.name)}
+    labels, probabilities = onnx_reference(fraud_package, inputs)
+    for i, job_id in enumerate(ids):
+        row = by_id[job_id]
+        assert row.version == 1
+        assert row.attempts == 1
+        assert row.started_at is not None and row.completed_at >= row.started_at
+        assert row.outputs["label"] == int(labels[i])
+        np.testing.assert_allclose(row.outputs["probabilities"], probabilities[i], rtol=1e-6)
+    assert set(terminal_writes(engine, ids).values()) == {1}
+
+
+def test_invalid_inputs_answer_422_and_queue_nothing(
+    client: httpx.Client, publish_model, engine: Engine, kafka: str
+) -> None:
+    model = publish_model()
+    good = random_inputs(1, seed=1)[0]
+    bad = {**good, "hour_of_day": 25, "merchant_category": "pets"}
+    del bad["transaction_amount"]
+
+    r = client.post("/v1/jobs", json={"model": model.name, "inputs": bad})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    errors = {tuple(e["loc"]): e for e in r.json()["errors"]}
+    assert errors[("inputs", "hour_of_day")]["input"] == 25
+    assert errors[("inputs", "merchant_category")]["input"] == "pets"
+    assert errors[("inputs", "transaction_amount")]["type"] == "required"
+
+    items = [{"inputs": row} for row in random_inputs(100, seed=2)]
+    items[50]["inputs"]["hour_of_day"] = -1
+    r = client.post("/v1/jobs/bulk", json={"model": model.name, "items": items})
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["errors"]] == [["items", 50, "inputs", "hour_of_day"]]
+    assert r.json()["errors"][0]["input"] == -1
+
+    r = client.post("/v1/jobs", json={"model": model.name, "inputs": good, "metadata": {"k": 1}})
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"] == ["metadata", "k"]
+
+    assert job_rows(engine, model.name) == []
+    assert topic_message_count(kafka, model.name) == 0
+
+
+def test_unknown_model_or_version_is_404(client: httpx.Client, publish_model) -> None:
+    model = publish_model()
+    good = random_inputs(1, seed=3)[0]
+    for body in (
+        {"model": "no-such-model", "inputs": good},
+        {"model": model.name, "version": "7", "inputs": good},
+        {"model": model.name, "version": "canary", "inputs": good},
+    ):
+        r = client.post("/v1/jobs", json=body)
+        assert r.status_code == 404, r.text
+        assert r.json()["status"] == 404
+    assert client.get("/v1/jobs/job_unknown").status_code == 404
+
+
+def test_job_pinned_to_version_resolved_at_submit(
+    client: httpx.Client, publish_model, engine: Engine
+) -> None:
+    model = publish_model()
+    second = publish_model(name=model.name)  # v2 of the same name becomes production
+    assert second.version == 2
+    r = client.post(
+        "/v1/jobs", json={"model": model.name, "version": "1", "inputs": random_inputs(1, 4)[0]}
+    )
+    assert r.status_code == 202 and r.json()["version"] == "1"
+    r = client.post("/v1/jobs", json={"model": model.name, "inputs": random_inputs(1, 5)[0]})
+    assert r.status_code == 202 and r.json()["version"] == "2"
+
+
+def test_request_id_is_echoed_and_bodies_are_limited(client: httpx.Client, publish_model) -> None:
+    model = publish_model()
+    r = client.post(
+        "/v1/jobs",
+        json={"model": model.name, "inputs": random_inputs(1, 6)[0]},
+        headers={"X-Request-ID": "client-req-1"},
+    )
+    assert r.headers["x-request-id"] == "client-req-1"
+    huge = {"model": model.name, "inputs": {"pad": "x" * (1024 * 1024 + 1)}}
+    r = client.post("/v1/jobs", json=huge)
+    assert r.status_code == 413
+    assert r.json()["request_id"] == r.headers["x-request-id"]
