@@ -145,17 +145,21 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(run=_models_restore)
 
     for service in ("api", "worker"):
-        s = sub.add_parser(service, help=f"run the {service} (python -m {service})")
-        s.add_argument("args", nargs=argparse.REMAINDER)
+        s = sub.add_parser(
+            service, help=f"run the {service} (python -m {service}); other options go to it"
+        )
         s.set_defaults(module=service)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `inferfleet` console script."""
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
     if getattr(args, "module", None):
-        return _run_module(args.module, args.args)
+        return _run_module(args.module, extra)
+    if extra:
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     try:
         return int(args.run(load_settings(), args))

@@ -66,12 +66,18 @@ def decode(value: bytes | None) -> JobMessage:
         input_uri = body.get("input_uri")
         if (inputs is None) == (input_uri is None):
             raise UndecodableMessageError("message needs exactly one of inputs and input_uri")
+        job_id, tenant, model = (_text(body, name) for name in ("job_id", "tenant", "model"))
+        version = body.get("version")
+        if isinstance(version, bool) or not (
+            isinstance(version, int) or (isinstance(version, str) and version.isdigit())
+        ):
+            raise UndecodableMessageError(f"version must be a version number, got {version!r}")
         deadline = body.get("deadline")
         return JobMessage(
-            job_id=str(body["job_id"]),
-            tenant=str(body["tenant"]),
-            model=str(body["model"]),
-            version=int(body["version"]),
+            job_id=job_id,
+            tenant=tenant,
+            model=model,
+            version=int(version),
             inputs=inputs,
             input_uri=input_uri,
             enqueued_at=datetime.fromisoformat(body["enqueued_at"]),
@@ -82,3 +88,10 @@ def decode(value: bytes | None) -> JobMessage:
         raise
     except (ValueError, KeyError, TypeError) as e:
         raise UndecodableMessageError(f"malformed job message: {e!r}") from e
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise UndecodableMessageError(f"{name} must be a non-empty string, got {value!r}")
+    return value

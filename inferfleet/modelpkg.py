@@ -38,15 +38,19 @@ class Manifest:
 
 def read_package(folder: Path) -> Manifest:
     """Read and check a package folder; every problem names the file and the field."""
-    for path in folder.iterdir():
-        if path.suffix in REFUSED_SUFFIXES:
-            raise ArtifactError(f"{path.name}: pickled files are refused; ship ONNX and JSON only")
+    for path in folder.rglob("*"):
+        if path.suffix.lower() in REFUSED_SUFFIXES:
+            raise ArtifactError(
+                f"{path.relative_to(folder)}: pickled files are refused; ship ONNX and JSON only"
+            )
     try:
-        raw = json.loads((folder / MANIFEST).read_text())
+        raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise ArtifactError(f"{folder}: no {MANIFEST}") from e
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{folder / MANIFEST}: not JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{folder / MANIFEST}: not UTF-8 JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{MANIFEST}: must be a JSON object, not {type(raw).__name__}")
     for key in ("name", "model_file", "request_schema", "output_schema"):
         if key not in raw:
             raise ArtifactError(f"{MANIFEST}: missing field {key!r}")
@@ -54,16 +58,28 @@ def read_package(folder: Path) -> Manifest:
         Draft202012Validator.check_schema(raw["request_schema"])
     except SchemaError as e:
         raise ArtifactError(f"{MANIFEST}: request_schema is not a JSON Schema: {e.message}") from e
-    if not (folder / raw["model_file"]).is_file():
-        raise ArtifactError(f"{MANIFEST}: model_file {raw['model_file']!r} is not in the package")
-    if not str(raw["model_file"]).endswith(".onnx"):
-        raise ArtifactError(f"{MANIFEST}: model_file {raw['model_file']!r} is not an .onnx file")
+    model_file = raw["model_file"]
+    if not isinstance(model_file, str) or Path(model_file).name != model_file:
+        raise ArtifactError(
+            f"{MANIFEST}: model_file {model_file!r} must be a file name in the package"
+        )
+    if not model_file.endswith(".onnx"):
+        raise ArtifactError(f"{MANIFEST}: model_file {model_file!r} is not an .onnx file")
+    if not (folder / model_file).is_file():
+        raise ArtifactError(f"{MANIFEST}: model_file {model_file!r} is not in the package")
+    batching = raw.get("batching") or {}
+    preferred = batching.get("preferred_batch_size", 1024) if isinstance(batching, dict) else None
+    if not isinstance(preferred, int) or isinstance(preferred, bool) or preferred < 1:
+        raise ArtifactError(
+            f"{MANIFEST}: batching.preferred_batch_size must be a positive integer, "
+            f"got {preferred!r}"
+        )
     return Manifest(
         name=raw["name"],
         model_file=raw["model_file"],
         request_schema=raw["request_schema"],
         output_schema=raw["output_schema"],
         preprocessing=raw.get("preprocessing", {"kind": "none"}),
-        preferred_batch_size=int(raw.get("batching", {}).get("preferred_batch_size", 1024)),
+        preferred_batch_size=preferred,
         raw=raw,
     )

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
 from inferfleet.tables import model_aliases, model_versions
 
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 DEFAULT_ALIAS = "production"
 
 
@@ -35,7 +35,7 @@ class ModelVersion:
 
 def check_model_name(name: str) -> None:
     """Refuse names that cannot become topic names."""
-    if not MODEL_NAME.match(name):
+    if not MODEL_NAME.fullmatch(name):
         raise InvalidInputError(
             [FieldError(("model",), "must match [a-z0-9][a-z0-9._-]{0,62}", "pattern", name)]
         )

@@ -7,9 +7,11 @@ project reads the environment at import time. Defaults point at the local stack 
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferfleet.errors import ConfigError
@@ -18,7 +20,9 @@ from inferfleet.errors import ConfigError
 class Settings(BaseSettings):
     """Everything a service needs to reach the outside world, and its limits."""
 
-    model_config = SettingsConfigDict(env_prefix="INFERFLEET_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="INFERFLEET_", extra="forbid", frozen=True, enable_decoding=False
+    )
 
     database_url: SecretStr = SecretStr(
         "postgresql+psycopg://inferfleet:inferfleet@127.0.0.1:5432/inferfleet"
@@ -56,14 +60,43 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(default=0, ge=0)
 
+    @field_validator("worker_models", "providers", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """Lists come from the environment as JSON (`["a", "b"]`) or comma-separated."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not a JSON list: {e}") from e
+        return [part.strip() for part in value.split(",") if part.strip()]
+
+
+PREFIX = "INFERFLEET_"
+# Variables with the prefix that the project's scripts and tests read, not the services.
+SCRIPT_VARIABLES = frozenset(
+    {"INFERFLEET_VENV", "INFERFLEET_DEMO_API_PORT", "INFERFLEET_TEST_DATABASE_URL"}
+)
+
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment; a bad value fails here, naming the variable."""
+    """Read settings from the environment; a bad or unknown one fails here, named."""
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.startswith(PREFIX)
+        and name not in SCRIPT_VARIABLES
+        and name[len(PREFIX) :].lower() not in Settings.model_fields
+    )
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see the README's table")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            name = "INFERFLEET_" + "_".join(str(p) for p in err["loc"]).upper()
+            name = PREFIX + "_".join(str(p) for p in err["loc"]).upper()
             problems.append(f"{name} has value {err.get('input')!r}: {err['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from e

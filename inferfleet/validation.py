@@ -26,27 +26,32 @@ def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
     return _validator(json.dumps(schema, sort_keys=True))
 
 
-def _to_field_error(err: ValidationError, prefix: tuple[str | int, ...]) -> FieldError:
+def _to_field_errors(err: ValidationError, prefix: tuple[str | int, ...]) -> list[FieldError]:
     loc = prefix + tuple(err.absolute_path)
+    if err.validator == "required" and isinstance(err.instance, dict):
+        # jsonschema reports missing properties on the object that lacks them, with the
+        # whole `required` list; name each missing property at its own location.
+        return [
+            FieldError((*loc, name), f"{name!r} is a required property", "required", None)
+            for name in err.validator_value
+            if name not in err.instance
+        ]
     value: Any = err.instance
-    if err.validator == "required":
-        # jsonschema reports a missing property on the object that lacks it.
-        missing = next((p for p in err.validator_value if p not in err.instance), None)
-        if missing is not None:
-            loc += (missing,)
-            value = None
-    elif err.validator == "additionalProperties" and isinstance(err.instance, dict):
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = set(err.schema.get("properties", {}))
         extra = sorted(k for k in err.instance if k not in allowed)
         if len(extra) == 1:
             loc += (extra[0],)
             value = err.instance[extra[0]]
-    return FieldError(loc=loc, msg=err.message, type=str(err.validator), input=value)
+    return [FieldError(loc=loc, msg=err.message, type=str(err.validator), input=value)]
 
 
 def validate_instance(
     validator: Draft202012Validator, instance: Any, prefix: tuple[str | int, ...] = ("inputs",)
 ) -> list[FieldError]:
     """Every schema violation of `instance`, located under `prefix`; empty when valid."""
-    errors = [_to_field_error(e, prefix) for e in validator.iter_errors(instance)]
-    return sorted(errors, key=lambda e: [str(part) for part in e.loc])
+    errors: dict[tuple[tuple[str | int, ...], str], FieldError] = {}
+    for err in validator.iter_errors(instance):
+        for field_error in _to_field_errors(err, prefix):
+            errors.setdefault((field_error.loc, field_error.type), field_error)
+    return sorted(errors.values(), key=lambda e: [str(part) for part in e.loc])

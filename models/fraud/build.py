@@ -122,6 +122,11 @@ def convert(pipeline: Pipeline) -> bytes:
         options={id(pipeline.named_steps["classify"]): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
+    # skl2onnx collects opset imports in a set; sort them so the same model always has
+    # the same bytes (and so the same sha256 in the registry).
+    imports = sorted(onx.opset_import, key=lambda o: o.domain)
+    del onx.opset_import[:]
+    onx.opset_import.extend(imports)
     return onx.SerializeToString()
 
 

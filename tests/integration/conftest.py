@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from alembic.config import Config
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine, text
 
 from alembic import command
-from alembic.config import Config
 from api.app import create_app
 from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client
@@ -163,7 +163,8 @@ def s3(settings: Settings) -> Any:
 def load_fraud_build() -> ModuleType:
     """models/fraud/build.py as a module (it is a script, not part of a package)."""
     spec = importlib.util.spec_from_file_location("fraud_build", ROOT / "models/fraud/build.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -82,7 +82,8 @@ def test_thousand_jobs_over_http_match_onnx_runtime(
         r = client.post("/v1/jobs", json={"model": model.name, "inputs": row})
         assert r.status_code == 202, r.text
         body = r.json()
-        assert body["status"] == "queued" and body["version"] == "1"
+        assert body["status"] == "queued"
+        assert body["version"] == "1"
         assert r.headers["location"] == f"/v1/jobs/{body['id']}"
         return str(body["id"])
 
@@ -130,7 +131,8 @@ def test_thousand_jobs_over_http_match_onnx_runtime(
         row = by_id[job_id]
         assert row.version == 1
         assert row.attempts == 1
-        assert row.started_at is not None and row.completed_at >= row.started_at
+        assert row.started_at is not None
+        assert row.completed_at >= row.started_at
         assert row.outputs["label"] == int(labels[i])
         np.testing.assert_allclose(row.outputs["probabilities"], probabilities[i], rtol=1e-6)
     assert set(terminal_writes(engine, ids).values()) == {1}
@@ -190,9 +192,11 @@ def test_job_pinned_to_version_resolved_at_submit(
     r = client.post(
         "/v1/jobs", json={"model": model.name, "version": "1", "inputs": random_inputs(1, 4)[0]}
     )
-    assert r.status_code == 202 and r.json()["version"] == "1"
+    assert r.status_code == 202
+    assert r.json()["version"] == "1"
     r = client.post("/v1/jobs", json={"model": model.name, "inputs": random_inputs(1, 5)[0]})
-    assert r.status_code == 202 and r.json()["version"] == "2"
+    assert r.status_code == 202
+    assert r.json()["version"] == "2"
 
 
 def test_request_id_is_echoed_and_bodies_are_limited(client: httpx.Client, publish_model) -> None:

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create the project's virtualenv (.venv) and install inferfleet into it, editable, with
+# the CPU build of ONNX Runtime and the development tools. Re-running it is cheap: it
+# reinstalls only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${INFERFLEET_VENV:-.venv}
+python=${PYTHON:-python3}
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "install: inferfleet needs Python >= 3.11; $python is $("$python" --version 2>&1)" >&2
+    exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    echo "install: creating $venv"
+    "$python" -m venv "$venv"
+fi
+stamp="$venv/.inferfleet-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "install: installing inferfleet[cpu,dev] into $venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e '.[cpu,dev]'
+    echo "$want" > "$stamp"
+else
+    echo "install: $venv is up to date"
+fi

@@ -1,0 +1,185 @@
+"""inferfleet.validation: every schema violation, located, with the value that was sent."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from inferfleet.errors import FieldError
+from inferfleet.validation import validate_instance, validator_for
+
+BUILD_PY = Path(__file__).resolve().parents[2] / "models" / "fraud" / "build.py"
+
+
+def load_fraud_build() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fraud_build", BUILD_PY)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REQUEST_SCHEMA: dict[str, Any] = load_fraud_build().REQUEST_SCHEMA
+GOOD: dict[str, Any] = {
+    "transaction_amount": 129.99,
+    "merchant_category": "electronics",
+    "user_account_age_days": 12,
+    "hour_of_day": 3,
+}
+
+
+@pytest.fixture
+def validator() -> Draft202012Validator:
+    return validator_for(REQUEST_SCHEMA)
+
+
+def changed(**fields: Any) -> dict[str, Any]:
+    return {**GOOD, **fields}
+
+
+def without(field: str) -> dict[str, Any]:
+    return {k: v for k, v in GOOD.items() if k != field}
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        GOOD,
+        changed(transaction_amount=0),
+        changed(transaction_amount=1_000_000),
+        changed(hour_of_day=0),
+        changed(hour_of_day=23),
+        changed(user_account_age_days=36_500),
+        changed(merchant_category="utilities"),
+    ],
+)
+def test_a_valid_instance_has_no_errors(validator: Draft202012Validator, instance: Any) -> None:
+    assert validate_instance(validator, instance) == []
+
+
+@pytest.mark.parametrize(
+    ("instance", "loc", "type_", "input_"),
+    [
+        pytest.param(
+            without("hour_of_day"), ("inputs", "hour_of_day"), "required", None, id="missing"
+        ),
+        pytest.param(
+            changed(coupon="SAVE10"),
+            ("inputs", "coupon"),
+            "additionalProperties",
+            "SAVE10",
+            id="extra",
+        ),
+        pytest.param(
+            changed(hour_of_day=24), ("inputs", "hour_of_day"), "maximum", 24, id="above-max"
+        ),
+        pytest.param(
+            changed(transaction_amount=-0.01),
+            ("inputs", "transaction_amount"),
+            "minimum",
+            -0.01,
+            id="below-min",
+        ),
+        pytest.param(
+            changed(user_account_age_days="12"),
+            ("inputs", "user_account_age_days"),
+            "type",
+            "12",
+            id="string-for-integer",
+        ),
+        pytest.param(
+            changed(hour_of_day=3.5), ("inputs", "hour_of_day"), "type", 3.5, id="fraction"
+        ),
+        pytest.param(changed(hour_of_day=True), ("inputs", "hour_of_day"), "type", True, id="bool"),
+        pytest.param(
+            changed(transaction_amount=None),
+            ("inputs", "transaction_amount"),
+            "type",
+            None,
+            id="null",
+        ),
+        pytest.param(
+            changed(merchant_category="casino"),
+            ("inputs", "merchant_category"),
+            "enum",
+            "casino",
+            id="enum",
+        ),
+        pytest.param([GOOD], ("inputs",), "type", [GOOD], id="not-an-object"),
+    ],
+)
+def test_a_bad_instance_reports_where_what_and_the_value_sent(
+    validator: Draft202012Validator, instance: Any, loc: tuple[Any, ...], type_: str, input_: Any
+) -> None:
+    errors = validate_instance(validator, instance)
+
+    assert [(e.loc, e.type, e.input) for e in errors] == [(loc, type_, input_)]
+    assert errors[0].msg
+
+
+def test_every_error_is_reported_sorted_by_location(validator: Draft202012Validator) -> None:
+    instance = changed(transaction_amount=-1, merchant_category="casino", hour_of_day=99)
+
+    errors = validate_instance(validator, instance)
+
+    assert [(e.loc, e.type, e.input) for e in errors] == [
+        (("inputs", "hour_of_day"), "maximum", 99),
+        (("inputs", "merchant_category"), "enum", "casino"),
+        (("inputs", "transaction_amount"), "minimum", -1),
+    ]
+
+
+def test_two_extra_fields_are_reported_on_the_object(validator: Draft202012Validator) -> None:
+    instance = changed(coupon="SAVE10", note="hi")
+
+    errors = validate_instance(validator, instance)
+
+    assert len(errors) == 1
+    assert errors[0].loc == ("inputs",)
+    assert errors[0].type == "additionalProperties"
+    assert errors[0].input == instance
+    assert "'coupon', 'note'" in errors[0].msg
+
+
+def test_each_missing_field_is_located_at_itself(validator: Draft202012Validator) -> None:
+    errors = validate_instance(validator, {"hour_of_day": 3})
+
+    assert [e.loc for e in errors] == [
+        ("inputs", "merchant_category"),
+        ("inputs", "transaction_amount"),
+        ("inputs", "user_account_age_days"),
+    ]
+
+
+def test_a_bulk_item_is_located_under_its_prefix(validator: Draft202012Validator) -> None:
+    errors = validate_instance(
+        validator, changed(hour_of_day=-1, coupon="x"), prefix=("items", 50, "inputs")
+    )
+
+    assert errors == [
+        FieldError(
+            ("items", 50, "inputs", "coupon"),
+            "Additional properties are not allowed ('coupon' was unexpected)",
+            "additionalProperties",
+            "x",
+        ),
+        FieldError(
+            ("items", 50, "inputs", "hour_of_day"),
+            "-1 is less than the minimum of 0",
+            "minimum",
+            -1,
+        ),
+    ]
+
+
+def test_validators_are_cached_by_schema_content() -> None:
+    reordered = dict(reversed(list(REQUEST_SCHEMA.items())))
+
+    assert validator_for(reordered) is validator_for(REQUEST_SCHEMA)
+    assert validator_for({"type": "string"}) is not validator_for(REQUEST_SCHEMA)
