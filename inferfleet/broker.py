@@ -71,6 +71,8 @@ def make_consumer(settings: Settings, topics: Sequence[str], client_id: str) -> 
         auto_offset_reset="earliest",
         max_poll_records=settings.poll_max_records,
         max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     consumer.subscribe(list(topics))

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     poll_max_records: int = Field(default=2000, ge=1)
     poll_timeout_ms: int = Field(default=500, ge=1)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    # How long the group waits for a crashed worker before moving its partitions.
+    session_timeout_ms: int = Field(default=45_000, ge=1000)
     model_cache_dir: Path = Path(".stack/model-cache")
     model_cache_versions: int = Field(default=8, ge=1)
     providers: list[str] = Field(

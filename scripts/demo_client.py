@@ -14,6 +14,7 @@ import random
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -93,10 +94,15 @@ def main() -> int:
     statuses: dict[str, int] = {}
     for job in jobs:
         statuses[job["status"]] = statuses.get(job["status"], 0) + 1
-    last_done = max(job["completed_at"] for job in jobs)
-    print(f"demo: statuses {statuses}; last completed at {last_done}")
-    print(f"demo: {len(jobs)} jobs submitted, run and read back in {elapsed:.2f} s "
-          f"= {len(jobs) / elapsed:.0f} jobs/s end to end over HTTP")  # fmt: skip
+    first_in = min(datetime.fromisoformat(job["created_at"]) for job in jobs)
+    last_out = max(datetime.fromisoformat(job["completed_at"]) for job in jobs)
+    span = (last_out - first_in).total_seconds()
+    print(f"demo: statuses {statuses}")
+    print(
+        f"demo: first submit to last result: {span:.2f} s = {len(jobs) / span:.0f} jobs/s "
+        f"(submission over HTTP is the limit here; bench/throughput.py measures the worker)"
+    )
+    print(f"demo: including reading every job back over HTTP: {elapsed:.2f} s")  # fmt: skip
     return 0 if statuses == {"succeeded": len(jobs)} else 1
 
 

@@ -13,25 +13,21 @@ from sqlalchemy import Engine, text
 
 from worker.batching import Outcome
 
+# One statement claims the batch: runnable jobs become `running`; jobs whose deadline
+# passed become `expired`. Terminal, cancelled and unknown jobs are not touched.
 CLAIM = text(
     """
     UPDATE jobs
-       SET status = 'running', started_at = now(), attempts = attempts + 1
-     WHERE id = ANY(:ids)
-       AND status IN ('queued', 'running')
-       AND (deadline IS NULL OR deadline > now())
-    RETURNING id
-    """
-)
-
-EXPIRE = text(
-    """
-    UPDATE jobs
-       SET status = 'expired', completed_at = now(),
-           error = jsonb_build_object('type', 'expired',
-                                      'message', 'the job was not started before its deadline')
-     WHERE id = ANY(:ids) AND status IN ('queued', 'running') AND deadline <= now()
-    RETURNING id
+       SET status = CASE WHEN deadline <= now() THEN 'expired' ELSE 'running' END,
+           started_at = CASE WHEN deadline <= now() THEN started_at ELSE now() END,
+           attempts = CASE WHEN deadline <= now() THEN attempts ELSE attempts + 1 END,
+           completed_at = CASE WHEN deadline <= now() THEN now() END,
+           error = CASE WHEN deadline <= now()
+                        THEN jsonb_build_object('type', 'expired', 'message',
+                                                'the job was not started before its deadline')
+                   END
+     WHERE id = ANY(:ids) AND status IN ('queued', 'running')
+    RETURNING id, status
     """
 )
 
@@ -55,9 +51,11 @@ def claim(engine: Engine, job_ids: Sequence[str]) -> tuple[set[str], set[str]]:
     """
     if not job_ids:
         return set(), set()
+    claimed: set[str] = set()
+    expired: set[str] = set()
     with engine.begin() as conn:
-        expired = {r.id for r in conn.execute(EXPIRE, {"ids": list(job_ids)})}
-        claimed = {r.id for r in conn.execute(CLAIM, {"ids": list(job_ids)})}
+        for row in conn.execute(CLAIM, {"ids": list(job_ids)}):
+            (expired if row.status == "expired" else claimed).add(row.id)
     return claimed, expired
 
 
