@@ -1,0 +1,1 @@
+"""Benchmarks run by hand (see README.md); nothing here is imported by the services."""

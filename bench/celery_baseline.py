@@ -1,0 +1,87 @@
+"""The baseline the batched worker is compared with: plain Celery on Redis, one job per task.
+
+Each task does what a straightforward Celery port of the worker would do for one job:
+claim it with the worker's own claim statement (`worker.persist.CLAIM`, status-guarded),
+run the ONNX Runtime session at batch 1 (feeds built by `worker.batching.stack_inputs`),
+and write the outputs with one single-row, status-guarded UPDATE (running → succeeded).
+That is two transactions per job where the batched worker has two per batch.
+
+Run it as `celery -A bench.celery_baseline worker ...` from the repository root. It is
+configured by the environment, read in each worker process on its first task (never at
+import, so a prefork parent opens no session to hand down across fork):
+
+    BENCH_CELERY_BROKER   broker URL (default redis://127.0.0.1:6379/0)
+    BENCH_MODEL_PATH      the ONNX graph to serve
+    INFERFLEET_*          database URL, providers and intra-op threads, as the worker reads them
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from sqlalchemy import Engine, text
+
+from inferfleet.db import make_engine
+from inferfleet.settings import load_settings
+from worker.batching import split_outputs
+from worker.persist import CLAIM
+from worker.runtime import LoadedModel, open_model
+
+TASK_NAME = "bench.run_job"
+
+app = Celery("bench", broker=os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/0"))
+app.conf.update(
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+FINISH_ONE = text(
+    """
+    UPDATE jobs
+       SET status = 'succeeded', outputs = CAST(:outputs AS jsonb), completed_at = now()
+     WHERE id = :id AND status = 'running'
+    """
+)
+
+
+@dataclass(frozen=True)
+class _Process:
+    """What one Celery worker process opens once and reuses for every task."""
+
+    engine: Engine
+    model: LoadedModel
+
+
+@functools.cache
+def _process() -> _Process:
+    settings = load_settings()
+    path = Path(os.environ["BENCH_MODEL_PATH"])
+    model = open_model("bench", 1, path, settings.providers, settings.intra_op_threads)
+    return _Process(make_engine(settings, pool_size=1), model)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _open_before_first_task(**_: Any) -> None:
+    """Prefork children open their session and engine before taking tasks."""
+    _process()
+
+
+@app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+def run_job(job_id: str, inputs: dict[str, Any]) -> None:
+    """Claim, infer and record one job; a job that is not claimable is skipped."""
+    process = _process()
+    with process.engine.begin() as conn:
+        if conn.execute(CLAIM, {"ids": [job_id]}).first() is None:
+            return
+    model = process.model
+    outputs = split_outputs(model.output_names, model.run([inputs]), 1)[0]
+    with process.engine.begin() as conn:
+        conn.execute(FINISH_ONE, {"id": job_id, "outputs": json.dumps(outputs)})

@@ -1,0 +1,212 @@
+"""Where the batched worker's time goes: its stages timed, then cProfile's top functions.
+
+    .venv/bin/python bench/profile_worker.py [--jobs 20000] [--batch 2000] [--top 25]
+
+Publishes the fraud model under a fresh name and queues `--jobs` jobs exactly as
+`bench/throughput.py` does, then drives the real `worker.main.Worker` in this process
+(same settings, same Kafka consumer, same Postgres statements), calling `handle_batch`
+until every job is claimed. Pass 1 wraps each stage in a timer and prints seconds per
+batch and per 1,000 jobs for: poll (kafka-python fetch and record parsing), decode
+(JSON → JobMessage), claim (EXPIRE + CLAIM), stack (feeds), session.run, split (outputs
+to Python lists), finish (json.dumps + UPDATE … FROM unnest) and commit. Pass 2 queues
+as many jobs again and runs them under cProfile, printing the top `--top` functions by
+own time (cProfile slows Python code down, so read its shares, not its seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import pstats
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+if __package__ in (None, ""):  # run as a file: make `bench` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import Engine
+
+import worker.main
+import worker.runtime
+from bench.workload import insert_queued, make_jobs, produce, publish_fresh, remove
+from inferfleet.db import make_engine
+from inferfleet.objectstore import make_s3_client
+from inferfleet.registry import ModelVersion
+from inferfleet.settings import Settings, load_settings
+from worker import persist
+from worker.consume import JobConsumer
+from worker.health import Readiness
+from worker.metrics import WorkerMetrics
+from worker.models import ModelStore
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = "bench-profile"
+STAGES = ("poll", "decode", "claim", "stack", "session.run", "split", "finish", "commit")
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class StageClock:
+    """Seconds spent in each named stage, summed over the batches of a pass."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.enabled = False
+
+    def wrap(self, stage: str, fn: T) -> T:
+        """`fn`, timed under `stage` while the clock is enabled."""
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not self.enabled:
+                return fn(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - started
+
+        return timed  # type: ignore[return-value]
+
+
+def instrument(clock: StageClock) -> None:
+    """Wrap the worker's stage functions, in this process only, as `handle_batch` sees them."""
+    for module, name, stage in (
+        (worker.main, "decode_records", "decode"),
+        (worker.main, "split_outputs", "split"),
+        (worker.runtime, "stack_inputs", "stack"),
+        (persist, "claim", "claim"),
+        (persist, "finish", "finish"),
+    ):
+        setattr(module, name, clock.wrap(stage, getattr(module, name)))
+
+
+class TimedSession:
+    """An ONNX Runtime session whose `run` is timed as the `session.run` stage."""
+
+    def __init__(self, session: Any, clock: StageClock) -> None:
+        self._session = session
+        self.run = clock.wrap("session.run", session.run)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def timed_consumer_factory(
+    clock: StageClock, made: list[JobConsumer]
+) -> Callable[[Settings, Sequence[str]], JobConsumer]:
+    """A factory for the worker's consumer with `poll` and `commit` timed; each goes in `made`."""
+
+    def factory(settings: Settings, topics: Sequence[str]) -> JobConsumer:
+        consumer = JobConsumer(settings, topics)
+        consumer.poll = clock.wrap("poll", consumer.poll)  # type: ignore[method-assign]
+        consumer.commit = clock.wrap("commit", consumer.commit)  # type: ignore[method-assign]
+        made.append(consumer)
+        return consumer
+
+    return factory
+
+
+def drain(the_worker: worker.main.Worker, consumer: JobConsumer, count: int) -> tuple[int, float]:
+    """Handle batches until `count` jobs were claimed; returns (batches, seconds)."""
+    claimed = batches = 0
+    started = time.perf_counter()
+    while claimed < count:
+        summary = the_worker.handle_batch(consumer)
+        if summary is not None:
+            claimed += summary.claimed
+            batches += 1
+    return batches, time.perf_counter() - started
+
+
+def queue_jobs(settings: Settings, engine: Engine, version: ModelVersion, count: int) -> None:
+    """`count` queued rows and their messages, as the API would leave them."""
+    jobs = make_jobs(version.request_schema, count, seed=time.time_ns() % 2**32)
+    insert_queued(engine, version.name, version.version, jobs, RUN)
+    produce(settings, version, jobs, RUN)
+
+
+def print_stages(clock: StageClock, batches: int, count: int, wall: float) -> None:
+    """Seconds per batch and per 1,000 jobs for each stage, and what is left unaccounted."""
+    print(
+        f"\npass 1: {count:,} jobs in {batches} batches, {wall:.2f} s, {count / wall:,.0f} jobs/s"
+    )
+    print(f"{'stage':14}{'s/batch':>10}{'ms/1k jobs':>12}{'share':>8}")
+    for stage in (*STAGES, "other"):
+        seconds = clock.seconds[stage] if stage != "other" else wall - sum(clock.seconds.values())
+        print(
+            f"{stage:14}{seconds / batches:>10.4f}{seconds / count * 1e6:>12.1f}"
+            f"{seconds / wall:>8.0%}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=Settings().poll_max_records)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--package", type=Path, default=REPO / "build" / "models" / "fraud")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="inferfleet-profile-") as tmp:
+        base = load_settings(model_cache_dir=Path(tmp))
+        engine = make_engine(base, pool_size=2)
+        s3 = make_s3_client(base)
+        version = publish_fresh(base, engine, s3, args.package)
+        settings = load_settings(
+            model_cache_dir=Path(tmp),
+            worker_models=[version.name],
+            worker_group=f"{version.name}-workers",
+            poll_max_records=args.batch,
+        )
+        try:
+            profile(settings, engine, s3, version, args)
+        finally:
+            remove(base, engine, s3, version, settings.worker_group)
+            engine.dispose()
+
+
+def profile(
+    settings: Settings, engine: Engine, s3: Any, version: ModelVersion, args: argparse.Namespace
+) -> None:
+    clock = StageClock()
+    instrument(clock)
+    store = ModelStore(settings, engine, s3)
+    consumer: list[JobConsumer] = []
+    the_worker = worker.main.Worker(
+        settings,
+        engine,
+        store,
+        WorkerMetrics(),
+        Readiness(),
+        consumer_factory=timed_consumer_factory(clock, consumer),
+    )
+    if not the_worker.start():
+        raise RuntimeError("the worker stopped before it started")
+    model = store.get(version.name, version.version)
+    model.session = TimedSession(model.session, clock)
+    try:
+        queue_jobs(settings, engine, version, args.jobs)
+        clock.enabled = True
+        batches, wall = drain(the_worker, consumer[0], args.jobs)
+        clock.enabled = False
+        print_stages(clock, batches, args.jobs, wall)
+
+        queue_jobs(settings, engine, version, args.jobs)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        drain(the_worker, consumer[0], args.jobs)
+        profiler.disable()
+        print(f"\npass 2 under cProfile: top {args.top} functions by own time")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+    finally:
+        consumer[0].close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The benchmark's workload: a model published under a fresh name, its jobs and messages.
+
+Everything the bench makes carries one unique model name (`bench-<hex>`): its registry
+rows, its topics, its S3 object and its job rows. That is how `remove` finds what to
+delete without touching anything else. Job rows have the columns `api/submit.py`
+writes; messages are `inferfleet.messages` v1, keyed by job ID, on the interactive topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+from psycopg.types.json import Jsonb
+from sqlalchemy import Engine, text
+
+from inferfleet import messages, publish
+from inferfleet.broker import Record, make_producer, send_all
+from inferfleet.ids import new_job_id
+from inferfleet.objectstore import split_uri
+from inferfleet.registry import ModelVersion
+from inferfleet.settings import Settings
+from inferfleet.tables import TERMINAL_STATUSES, jobs, model_aliases, model_versions
+from inferfleet.topics import dlq_topic, job_topic, model_topics
+
+log = logging.getLogger(__name__)
+
+TENANT = "bench"
+PRODUCE_CHUNK = 10_000
+COPY_COLUMNS = (
+    "id",
+    "tenant",
+    "model",
+    "version",
+    "status",
+    "lane",
+    "inputs",
+    "metadata",
+    "webhook",
+    "request_id",
+    "deadline",
+    "created_at",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of the workload: its ID and request body."""
+
+    id: str
+    inputs: dict[str, Any]
+
+
+def publish_fresh(settings: Settings, engine: Engine, s3: Any, package: Path) -> ModelVersion:
+    """Publish `package` as version 1 of a new model `bench-<hex>` (topics included)."""
+    return publish.publish(settings, engine, s3, package, name=f"bench-{secrets.token_hex(4)}")
+
+
+def synthetic_inputs(request_schema: dict[str, Any], count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` valid fraud requests, drawn like the model's training data."""
+    categories = request_schema["properties"]["merchant_category"]["enum"]
+    rng = np.random.default_rng(seed)
+    amounts = rng.lognormal(mean=4.0, sigma=1.2, size=count).round(2).tolist()
+    chosen = rng.choice(categories, size=count).tolist()
+    ages = rng.integers(0, 3650, size=count).tolist()
+    hours = rng.integers(0, 24, size=count).tolist()
+    return [
+        {
+            "transaction_amount": amount,
+            "merchant_category": category,
+            "user_account_age_days": age,
+            "hour_of_day": hour,
+        }
+        for amount, category, age, hour in zip(amounts, chosen, ages, hours, strict=True)
+    ]
+
+
+def make_jobs(request_schema: dict[str, Any], count: int, seed: int) -> list[Job]:
+    """`count` jobs with new IDs."""
+    return [Job(new_job_id(), inputs) for inputs in synthetic_inputs(request_schema, count, seed)]
+
+
+def insert_queued(engine: Engine, model: str, version: int, batch: Sequence[Job], run: str) -> None:
+    """COPY one `queued` row per job, as the API would insert it; `run` goes in request_id."""
+    now = datetime.now(UTC)
+    columns = ", ".join(COPY_COLUMNS)
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(f"COPY jobs ({columns}) FROM STDIN") as copy:
+            for job in batch:
+                copy.write_row(
+                    (
+                        job.id,
+                        TENANT,
+                        model,
+                        version,
+                        "queued",
+                        "interactive",
+                        Jsonb(job.inputs),
+                        Jsonb({}),
+                        None,
+                        run,
+                        None,
+                        now,
+                    )
+                )
+
+
+def analyze(engine: Engine) -> None:
+    """Refresh the planner's statistics of `jobs`, so they count the backlog just inserted.
+
+    Without this the worker's claim plan depends on when autoanalyze last ran: with
+    statistics that say `queued` rows are rare, its prepared (generic) plan scans every
+    queued row per batch (see bench/claim_plans.py), and the bench measures that instead.
+    """
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE jobs"))
+
+
+def produce(settings: Settings, version: ModelVersion, batch: Sequence[Job], run: str) -> None:
+    """Put every job's message on the model's interactive topic and wait for the acks."""
+    topic = job_topic(version.name)
+    now = datetime.now(UTC)
+    producer = make_producer(settings, client_id="inferfleet-bench")
+    try:
+        for start in range(0, len(batch), PRODUCE_CHUNK):
+            records = [
+                Record(topic, job.id.encode(), _message(version, job, now, run))
+                for job in batch[start : start + PRODUCE_CHUNK]
+            ]
+            send_all(producer, records, timeout_s=60)
+    finally:
+        producer.close(timeout=10)
+
+
+def _message(version: ModelVersion, job: Job, now: datetime, run: str) -> bytes:
+    return messages.encode(
+        messages.JobMessage(
+            job_id=job.id,
+            tenant=TENANT,
+            model=version.name,
+            version=version.version,
+            inputs=job.inputs,
+            input_uri=None,
+            enqueued_at=now,
+            deadline=None,
+            request_id=run,
+        )
+    )
+
+
+COUNT_BY_STATUS = text(
+    "SELECT status, count(*) AS n FROM jobs WHERE model = :model AND request_id = :run "
+    "GROUP BY status"
+)
+SPAN = text(
+    "SELECT min(started_at) AS first_started, max(completed_at) AS last_completed "
+    "FROM jobs WHERE model = :model AND request_id = :run"
+)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """When a run's jobs ran, by the database's clock and by the bench's poll."""
+
+    statuses: dict[str, int]
+    first_started: datetime
+    last_completed: datetime
+    seen_done: datetime
+
+    def rate(self, count: int) -> float:
+        """Jobs/s from the first claim to the poll that first saw every job ended."""
+        return count / (self.seen_done - self.first_started).total_seconds()
+
+    def db_rate(self, count: int) -> float:
+        """Jobs/s from the first claim to the last `completed_at`, both the database's."""
+        return count / (self.last_completed - self.first_started).total_seconds()
+
+
+def wait_until_ended(
+    engine: Engine,
+    model: str,
+    run: str,
+    count: int,
+    alive: Callable[[], bool],
+    timeout_s: float,
+    every_s: float = 0.2,
+) -> Completion:
+    """Poll the run's status counts until all `count` jobs are terminal.
+
+    `seen_done` is taken just before the query that first saw them all ended, so it is
+    at most one poll interval plus one query after the last commit. Raises
+    RuntimeError if `alive()` turns false or the timeout passes first.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        asked_at = datetime.now(UTC)
+        with engine.connect() as conn:
+            statuses = {r.status: r.n for r in conn.execute(COUNT_BY_STATUS, _where(model, run))}
+        if sum(n for s, n in statuses.items() if s in TERMINAL_STATUSES) >= count:
+            break
+        if not alive():
+            raise RuntimeError(f"the process under test exited early; job counts {statuses}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not done after {timeout_s:.0f} s; job counts {statuses}")
+        time.sleep(every_s)
+    with engine.connect() as conn:
+        span = conn.execute(SPAN, _where(model, run)).one()
+    return Completion(statuses, span.first_started, span.last_completed, asked_at)
+
+
+def _where(model: str, run: str) -> dict[str, str]:
+    return {"model": model, "run": run}
+
+
+def remove(settings: Settings, engine: Engine, s3: Any, version: ModelVersion, group: str) -> None:
+    """Delete the bench model's job rows, registry rows, topics, S3 object and `group`."""
+    name = version.name
+    with engine.begin() as conn:
+        conn.execute(jobs.delete().where(jobs.c.model == name))
+        conn.execute(model_aliases.delete().where(model_aliases.c.name == name))
+        conn.execute(model_versions.delete().where(model_versions.c.name == name))
+    bucket, key = split_uri(version.artifact_uri)
+    s3.delete_object(Bucket=bucket, Key=key)
+    topics = model_topics(name)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench")
+    try:
+        admin.delete_topics(topics + [dlq_topic(t) for t in topics])
+        admin.delete_groups([group])
+    except KafkaError as e:
+        log.warning("could not delete the topics of %s or group %s: %s", name, group, e)
+    finally:
+        admin.close()
