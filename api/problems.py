@@ -124,6 +124,21 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             ),
         )
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette answers this outside every middleware and then re-raises, so the
+        # server logs the traceback; the request id header is added here.
+        request_id = getattr(request.state, "request_id", "")
+        return problem_response(
+            request,
+            ProblemError(
+                500,
+                "Internal Server Error",
+                "the server failed; the request id identifies it in the logs",
+                headers={"X-Request-ID": request_id},
+            ),
+        )
+
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None

@@ -7,6 +7,8 @@ so a client can fix a request in one round trip.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -54,4 +56,23 @@ def validate_instance(
     for err in validator.iter_errors(instance):
         for field_error in _to_field_errors(err, prefix):
             errors.setdefault((field_error.loc, field_error.type), field_error)
+    for loc, value in _non_finite(instance, prefix):
+        # JSON has no NaN or infinity, though Python's parser accepts them; neither can
+        # be stored or fed to a model meaningfully.
+        errors[(loc, "finite_number")] = FieldError(
+            loc, "must be a finite number", "finite_number", str(value)
+        )
     return sorted(errors.values(), key=lambda e: [str(part) for part in e.loc])
+
+
+def _non_finite(
+    value: Any, loc: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], float]]:
+    if isinstance(value, float) and not math.isfinite(value):
+        yield loc, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*loc, index))

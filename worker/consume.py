@@ -52,6 +52,19 @@ class JobConsumer:
             return False
         return True
 
+    def rewind(self) -> None:
+        """Move every assigned partition back to its committed offset.
+
+        After a batch failed part-way, the next poll then returns the same records
+        again instead of running past them.
+        """
+        for tp in self._consumer.assignment():
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
     def dead_letter(self, poison: Sequence[Poison]) -> None:
         """Copy undecodable records to their topic's DLQ, the reason in a header."""
         if not poison:

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kafka.errors import KafkaError
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from inferfleet.db import make_engine
 from inferfleet.errors import ArtifactError, InferfleetError, NotFoundError
@@ -111,9 +113,21 @@ class Worker:
         if not self.start():
             return
         assert self._consumer is not None
+        delay = 1.0
         try:
             while not self._stop.is_set():
-                self.handle_batch(self._consumer)
+                try:
+                    self.handle_batch(self._consumer)
+                    delay = 1.0
+                except (SQLAlchemyError, KafkaError) as e:
+                    # Postgres or Kafka is away: nothing of this batch was committed, so
+                    # rewind to the committed offsets and try the same records again. If
+                    # even the rewind fails, the error ends the process; a restart then
+                    # resumes from the committed offsets too.
+                    log.error("batch failed, retrying it in %.0f s: %r", delay, e)
+                    self._consumer.rewind()
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
         finally:
             self._consumer.close()
             log.info("left the consumer group; stopped")

@@ -63,11 +63,23 @@ def finish(engine: Engine, outcomes: Sequence[Outcome]) -> int:
     """Write every outcome in one transaction; returns how many jobs took their result."""
     if not outcomes:
         return 0
+    rows = [_encode(o) for o in outcomes]
     params = {
         "ids": [o.job_id for o in outcomes],
-        "statuses": ["succeeded" if o.error is None else "failed" for o in outcomes],
-        "outputs": [json.dumps(o.outputs) if o.outputs is not None else None for o in outcomes],
-        "errors": [json.dumps(o.error) if o.error is not None else None for o in outcomes],
+        "statuses": ["succeeded" if error is None else "failed" for _, error in rows],
+        "outputs": [outputs for outputs, _ in rows],
+        "errors": [error for _, error in rows],
     }
     with engine.begin() as conn:
         return conn.execute(FINISH, params).rowcount
+
+
+def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
+    """(outputs JSON, error JSON) of one outcome; outputs that JSON cannot hold fail the job."""
+    if outcome.error is not None:
+        return None, json.dumps(outcome.error)
+    try:
+        return json.dumps(outcome.outputs, allow_nan=False), None
+    except ValueError:
+        error = {"type": "invalid_output", "message": "the model produced NaN or infinity"}
+        return None, json.dumps(error)

@@ -183,3 +183,22 @@ def test_validators_are_cached_by_schema_content() -> None:
 
     assert validator_for(reordered) is validator_for(REQUEST_SCHEMA)
     assert validator_for({"type": "string"}) is not validator_for(REQUEST_SCHEMA)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_number_is_refused(validator: Draft202012Validator, value: float) -> None:
+    instance = {**GOOD, "transaction_amount": value}
+
+    errors = validate_instance(validator, instance)
+
+    assert (("inputs", "transaction_amount"), "finite_number", str(value)) in [
+        (e.loc, e.type, e.input) for e in errors
+    ]
+    assert {e.loc for e in errors} == {("inputs", "transaction_amount")}
+
+
+def test_a_non_finite_number_is_found_at_any_depth() -> None:
+    schema = {"type": "object", "properties": {"v": {"type": "array"}}}
+    errors = validate_instance(validator_for(schema), {"v": [1.0, {"x": float("nan")}]})
+
+    assert [e.loc for e in errors] == [("inputs", "v", 1, "x")]

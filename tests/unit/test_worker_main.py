@@ -1,0 +1,107 @@
+"""The worker loop's reaction to outages, with fakes for its seams (no services)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+import worker.main
+from inferfleet.settings import load_settings
+from worker.health import Readiness
+from worker.main import Worker
+from worker.metrics import WorkerMetrics
+
+
+@dataclass
+class FakeModel:
+    name: str = "fraud"
+    version: int = 1
+    provider: str = "CPUExecutionProvider"
+
+
+class FakeStore:
+    def load_alias(self, name: str) -> FakeModel:
+        return FakeModel(name=name)
+
+    def loaded(self) -> list[FakeModel]:
+        return [FakeModel()]
+
+
+@dataclass
+class FakeConsumer:
+    rewinds: int = 0
+    closed: bool = False
+    rewind_fails: bool = False
+    events: list[str] = field(default_factory=list)
+
+    def rewind(self) -> None:
+        self.rewinds += 1
+        self.events.append("rewind")
+        if self.rewind_fails:
+            raise OperationalError("seek", {}, Exception("broker gone"))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def make_worker(
+    monkeypatch: pytest.MonkeyPatch, consumer: FakeConsumer, outcomes: list[Exception | None]
+) -> Worker:
+    monkeypatch.setattr(worker.main, "ensure_topics", lambda *a, **k: None)
+    w = Worker(
+        load_settings(),
+        engine=None,  # type: ignore[arg-type]
+        store=FakeStore(),  # type: ignore[arg-type]
+        metrics=WorkerMetrics(),
+        readiness=Readiness(),
+        consumer_factory=lambda settings, topics: consumer,  # type: ignore[arg-type,return-value]
+    )
+    monkeypatch.setattr(w._stop, "wait", lambda timeout: False)  # no real back-off in tests
+
+    def handle_batch(_: Any) -> None:
+        outcome = outcomes.pop(0)
+        consumer.events.append("batch")
+        if not outcomes:
+            w.stop()
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(w, "handle_batch", handle_batch)
+    return w
+
+
+def test_a_database_outage_rewinds_and_retries_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = FakeConsumer()
+    outage = OperationalError("UPDATE jobs", {}, Exception("connection refused"))
+    w = make_worker(monkeypatch, consumer, [outage, outage, None])
+
+    w.run()
+
+    assert consumer.events == ["batch", "rewind", "batch", "rewind", "batch"]
+    assert consumer.closed
+    assert w.readiness.get()[0] is True
+
+
+def test_a_failed_rewind_ends_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = FakeConsumer(rewind_fails=True)
+    outage = OperationalError("UPDATE jobs", {}, Exception("connection refused"))
+    w = make_worker(monkeypatch, consumer, [outage, None])
+
+    with pytest.raises(OperationalError):
+        w.run()
+
+    assert consumer.events == ["batch", "rewind"]
+    assert consumer.closed, "the group is left even when the worker dies"
+
+
+def test_an_unexpected_error_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = FakeConsumer()
+    w = make_worker(monkeypatch, consumer, [RuntimeError("bug"), None])
+
+    with pytest.raises(RuntimeError, match="bug"):
+        w.run()
+
+    assert consumer.rewinds == 0
