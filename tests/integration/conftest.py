@@ -8,7 +8,6 @@ each publishes its own model (so its own topics and consumer group) into the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,7 +20,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -38,6 +36,7 @@ from inferfleet.objectstore import make_s3_client
 from inferfleet.publish import publish
 from inferfleet.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
+from tests.fraud import fraud_build
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".stack" / "logs"
@@ -160,21 +159,11 @@ def s3(settings: Settings) -> Any:
     return client
 
 
-def load_fraud_build() -> ModuleType:
-    """models/fraud/build.py as a module (it is a script, not part of a package)."""
-    spec = importlib.util.spec_from_file_location("fraud_build", ROOT / "models/fraud/build.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def fraud_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo fraud package, built once per session from the project's own script."""
     out = tmp_path_factory.mktemp("fraud-package")
-    load_fraud_build().build(out)
+    fraud_build().build(out)
     return out
 
 

@@ -14,18 +14,10 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine
 
 from inferfleet.topics import model_topics
+from tests.fraud import fraud_build
 from tests.integration.conftest import eventually, job_rows, terminal_writes
 
-CATEGORIES = [
-    "electronics",
-    "fashion",
-    "gaming",
-    "gift_cards",
-    "grocery",
-    "restaurants",
-    "travel",
-    "utilities",
-]
+CATEGORIES = fraud_build().CATEGORIES
 
 
 def random_inputs(n: int, seed: int) -> list[dict[str, Any]]:

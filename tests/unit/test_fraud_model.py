@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -15,22 +13,13 @@ import pytest
 
 from inferfleet.modelpkg import read_package
 from inferfleet.validation import validate_instance, validator_for
+from tests.fraud import fraud_build
 from worker.batching import InputSpec, split_outputs, stack_inputs
 
-BUILD_PY = Path(__file__).resolve().parents[2] / "models" / "fraud" / "build.py"
 COLUMNS = ["transaction_amount", "merchant_category", "user_account_age_days", "hour_of_day"]
 
 
-def load_fraud_build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fraud_build", BUILD_PY)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fraud = load_fraud_build()
+fraud = fraud_build()
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -12,20 +9,9 @@ from jsonschema import Draft202012Validator
 
 from inferfleet.errors import FieldError
 from inferfleet.validation import validate_instance, validator_for
+from tests.fraud import fraud_build
 
-BUILD_PY = Path(__file__).resolve().parents[2] / "models" / "fraud" / "build.py"
-
-
-def load_fraud_build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fraud_build", BUILD_PY)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REQUEST_SCHEMA: dict[str, Any] = load_fraud_build().REQUEST_SCHEMA
+REQUEST_SCHEMA: dict[str, Any] = fraud_build().REQUEST_SCHEMA
 GOOD: dict[str, Any] = {
     "transaction_amount": 129.99,
     "merchant_category": "electronics",
