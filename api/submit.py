@@ -32,7 +32,7 @@ class Item:
 
 @dataclass(frozen=True)
 class Submitted:
-    """What was queued: the resolved version and one (id, created_at) per item."""
+    """What was queued: the resolved version, the job IDs in item order, and when."""
 
     model: str
     version: int

@@ -119,9 +119,9 @@ def insert_queued(engine: Engine, model: str, version: int, batch: Sequence[Job]
 def analyze(engine: Engine) -> None:
     """Refresh the planner's statistics of `jobs`, so they count the backlog just inserted.
 
-    Without this the worker's claim plan depends on when autoanalyze last ran: with
-    statistics that say `queued` rows are rare, its prepared (generic) plan scans every
-    queued row per batch (see bench/claim_plans.py), and the bench measures that instead.
+    The engine plans the worker's statements for their actual parameters
+    (`inferfleet.db.make_engine`), so stale statistics no longer make the claim slow
+    (bench/claim_plans.py shows the generic plan it avoids); this only keeps runs alike.
     """
     with engine.begin() as conn:
         conn.execute(text("ANALYZE jobs"))

@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,7 +160,7 @@ class Worker:
         consumer.commit()
 
         failed = sum(1 for o in outcomes if o.error is not None)
-        self._count(runnable, outcomes)
+        self._count(jobs, outcomes, expired)
         summary = BatchSummary(
             records=len(records),
             claimed=len(claimed),
@@ -197,12 +198,12 @@ class Worker:
         with self.metrics.inference_seconds.labels(name, str(version)).time():
             return run_isolating_failures(jobs, lambda batch: _infer(model, batch))
 
-    def _count(self, runnable: list[JobMessage], outcomes: list[Outcome]) -> None:
-        by_id = {j.job_id: j.model for j in runnable}
-        counts: dict[tuple[str, str], int] = {}
-        for o in outcomes:
-            key = (by_id[o.job_id], "failed" if o.error else "succeeded")
-            counts[key] = counts.get(key, 0) + 1
+    def _count(self, jobs: list[JobMessage], outcomes: list[Outcome], expired: set[str]) -> None:
+        by_id = {j.job_id: j.model for j in jobs}
+        counts: Counter[tuple[str, str]] = Counter(
+            (by_id[o.job_id], "failed" if o.error else "succeeded") for o in outcomes
+        )
+        counts.update((by_id[job_id], "expired") for job_id in expired)
         for (model, status), n in counts.items():
             self.metrics.jobs.labels(model, status).inc(n)
 
