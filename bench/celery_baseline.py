@@ -2,7 +2,7 @@
 
 Each task does what a straightforward Celery port of the worker would do for one job:
 claim it with the worker's own claim statement (`worker.persist.CLAIM`, status-guarded),
-run the ONNX Runtime session at batch 1 (feeds built by `worker.batching.stack_inputs`),
+run the ONNX Runtime session at batch 1 (loaded by the worker's own `ModelStore`),
 and write the outputs with one single-row, status-guarded UPDATE (running → succeeded).
 That is two transactions per job where the batched worker has two per batch.
 
@@ -11,8 +11,9 @@ configured by the environment, read in each worker process on its first task (ne
 import, so a prefork parent opens no session to hand down across fork):
 
     BENCH_CELERY_BROKER   broker URL (default redis://127.0.0.1:6379/0)
-    BENCH_MODEL_PATH      the ONNX graph to serve
-    INFERFLEET_*          database URL, providers and intra-op threads, as the worker reads them
+    BENCH_MODEL_NAME      the published model to serve
+    BENCH_MODEL_VERSION   and its version
+    INFERFLEET_*          database, S3, model cache, providers and threads, as the worker reads them
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import functools
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -29,10 +29,12 @@ from celery.signals import worker_process_init
 from sqlalchemy import Engine, text
 
 from inferfleet.db import make_engine
+from inferfleet.objectstore import make_s3_client
+from inferfleet.preprocessing import split_outputs
 from inferfleet.settings import load_settings
-from worker.batching import split_outputs
+from worker.models import ModelStore
 from worker.persist import CLAIM
-from worker.runtime import LoadedModel, open_model
+from worker.runtime import LoadedModel
 
 TASK_NAME = "bench.run_job"
 
@@ -63,9 +65,10 @@ class _Process:
 @functools.cache
 def _process() -> _Process:
     settings = load_settings()
-    path = Path(os.environ["BENCH_MODEL_PATH"])
-    model = open_model("bench", 1, path, settings.providers, settings.intra_op_threads)
-    return _Process(make_engine(settings, pool_size=1), model)
+    engine = make_engine(settings, pool_size=1)
+    store = ModelStore(settings, engine, make_s3_client(settings))
+    model = store.get(os.environ["BENCH_MODEL_NAME"], int(os.environ["BENCH_MODEL_VERSION"]))
+    return _Process(engine, model)
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

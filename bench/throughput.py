@@ -7,7 +7,7 @@ Needs the local stack (`scripts/stack.sh up`), a migrated database and the demo 
 same fraud model and the same Postgres:
 
 a) bare ONNX Runtime: rows/s of `session.run` alone at the worker's batch size, on feeds
-   built beforehand by `worker.batching.stack_inputs`, with the worker's intra-op threads.
+   built beforehand by the model's preprocessing, with the worker's intra-op threads.
 b) the worker end to end: the model is published under a fresh name (`bench-<hex>`),
    `--jobs` queued rows are COPYed into `jobs` and their messages produced to Kafka, all
    before `python -m worker` starts. Jobs/s runs from the first job's `started_at` to
@@ -67,7 +67,6 @@ from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client
 from inferfleet.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
-from worker.batching import stack_inputs
 from worker.runtime import open_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,9 +111,9 @@ def measure_ort(
     settings: Settings, model_path: Path, version: ModelVersion, batch: int, seconds: float
 ) -> OrtRun:
     """Time `session.run` alone over pre-built feeds of `batch` rows for about `seconds`."""
-    model = open_model("bench", 1, model_path, settings.providers, settings.intra_op_threads)
+    model = open_model(version, {f: model_path.parent / f for f in version.files}, settings)
     rows = synthetic_inputs(version.request_schema, batch * FEED_SETS, seed=0)
-    feeds = [stack_inputs(rows[i : i + batch], model.inputs) for i in range(0, len(rows), batch)]
+    feeds = [model.preprocess(rows[i : i + batch]) for i in range(0, len(rows), batch)]
     for feed in feeds:
         model.session.run(model.output_names, feed)
     calls = 0
@@ -203,7 +202,9 @@ def measure_celery(
     _timed(f"enqueued {count:,} Celery tasks", _enqueue, queue, jobs)
     threads = max(1, (os.cpu_count() or 1) // concurrency) if pool == "prefork" else 0
     env = os.environ | {
-        "BENCH_MODEL_PATH": str(model_path),
+        "BENCH_MODEL_NAME": version.name,
+        "BENCH_MODEL_VERSION": str(version.version),
+        "INFERFLEET_MODEL_CACHE_DIR": str(logs / "celery-cache"),
         "INFERFLEET_INTRA_OP_THREADS": str(threads),
         "PYTHONPATH": str(REPO),
     }
@@ -324,7 +325,7 @@ def report(args: argparse.Namespace, a: OrtRun, b: WorkerRun, c: CeleryRun) -> s
         f"{'':4}{'b/a':58}{b_rate / a.rows_per_s:>16.4f}",
         f"{'':4}{'b/c':58}{b_rate / c_rate:>16.1f}",
         "",
-        f"a) {a.calls:,} calls over pre-built feeds (worker.batching.stack_inputs)",
+        f"a) {a.calls:,} calls over pre-built feeds (the model's own preprocessing)",
         f"b) poll_max_records={args.batch}, {args.partitions} partitions; first started_at -> "
         f"poll seeing all ended {span:.2f} s; by database clock "
         f"{b.completion.db_rate(args.jobs):,.0f} jobs/s; /readyz 200 -> all ended "

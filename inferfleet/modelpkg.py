@@ -1,10 +1,25 @@
 """The model package: a folder with `manifest.json` and the ONNX graph it names.
 
-    fraud/
-    ├── manifest.json   name, request schema, preprocessing, outputs, batching hints
-    └── model.onnx      the graph, preprocessing included; a dynamic batch axis
+    minilm/
+    ├── manifest.json   name, request schema, example, preprocessing, outputs, batching
+    ├── model.onnx      the graph, with a dynamic batch axis
+    └── tokenizer.json  a data asset the preprocessing step names (if any)
 
-Only ONNX and JSON are read from a package; nothing is ever unpickled.
+The manifest's fields:
+
+| field | meaning |
+| --- | --- |
+| `name` | default model name (`[a-z0-9][a-z0-9._-]{0,62}`) |
+| `model_file` | the ONNX graph's file name in the folder |
+| `request_schema` | JSON Schema of one instance, as clients send it |
+| `example` | one instance that satisfies `request_schema`; publishing runs it |
+| `preprocessing` | `{"kind": "none"}` or a tokenizer step (see `inferfleet.preprocessing`) |
+| `output_schema` | JSON Schema of one result; its properties are graph outputs |
+| `batching` | hints, e.g. `{"preferred_batch_size": 64}` |
+
+Only the files the manifest names are published. ONNX and JSON are the only formats
+read; a pickled file anywhere in the folder refuses the package, and nothing is ever
+unpickled.
 """
 
 from __future__ import annotations
@@ -32,8 +47,15 @@ class Manifest:
     request_schema: dict[str, Any]
     output_schema: dict[str, Any]
     preprocessing: dict[str, Any]
+    assets: tuple[str, ...]
+    example: dict[str, Any]
     preferred_batch_size: int
     raw: dict[str, Any]
+
+    @property
+    def files(self) -> list[str]:
+        """The package files to publish: the graph and the assets preprocessing names."""
+        return [self.model_file, *self.assets]
 
 
 def read_package(folder: Path) -> Manifest:
@@ -51,13 +73,29 @@ def read_package(folder: Path) -> Manifest:
         raise ArtifactError(f"{folder / MANIFEST}: not UTF-8 JSON: {e}") from e
     if not isinstance(raw, dict):
         raise ArtifactError(f"{MANIFEST}: must be a JSON object, not {type(raw).__name__}")
-    for key in ("name", "model_file", "request_schema", "output_schema"):
+    for key in ("name", "model_file", "request_schema", "output_schema", "example"):
         if key not in raw:
             raise ArtifactError(f"{MANIFEST}: missing field {key!r}")
     try:
         Draft202012Validator.check_schema(raw["request_schema"])
     except SchemaError as e:
         raise ArtifactError(f"{MANIFEST}: request_schema is not a JSON Schema: {e.message}") from e
+    errors = list(Draft202012Validator(raw["request_schema"]).iter_errors(raw["example"]))
+    if errors:
+        raise ArtifactError(
+            f"{MANIFEST}: example does not satisfy request_schema: {errors[0].message}"
+        )
+    preprocessing = raw.get("preprocessing") or {"kind": "none"}
+    if not isinstance(preprocessing, dict):
+        raise ArtifactError(f"{MANIFEST}: preprocessing must be an object, not {preprocessing!r}")
+    assets = []
+    if preprocessing.get("kind") == "tokenizer":
+        assets.append(preprocessing.get("tokenizer_file", "tokenizer.json"))
+    for asset in assets:
+        if not isinstance(asset, str) or Path(asset).name != asset:
+            raise ArtifactError(f"{MANIFEST}: {asset!r} must be a file name in the package")
+        if not (folder / asset).is_file():
+            raise ArtifactError(f"{MANIFEST}: {asset!r} is not in the package")
     model_file = raw["model_file"]
     if not isinstance(model_file, str) or Path(model_file).name != model_file:
         raise ArtifactError(
@@ -79,7 +117,9 @@ def read_package(folder: Path) -> Manifest:
         model_file=raw["model_file"],
         request_schema=raw["request_schema"],
         output_schema=raw["output_schema"],
-        preprocessing=raw.get("preprocessing", {"kind": "none"}),
+        preprocessing=preprocessing,
+        assets=tuple(assets),
+        example=raw["example"],
         preferred_batch_size=preferred,
         raw=raw,
     )

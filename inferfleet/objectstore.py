@@ -54,10 +54,14 @@ def exists(s3: Any, uri: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if _is_missing(e):
             return False
         raise
     return True
+
+
+def _is_missing(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def upload(s3: Any, path: Path, uri: str) -> None:
@@ -81,7 +85,9 @@ def download_verified(s3: Any, uri: str, dest: Path, sha256: str) -> None:
             try:
                 s3.download_fileobj(bucket, key, f)
             except ClientError as e:
-                raise ArtifactError(f"cannot download {uri}: {e}") from e
+                if _is_missing(e):
+                    raise ArtifactError(f"{uri} does not exist in the object store") from e
+                raise  # throttling, outages: the caller may try again later
         actual = sha256_file(tmp)
         if actual != sha256:
             raise ArtifactError(

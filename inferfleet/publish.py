@@ -1,9 +1,13 @@
-"""Publishing a model package: upload to S3, register the version, create its topics.
+"""Publishing a model package: check it, upload its files, register the version.
 
-Artifacts are stored content-addressed, `s3://<bucket>/models/<name>/<sha256>/<file>`,
-so an upload never overwrites different bytes under the same key. A copy goes into the
-local model cache, which is also what `restore` re-uploads from when an in-memory S3
-server has lost its objects.
+Every file is stored content-addressed, `s3://<bucket>/models/<name>/<sha256>/<file>`,
+so an upload never overwrites different bytes under the same key. A copy of each goes
+into the local model cache, which is also what `restore` re-uploads from when an
+in-memory S3 server has lost its objects.
+
+Before anything is uploaded, `check_package` opens the graph with ONNX Runtime, checks
+that the declared preprocessing produces every graph input (name, element type, rank),
+that the output schema names real graph outputs, and runs the manifest's example.
 """
 
 from __future__ import annotations
@@ -17,23 +21,67 @@ from typing import Any
 from sqlalchemy import Engine
 
 from inferfleet import objectstore, registry
-from inferfleet.errors import NotFoundError
-from inferfleet.modelpkg import read_package
-from inferfleet.registry import ModelVersion
+from inferfleet.errors import ArtifactError, NotFoundError
+from inferfleet.modelpkg import Manifest, read_package
+from inferfleet.preprocessing import make_preprocessor, mismatches, split_outputs
+from inferfleet.registry import FileRef, ModelVersion
+from inferfleet.sessions import graph_inputs, graph_outputs, open_session
 from inferfleet.settings import Settings
 from inferfleet.topics import dlq_topic, ensure_topics, model_topics
+from inferfleet.validation import validate_instance, validator_for
 
 log = logging.getLogger(__name__)
 
 
 def artifact_uri(bucket: str, name: str, sha256: str, filename: str) -> str:
-    """Where a package's graph lives in the object store."""
+    """Where a package file lives in the object store."""
     return f"s3://{bucket}/models/{name}/{sha256}/{filename}"
 
 
-def cache_path(cache_dir: Path, sha256: str) -> Path:
-    """Where a verified copy of an artifact lives on this machine."""
-    return cache_dir / f"{sha256}.onnx"
+def cache_path(cache_dir: Path, sha256: str, filename: str) -> Path:
+    """Where a verified copy of a package file lives on this machine."""
+    return cache_dir / f"{sha256}{Path(filename).suffix}"
+
+
+def check_package(settings: Settings, folder: Path) -> Manifest:
+    """Read the package in `folder` and prove the graph can serve its requests.
+
+    Raises ArtifactError naming the first input, output or file that does not fit.
+    """
+    manifest = read_package(folder)
+    files = {name: folder / name for name in manifest.files}
+    session = open_session(files[manifest.model_file], settings, cpu_only=True)
+    inputs = graph_inputs(session)
+    outputs = [spec.name for spec in graph_outputs(session)]
+    preprocess = make_preprocessor(manifest.preprocessing, inputs, files)
+    problems = mismatches(preprocess.outputs(), inputs)
+    if manifest.preprocessing.get("kind", "none") == "none":
+        required = set(manifest.request_schema.get("required", []))
+        problems += [
+            f"graph input {spec.name!r} is not a required field of request_schema"
+            for spec in inputs
+            if spec.name not in required
+        ]
+    problems += [
+        f"output_schema names {name!r}, which the graph does not output (it outputs {outputs})"
+        for name in manifest.output_schema.get("properties", {})
+        if name not in outputs
+    ]
+    if problems:
+        raise ArtifactError(f"{folder.name}: " + "; ".join(problems))
+    try:
+        feeds = preprocess([manifest.example])
+        arrays = session.run(outputs, {spec.name: feeds[spec.name] for spec in inputs})
+        result = split_outputs(outputs, arrays, 1)[0]
+    except Exception as e:  # whatever the runtime raised is the package's fault
+        raise ArtifactError(f"{folder.name}: the graph fails on the manifest's example: {e}") from e
+    errors = validate_instance(validator_for(manifest.output_schema), result, ("outputs",))
+    if errors:
+        raise ArtifactError(
+            f"{folder.name}: the example's result breaks output_schema at "
+            f"{'.'.join(map(str, errors[0].loc))}: {errors[0].msg}"
+        )
+    return manifest
 
 
 def publish(
@@ -46,32 +94,32 @@ def publish(
     alias: str | None = registry.DEFAULT_ALIAS,
     reuse_current: bool = False,
 ) -> ModelVersion:
-    """Upload the package in `folder`, register its next version and point `alias` at it.
+    """Check the package in `folder`, upload it, register its next version, move `alias`.
 
-    With `reuse_current`, a package whose graph is byte-identical to the version `alias`
-    already points at registers nothing and returns that version.
+    With `reuse_current`, a package whose files are byte-identical to the version
+    `alias` already points at registers nothing and returns that version.
     """
-    manifest = read_package(folder)
+    manifest = check_package(settings, folder)
     name = name or manifest.name
     registry.check_model_name(name)
-    graph = folder / manifest.model_file
-    sha256 = objectstore.sha256_file(graph)
-    uri = artifact_uri(settings.s3_bucket, name, sha256, manifest.model_file)
+    digests = {f: objectstore.sha256_file(folder / f) for f in manifest.files}
     if reuse_current and alias:
         current = _current(engine, name, alias)
-        if current is not None and current.sha256 == sha256:
+        if current is not None and {f: r.sha256 for f, r in current.files.items()} == digests:
             return current
-    if not objectstore.exists(s3, uri):
-        objectstore.upload(s3, graph, uri)
+    files: dict[str, FileRef] = {}
+    for filename, sha256 in digests.items():
+        path = folder / filename
+        uri = artifact_uri(settings.s3_bucket, name, sha256, filename)
+        if not objectstore.exists(s3, uri):
+            objectstore.upload(s3, path, uri)
+        files[filename] = FileRef(uri=uri, sha256=sha256, size_bytes=path.stat().st_size)
+        cached = cache_path(settings.model_cache_dir, sha256, filename)
+        if not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, cached)
     with engine.begin() as conn:
-        version = registry.register(
-            conn,
-            name,
-            artifact_uri=uri,
-            sha256=sha256,
-            size_bytes=graph.stat().st_size,
-            manifest=manifest.raw,
-        )
+        version = registry.register(conn, name, manifest=manifest.raw, files=files)
         if alias:
             registry.set_alias(conn, name, alias, version.version)
     topics = model_topics(name)
@@ -81,11 +129,7 @@ def publish(
         settings.topic_partitions,
         settings.topic_replication,
     )
-    cached = cache_path(settings.model_cache_dir, sha256)
-    if not cached.exists():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(graph, cached)
-    log.info("published %s v%d (%s)", name, version.version, uri)
+    log.info("published %s v%d (%s)", name, version.version, version.artifact_uri)
     return version
 
 
@@ -107,19 +151,22 @@ class RestoreReport:
 
 
 def restore(settings: Settings, engine: Engine, s3: Any) -> RestoreReport:
-    """Re-upload registered artifacts that the object store no longer has, from the cache."""
+    """Re-upload registered files that the object store no longer has, from the cache."""
     with engine.connect() as conn:
         versions = registry.list_versions(conn)
     report = RestoreReport([], [], [])
     for v in versions:
         label = f"{v.name} v{v.version}"
-        if objectstore.exists(s3, v.artifact_uri):
+        gone = [(f, ref) for f, ref in v.files.items() if not objectstore.exists(s3, ref.uri)]
+        if not gone:
             report.present.append(label)
             continue
-        cached = cache_path(settings.model_cache_dir, v.sha256)
-        if cached.exists() and objectstore.sha256_file(cached) == v.sha256:
-            objectstore.upload(s3, cached, v.artifact_uri)
-            report.restored.append(label)
-        else:
-            report.missing.append(label)
+        lost = False
+        for filename, ref in gone:
+            cached = cache_path(settings.model_cache_dir, ref.sha256, filename)
+            if cached.exists() and objectstore.sha256_file(cached) == ref.sha256:
+                objectstore.upload(s3, cached, ref.uri)
+            else:
+                lost = True
+        (report.missing if lost else report.restored).append(label)
     return report

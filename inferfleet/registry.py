@@ -6,7 +6,7 @@ Versions are immutable once registered; aliases (`production`, `canary`, …) mo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
@@ -20,8 +20,21 @@ DEFAULT_ALIAS = "production"
 
 
 @dataclass(frozen=True)
+class FileRef:
+    """One stored file of a package."""
+
+    uri: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
 class ModelVersion:
-    """One registered, immutable version of a model."""
+    """One registered, immutable version of a model.
+
+    `artifact_uri`, `sha256` and `size_bytes` describe the graph; `files` holds every
+    file of the package by name, the graph included.
+    """
 
     name: str
     version: int
@@ -31,6 +44,7 @@ class ModelVersion:
     request_schema: dict[str, Any]
     output_schema: dict[str, Any]
     manifest: dict[str, Any]
+    files: dict[str, FileRef]
 
 
 def check_model_name(name: str) -> None:
@@ -51,6 +65,7 @@ def _row_to_version(row: Any) -> ModelVersion:
         request_schema=row.request_schema,
         output_schema=row.output_schema,
         manifest=row.manifest,
+        files={name: FileRef(**ref) for name, ref in row.files.items()},
     )
 
 
@@ -89,10 +104,8 @@ def register(
     conn: Connection,
     name: str,
     *,
-    artifact_uri: str,
-    sha256: str,
-    size_bytes: int,
     manifest: dict[str, Any],
+    files: dict[str, FileRef],
 ) -> ModelVersion:
     """Register the next version of `name` (1, 2, …) and return it.
 
@@ -105,13 +118,15 @@ def register(
         select(func.max(model_versions.c.version)).where(model_versions.c.name == name)
     ).scalar_one()
     version = (latest or 0) + 1
+    graph = files[manifest["model_file"]]
     conn.execute(
         model_versions.insert().values(
             name=name,
             version=version,
-            artifact_uri=artifact_uri,
-            sha256=sha256,
-            size_bytes=size_bytes,
+            artifact_uri=graph.uri,
+            sha256=graph.sha256,
+            size_bytes=graph.size_bytes,
+            files={n: asdict(ref) for n, ref in files.items()},
             request_schema=manifest["request_schema"],
             output_schema=manifest["output_schema"],
             manifest=manifest,

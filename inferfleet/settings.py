@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferfleet.errors import ConfigError
 
+KNOWN_PROVIDERS = frozenset(
+    {"TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"}
+)
+
 
 class Settings(BaseSettings):
     """Everything a service needs to reach the outside world, and its limits."""
@@ -57,10 +61,25 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(default=45_000, ge=1000)
     model_cache_dir: Path = Path(".stack/model-cache")
     model_cache_versions: int = Field(default=8, ge=1)
+    # ONNX Runtime: providers in order of preference (those this build lacks are skipped;
+    # CPU is always last), and the options that matter for each.
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
-    intra_op_threads: int = Field(default=0, ge=0)
+    gpu_device_id: int = Field(default=0, ge=0)
+    gpu_mem_limit_bytes: int = Field(default=0, ge=0)  # 0 = no limit
+    trt_engine_cache_dir: Path | None = None
+    trt_fp16: bool = False
+    intra_op_threads: int = Field(default=0, ge=0)  # 0 = ONNX Runtime's choice
+    registry_poll_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in KNOWN_PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown provider(s) {unknown}; known: {sorted(KNOWN_PROVIDERS)}")
+        return value
 
     @field_validator("worker_models", "providers", mode="before")
     @classmethod

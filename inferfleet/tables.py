@@ -64,6 +64,8 @@ model_versions = Table(
     Column("request_schema", JSONB, nullable=False),
     Column("output_schema", JSONB, nullable=False),
     Column("manifest", JSONB, nullable=False),
+    # {file name: {"uri", "sha256", "size_bytes"}} for every file of the package.
+    Column("files", JSONB, nullable=False, server_default="{}"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("name", "version"),
 )

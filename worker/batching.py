@@ -1,4 +1,4 @@
-"""Pure batch planning: decode records, group jobs by model version, stack, split.
+"""Pure batch planning: decode records, group jobs by model version, isolate failures.
 
 Nothing here touches Kafka, Postgres or ONNX Runtime, so every rule is unit-tested.
 """
@@ -9,19 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from inferfleet.messages import JobMessage, UndecodableMessageError, decode
-
-# ONNX tensor element types to the numpy dtypes that feed them.
-ONNX_DTYPES: dict[str, Any] = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(bool)": np.bool_,
-    "tensor(string)": object,
-}
 
 
 @dataclass(frozen=True)
@@ -34,15 +22,6 @@ class Poison:
     key: bytes | None
     value: bytes | None
     error: str
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One graph input: its name, element type and rank."""
-
-    name: str
-    onnx_type: str
-    rank: int
 
 
 @dataclass(frozen=True)
@@ -90,37 +69,6 @@ def group_by_version(jobs: Iterable[JobMessage]) -> list[Group]:
     for job in jobs:
         groups.setdefault((job.model, job.version), []).append(job)
     return [Group(model, version, members) for (model, version), members in groups.items()]
-
-
-def stack_inputs(rows: Sequence[dict[str, Any]], specs: Sequence[InputSpec]) -> dict[str, Any]:
-    """One array per graph input, rows stacked along the batch axis.
-
-    Each request field feeds the graph input of the same name; an input of rank 2 whose
-    instances are scalars gets shape `[batch, 1]`, as skl2onnx graphs expect.
-    """
-    feeds: dict[str, Any] = {}
-    for spec in specs:
-        dtype = ONNX_DTYPES.get(spec.onnx_type)
-        if dtype is None:
-            raise ValueError(f"graph input {spec.name!r} has unsupported type {spec.onnx_type}")
-        values = [row[spec.name] for row in rows]
-        array = np.asarray(values, dtype=dtype)
-        while array.ndim < spec.rank:
-            array = array[..., np.newaxis]
-        feeds[spec.name] = array
-    return feeds
-
-
-def split_outputs(names: Sequence[str], arrays: Sequence[Any], count: int) -> list[dict[str, Any]]:
-    """Row i of every output, as JSON-ready values, for each of `count` rows."""
-    columns = []
-    for name, array in zip(names, arrays, strict=True):
-        if len(array) != count:
-            raise ValueError(f"output {name!r} has {len(array)} rows for {count} inputs")
-        columns.append(array.tolist())
-    return [
-        {name: column[i] for name, column in zip(names, columns, strict=True)} for i in range(count)
-    ]
 
 
 def run_isolating_failures(

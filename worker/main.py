@@ -13,9 +13,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from kafka.errors import KafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,16 +26,12 @@ from inferfleet.db import make_engine
 from inferfleet.errors import ArtifactError, InferfleetError, NotFoundError
 from inferfleet.messages import JobMessage
 from inferfleet.objectstore import make_s3_client
+from inferfleet.preprocessing import split_outputs
+from inferfleet.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
 from inferfleet.topics import dlq_topic, ensure_topics, model_topics
 from worker import persist
-from worker.batching import (
-    Outcome,
-    decode_records,
-    group_by_version,
-    run_isolating_failures,
-    split_outputs,
-)
+from worker.batching import Outcome, decode_records, group_by_version, run_isolating_failures
 from worker.consume import JobConsumer
 from worker.health import Readiness, serve
 from worker.metrics import WorkerMetrics
@@ -41,6 +39,12 @@ from worker.models import ModelStore
 from worker.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
+
+# Failures of a service the worker depends on; the same work is tried again later.
+TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, KafkaError, BotoCoreError, ClientError)
+# What keeps a model from loading: the above, or a bad artifact or registry entry.
+LOAD_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError, OSError)
+REGISTRY_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError)
 
 
 @dataclass(frozen=True)
@@ -76,27 +80,34 @@ class Worker:
         self._consumer_factory = consumer_factory
         self._consumer: JobConsumer | None = None
         self._stop = threading.Event()
+        self._aliases: dict[str, int] = {}
+        self._next_alias_check = 0.0
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight, commit, leave the group and return."""
         self._stop.set()
 
     def start(self) -> bool:
-        """Load and warm every served model, then join the group; False if stopped first."""
+        """Load and warm every served model, then join the group; False if stopped first.
+
+        Until every served model is warm, `/readyz` says why not and the worker stays
+        out of the consumer group, so no partition waits on a worker that cannot serve.
+        """
         delay = 1.0
         while not self._stop.is_set():
             try:
-                models = [self.store.load_alias(name) for name in self.settings.worker_models]
+                self._aliases = self._alias_targets()
+                self.store.pin(self._aliases.items())
+                for name, version in self._aliases.items():
+                    self.store.get(name, version)
                 break
-            except (InferfleetError, OSError) as e:
+            except LOAD_FAILURES as e:
                 log.error("cannot load served models, retrying in %.0f s: %s", delay, e)
-                self.readiness.set(False, f"loading models failed: {e}", self._model_report())
+                self._report(f"loading models failed: {e}")
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
         else:
             return False
-        for model in models:
-            self.metrics.model_loaded.labels(model.name, str(model.version), model.provider).set(1)
         topics = [t for name in self.settings.worker_models for t in model_topics(name)]
         ensure_topics(
             self.settings.kafka_bootstrap,
@@ -104,10 +115,50 @@ class Worker:
             self.settings.topic_partitions,
             self.settings.topic_replication,
         )
-        self.readiness.set(True, None, self._model_report())
+        self._report(None)
+        self._next_alias_check = time.monotonic() + self.settings.registry_poll_s
         self._consumer = self._consumer_factory(self.settings, topics)
         log.info("ready; consuming %s as group %s", ", ".join(topics), self.settings.worker_group)
         return True
+
+    def _alias_targets(self) -> dict[str, int]:
+        return {name: self.store.resolve(name).version for name in self.settings.worker_models}
+
+    def watch_aliases(self) -> None:
+        """Every `registry_poll_s`, notice moved aliases and load their new versions.
+
+        The new version loads in the background beside the old one, which keeps serving
+        the jobs that were pinned to it at submit; both stay loaded while any job still
+        names them.
+        """
+        now = time.monotonic()
+        if now < self._next_alias_check:
+            return
+        self._next_alias_check = now + self.settings.registry_poll_s
+        try:
+            targets = self._alias_targets()
+            pending = persist.pending_versions(self.engine, self.settings.worker_models)
+        except REGISTRY_FAILURES as e:
+            log.warning("cannot read the registry, keeping the loaded versions: %s", e)
+            return
+        self.store.pin(set(targets.items()) | pending)
+        for name, version in targets.items():
+            if self._aliases.get(name) != version:
+                log.info(
+                    "model=%s alias %s moved from v%s to v%d; loading it",
+                    name,
+                    DEFAULT_ALIAS,
+                    self._aliases.get(name),
+                    version,
+                )
+                self.store.prefetch(name, version).add_done_callback(self._loaded)
+        self._aliases = targets
+
+    def _loaded(self, future: Future[LoadedModel]) -> None:
+        error = future.exception()
+        if error is not None:
+            log.error("loading a new version failed; the old one keeps serving: %s", error)
+        self._report(None)
 
     def run(self) -> None:
         """Handle batches until stopped; then commit what was handled and leave the group."""
@@ -118,10 +169,11 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
+                    self.watch_aliases()
                     self.handle_batch(self._consumer)
                     delay = 1.0
-                except (SQLAlchemyError, KafkaError) as e:
-                    # Postgres or Kafka is away: nothing of this batch was committed, so
+                except TRANSIENT as e:
+                    # Postgres, Kafka or S3 is away: nothing of this batch was committed, so
                     # rewind to the committed offsets and try the same records again. If
                     # even the rewind fails, the error ends the process; a restart then
                     # resumes from the committed offsets too.
@@ -207,11 +259,17 @@ class Worker:
         for (model, status), n in counts.items():
             self.metrics.jobs.labels(model, status).inc(n)
 
-    def _model_report(self) -> list[dict[str, Any]]:
-        return [
+    def _report(self, not_ready: str | None) -> None:
+        """Publish the loaded models on /readyz and as metrics; ready unless `not_ready`."""
+        loaded = self.store.loaded()
+        self.metrics.model_loaded.clear()
+        for m in loaded:
+            self.metrics.model_loaded.labels(m.name, str(m.version), m.provider).set(1)
+        models = [
             {"model": m.name, "version": str(m.version), "provider": m.provider}
-            for m in self.store.loaded()
+            for m in sorted(loaded, key=lambda m: (m.name, m.version))
         ]
+        self.readiness.set(not_ready is None, not_ready, models)
 
 
 def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:
@@ -241,4 +299,5 @@ def main() -> None:
         worker.run()
     finally:
         server.shutdown()
+        store.close()
         engine.dispose()

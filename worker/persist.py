@@ -83,3 +83,17 @@ def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
     except ValueError:
         error = {"type": "invalid_output", "message": "the model produced NaN or infinity"}
         return None, json.dumps(error)
+
+
+PENDING = text(
+    """
+    SELECT DISTINCT model, version FROM jobs
+     WHERE status IN ('queued', 'running') AND model = ANY(:models)
+    """
+)
+
+
+def pending_versions(engine: Engine, models: Sequence[str]) -> set[tuple[str, int]]:
+    """The (model, version) pairs that jobs not yet finished still name."""
+    with engine.connect() as conn:
+        return {(r.model, r.version) for r in conn.execute(PENDING, {"models": list(models)})}

@@ -1,20 +1,30 @@
-"""ONNX Runtime sessions: open with the configured providers, warm up, run a batch."""
+"""A loaded model: its ONNX Runtime session, its preprocessing, and a warm-up."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from inferfleet.errors import ArtifactError
-from worker.batching import ONNX_DTYPES, InputSpec, stack_inputs
+from inferfleet.preprocessing import (
+    ONNX_DTYPES,
+    Preprocessor,
+    TensorSpec,
+    make_preprocessor,
+    mismatches,
+)
+from inferfleet.registry import ModelVersion
+from inferfleet.sessions import graph_inputs, open_session
+from inferfleet.settings import Settings
 
 log = logging.getLogger(__name__)
+
+WARM_UP_ROWS = 8
 
 
 @dataclass
@@ -24,65 +34,64 @@ class LoadedModel:
     name: str
     version: int
     session: Any
-    inputs: list[InputSpec]
+    inputs: list[TensorSpec]
     output_names: list[str]
     provider: str
+    preprocess: Preprocessor
 
-    def run(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    def run(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """One ONNX Runtime call over `rows`; returns one array per output."""
-        feeds = stack_inputs(rows, self.inputs)
-        result: list[Any] = self.session.run(self.output_names, feeds)
+        feeds = self.preprocess(rows)
+        result: list[Any] = self.session.run(
+            self.output_names, {spec.name: feeds[spec.name] for spec in self.inputs}
+        )
         return result
 
 
-def choose_providers(preferred: Sequence[str]) -> list[str]:
-    """The preferred providers this build of ONNX Runtime offers, in order; CPU last."""
-    available = set(ort.get_available_providers())
-    chosen = [p for p in preferred if p in available]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
+def open_model(version: ModelVersion, files: Mapping[str, Path], settings: Settings) -> LoadedModel:
+    """Open `version` from its local files with the configured providers, and warm it up.
 
-
-def open_model(
-    name: str, version: int, path: Path, providers: Sequence[str], intra_op_threads: int
-) -> LoadedModel:
-    """Open `path` with the first provider that works; the one actually used is recorded.
-
-    ONNX Runtime lists providers that are compiled in, not ones that work (a CUDA build
-    on a machine without a GPU falls back to CPU), so only `session.get_providers()`
-    is believed.
+    The provider actually used is the session's first: ONNX Runtime falls back to CPU
+    when a GPU provider cannot start, and that is what gets reported.
     """
-    options = ort.SessionOptions()
-    if intra_op_threads:
-        options.intra_op_num_threads = intra_op_threads
-    try:
-        session = ort.InferenceSession(
-            str(path), sess_options=options, providers=choose_providers(providers)
-        )
-    except Exception as e:  # ORT raises its own untyped errors for bad graphs
-        raise ArtifactError(f"ONNX Runtime cannot load {name} v{version} ({path}): {e}") from e
-    specs = [InputSpec(i.name, i.type, len(i.shape or [None])) for i in session.get_inputs()]
+    manifest = version.manifest
+    session = open_session(files[manifest["model_file"]], settings)
+    inputs = graph_inputs(session)
+    preprocess = make_preprocessor(manifest.get("preprocessing") or {}, inputs, files)
+    problems = mismatches(preprocess.outputs(), inputs)
+    if problems:
+        raise ArtifactError(f"{version.name} v{version.version}: " + "; ".join(problems))
     model = LoadedModel(
-        name=name,
-        version=version,
+        name=version.name,
+        version=version.version,
         session=session,
-        inputs=specs,
+        inputs=inputs,
         output_names=[o.name for o in session.get_outputs()],
         provider=session.get_providers()[0],
+        preprocess=preprocess,
     )
-    warm_up(model)
+    try:
+        warm_up(model, manifest.get("example"))
+    except Exception as e:  # a graph that cannot run its own example cannot serve
+        raise ArtifactError(f"{version.name} v{version.version} fails its warm-up: {e}") from e
+    log.info("model %s v%d warm on %s", model.name, model.version, model.provider)
     return model
 
 
-def warm_up(model: LoadedModel, rows: int = 8) -> None:
-    """Run a small batch of placeholder values so the first real batch pays no setup."""
+def warm_up(model: LoadedModel, example: Mapping[str, Any] | None) -> None:
+    """Run a small batch so the first real batch pays no setup.
+
+    Uses the manifest's example; packages registered without one get placeholder
+    columns (zeros, empty strings), which tabular graphs accept.
+    """
+    if example is not None:
+        model.run([example] * WARM_UP_ROWS)
+        return
     feeds: dict[str, Any] = {}
     for spec in model.inputs:
         dtype = ONNX_DTYPES[spec.onnx_type]
-        shape = (rows,) + (1,) * (spec.rank - 1)
+        shape = (WARM_UP_ROWS,) + (1,) * (spec.rank - 1)
         feeds[spec.name] = (
             np.full(shape, "", dtype=object) if dtype is object else np.zeros(shape, dtype=dtype)
         )
     model.session.run(model.output_names, feeds)
-    log.info("model %s v%d warm on %s", model.name, model.version, model.provider)

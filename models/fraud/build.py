@@ -143,6 +143,12 @@ def build(out: Path, rows: int = 20_000) -> None:
         "model_file": "model.onnx",
         "preprocessing": {"kind": "none"},
         "request_schema": REQUEST_SCHEMA,
+        "example": {
+            "transaction_amount": 245.5,
+            "merchant_category": "electronics",
+            "user_account_age_days": 847,
+            "hour_of_day": 14,
+        },
         "output_schema": OUTPUT_SCHEMA,
         "batching": {"preferred_batch_size": 2048},
         "training": {"rows": rows, "seed": SEED, "positives": int(labels.sum())},

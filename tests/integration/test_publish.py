@@ -42,7 +42,7 @@ def test_restore_reuploads_artifacts_the_object_store_lost(
 
     # Without the cached copy, the loss is reported, not hidden.
     s3.delete_object(Bucket=bucket, Key=key)
-    cached = cache_path(settings.model_cache_dir, version.sha256)
+    cached = cache_path(settings.model_cache_dir, version.sha256, "model.onnx")
     kept = cached.read_bytes()
     cached.unlink()
     try:

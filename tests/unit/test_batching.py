@@ -1,27 +1,22 @@
-"""worker.batching: decode, group, stack, split, and failure isolation by bisection."""
+"""worker.batching: decode, group, and failure isolation by bisection."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pytest
 
 from inferfleet.messages import JobMessage, encode
 from worker.batching import (
     Group,
-    InputSpec,
     Outcome,
     Poison,
     decode_records,
     group_by_version,
     run_isolating_failures,
-    split_outputs,
-    stack_inputs,
 )
 
 ENQUEUED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -137,96 +132,6 @@ def test_group_by_version_groups_in_order_of_first_appearance() -> None:
 
 def test_group_by_version_of_no_jobs_is_no_groups() -> None:
     assert group_by_version([]) == []
-
-
-# stack_inputs
-
-
-@pytest.mark.parametrize(
-    ("onnx_type", "values", "dtype"),
-    [
-        ("tensor(float)", [1.5, 2, 3.25], np.float32),
-        ("tensor(double)", [1.5, 2, 3.25], np.float64),
-        ("tensor(int64)", [1, 2, 3], np.int64),
-        ("tensor(int32)", [1, 2, 3], np.int32),
-        ("tensor(bool)", [True, False, True], np.bool_),
-        ("tensor(string)", ["grocery", "travel", ""], np.object_),
-    ],
-)
-@pytest.mark.parametrize(("rank", "shape"), [(1, (3,)), (2, (3, 1))])
-def test_stack_inputs_stacks_scalars_along_the_batch_axis(
-    onnx_type: str, values: list[Any], dtype: Any, rank: int, shape: tuple[int, ...]
-) -> None:
-    rows = [{"x": v} for v in values]
-
-    feeds = stack_inputs(rows, [InputSpec("x", onnx_type, rank)])
-
-    assert list(feeds) == ["x"]
-    assert feeds["x"].dtype == dtype
-    assert feeds["x"].shape == shape
-    assert feeds["x"].ravel().tolist() == values
-
-
-def test_stack_inputs_feeds_each_graph_input_from_the_field_of_its_name() -> None:
-    rows = [
-        {"amount": 10.0, "category": "travel", "ignored": "x"},
-        {"amount": 20.5, "category": "grocery", "ignored": "y"},
-    ]
-    specs = [InputSpec("category", "tensor(string)", 2), InputSpec("amount", "tensor(float)", 2)]
-
-    feeds = stack_inputs(rows, specs)
-
-    assert set(feeds) == {"amount", "category"}
-    assert feeds["amount"].tolist() == [[10.0], [20.5]]
-    assert feeds["category"].tolist() == [["travel"], ["grocery"]]
-
-
-def test_stack_inputs_keeps_vector_instances_as_rows() -> None:
-    rows = [{"v": [1.0, 2.0, 3.0]}, {"v": [4.0, 5.0, 6.0]}]
-
-    feeds = stack_inputs(rows, [InputSpec("v", "tensor(float)", 2)])
-
-    assert feeds["v"].shape == (2, 3)
-
-
-def test_stack_inputs_refuses_an_unsupported_type_naming_the_input() -> None:
-    with pytest.raises(ValueError, match=r"'pixels' has unsupported type tensor\(float16\)"):
-        stack_inputs([{"pixels": 1.0}], [InputSpec("pixels", "tensor(float16)", 2)])
-
-
-# split_outputs
-
-
-def test_split_outputs_gives_row_i_of_every_output_as_json_ready_values() -> None:
-    labels = np.array([0, 1, 1], dtype=np.int64)
-    probabilities = np.array([[0.9, 0.1], [0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
-
-    rows = split_outputs(["label", "probabilities"], [labels, probabilities], 3)
-
-    assert [r["label"] for r in rows] == [0, 1, 1]
-    assert rows[1]["probabilities"] == [0.25, 0.75]
-    assert rows[0]["probabilities"] == pytest.approx([0.9, 0.1])
-    for row in rows:
-        assert type(row["label"]) is int
-        assert all(type(p) is float for p in row["probabilities"])
-    assert json.loads(json.dumps(rows)) == rows
-
-
-def test_split_outputs_of_no_rows_is_empty() -> None:
-    assert split_outputs(["label"], [np.array([], dtype=np.int64)], 0) == []
-
-
-def test_split_outputs_refuses_an_output_with_the_wrong_row_count() -> None:
-    labels = np.array([0, 1, 1])
-    scores = np.array([0.1, 0.2])
-
-    with pytest.raises(ValueError, match=r"output 'score' has 2 rows for 3 inputs"):
-        split_outputs(["label", "score"], [labels, scores], 3)
-
-
-def test_split_outputs_refuses_more_names_than_outputs() -> None:
-    with pytest.raises(ValueError, match="zip"):
-        split_outputs(["label", "probabilities"], [np.array([0])], 1)
 
 
 # run_isolating_failures

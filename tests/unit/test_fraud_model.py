@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from inferfleet.modelpkg import read_package
+from inferfleet.preprocessing import TensorSpec, split_outputs, stack_columns
 from inferfleet.validation import validate_instance, validator_for
 from tests.fraud import fraud_build
-from worker.batching import InputSpec, split_outputs, stack_inputs
 
 COLUMNS = ["transaction_amount", "merchant_category", "user_account_age_days", "hour_of_day"]
 
@@ -104,10 +104,10 @@ def test_the_worker_feeds_request_instances_to_the_graph(session: ort.InferenceS
             "hour_of_day": 14,
         },
     ]
-    specs = [InputSpec(i.name, i.type, len(i.shape)) for i in session.get_inputs()]
+    specs = [TensorSpec(i.name, i.type, len(i.shape)) for i in session.get_inputs()]
     names = [o.name for o in session.get_outputs()]
 
-    results = split_outputs(names, session.run(names, stack_inputs(rows, specs)), len(rows))
+    results = split_outputs(names, session.run(names, stack_columns(rows, specs)), len(rows))
 
     assert [r["label"] for r in results] == [1, 0]
     assert results[0]["probabilities"][1] > results[1]["probabilities"][1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ def manifest(**changes: Any) -> dict[str, Any]:
         "model_file": "model.onnx",
         "request_schema": REQUEST_SCHEMA,
         "output_schema": OUTPUT_SCHEMA,
+        "example": {"x": 1.5},
     }
     return {**fields, **changes}
 
@@ -172,3 +174,30 @@ def test_a_manifest_that_is_not_utf8_is_an_artifact_error(tmp_path: Path) -> Non
 
     with pytest.raises(ArtifactError):
         read_package(package)
+
+
+def test_an_example_that_breaks_the_request_schema_is_refused(tmp_path: Path) -> None:
+    folder = write_package(tmp_path, manifest(example={"x": "not a number"}))
+
+    with pytest.raises(ArtifactError, match="example does not satisfy request_schema"):
+        read_package(folder)
+
+
+def test_a_tokenizer_step_publishes_its_tokenizer_file(tmp_path: Path) -> None:
+    step = {"kind": "tokenizer", "tokenizer_file": "vocab.json", "text_field": "x"}
+    folder = write_package(tmp_path, manifest(preprocessing=step))
+    (folder / "vocab.json").write_text("{}")
+
+    assert read_package(folder).files == ["model.onnx", "vocab.json"]
+
+
+@pytest.mark.parametrize("name", ["../vocab.json", "sub/vocab.json", "missing.json"])
+def test_a_tokenizer_file_outside_or_missing_from_the_package_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    step = {"kind": "tokenizer", "tokenizer_file": name}
+    folder = write_package(tmp_path / "pkg", manifest(preprocessing=step))
+    (tmp_path / "vocab.json").write_text("{}")
+
+    with pytest.raises(ArtifactError, match=re.escape(repr(name))):
+        read_package(folder)

@@ -23,8 +23,14 @@ class FakeModel:
 
 
 class FakeStore:
-    def load_alias(self, name: str) -> FakeModel:
+    def resolve(self, name: str) -> FakeModel:
         return FakeModel(name=name)
+
+    def get(self, name: str, version: int) -> FakeModel:
+        return FakeModel(name=name, version=version)
+
+    def pin(self, keys: Any) -> None:
+        pass
 
     def loaded(self) -> list[FakeModel]:
         return [FakeModel()]
