@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health, jobs, problems
+from api import health, jobs, models, problems
 from api.deps import Services
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.queue import JobQueue
 from inferfleet.db import make_engine
+from inferfleet.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
 
 
@@ -25,7 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings)
         queue = JobQueue(settings)
         app.state.services = Services(
-            settings=settings, engine=engine, queue=queue, metrics=ApiMetrics()
+            settings=settings,
+            engine=engine,
+            queue=queue,
+            metrics=ApiMetrics(),
+            s3=make_s3_client(settings),
         )
         try:
             yield
@@ -36,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="inferfleet", version="1", lifespan=lifespan)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
     problems.install(app, settings.retry_after_s)
 
     def limit_for(path: str) -> int:

@@ -8,7 +8,7 @@ tenant; API keys will resolve it here without changing any route.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -26,6 +26,7 @@ class Services:
     engine: Engine
     queue: JobQueue
     metrics: ApiMetrics
+    s3: Any
 
 
 @dataclass(frozen=True)

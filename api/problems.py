@@ -10,7 +10,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
-from inferfleet.errors import FieldError, InvalidInputError, NotFoundError, QueueUnavailableError
+from inferfleet.errors import (
+    ArtifactError,
+    FieldError,
+    InvalidInputError,
+    NotFoundError,
+    QueueUnavailableError,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -99,6 +105,10 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
         return problem_response(request, ProblemError(404, "Not Found", str(exc)))
+
+    @app.exception_handler(ArtifactError)
+    async def _bad_artifact(request: Request, exc: ArtifactError) -> JSONResponse:
+        return problem_response(request, ProblemError(422, "Unprocessable Content", str(exc)))
 
     @app.exception_handler(QueueUnavailableError)
     async def _queue_down(request: Request, exc: QueueUnavailableError) -> JSONResponse:

@@ -76,6 +76,16 @@ def _models_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_show(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            print(registry.describe(conn, args.name).model_dump_json(indent=2))
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _models_alias(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings, pool_size=1)
     try:
@@ -135,6 +145,9 @@ def parser() -> argparse.ArgumentParser:
     )
     pub.set_defaults(run=_models_publish)
     models.add_parser("list", help="every registered version").set_defaults(run=_models_list)
+    show = models.add_parser("show", help="a model's versions, schemas and aliases, as JSON")
+    show.add_argument("name")
+    show.set_defaults(run=_models_show)
     alias = models.add_parser("alias", help="point an alias at a version")
     alias.add_argument("name")
     alias.add_argument("alias")

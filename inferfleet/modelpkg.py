@@ -58,6 +58,33 @@ class Manifest:
         return [self.model_file, *self.assets]
 
 
+def read_manifest_files(folder: Path) -> list[str]:
+    """The file names a package's manifest names, before the files themselves are there."""
+    try:
+        raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{MANIFEST}: cannot be read: {e}") from e
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{MANIFEST}: must be a JSON object, not {type(raw).__name__}")
+    return _named_files(raw)
+
+
+def _named_files(raw: dict[str, Any]) -> list[str]:
+    """[model_file, *assets the preprocessing names], each checked to be a plain file name."""
+    step = raw.get("preprocessing") or {"kind": "none"}
+    if not isinstance(step, dict):
+        raise ArtifactError(f"{MANIFEST}: preprocessing must be an object, not {step!r}")
+    names = [raw.get("model_file")]
+    if step.get("kind") == "tokenizer":
+        names.append(step.get("tokenizer_file", "tokenizer.json"))
+    checked = []
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name:
+            raise ArtifactError(f"{MANIFEST}: {name!r} must be a file name in the package")
+        checked.append(name)
+    return checked
+
+
 def read_package(folder: Path) -> Manifest:
     """Read and check a package folder; every problem names the file and the field."""
     for path in folder.rglob("*"):
@@ -85,26 +112,12 @@ def read_package(folder: Path) -> Manifest:
         raise ArtifactError(
             f"{MANIFEST}: example does not satisfy request_schema: {errors[0].message}"
         )
-    preprocessing = raw.get("preprocessing") or {"kind": "none"}
-    if not isinstance(preprocessing, dict):
-        raise ArtifactError(f"{MANIFEST}: preprocessing must be an object, not {preprocessing!r}")
-    assets = []
-    if preprocessing.get("kind") == "tokenizer":
-        assets.append(preprocessing.get("tokenizer_file", "tokenizer.json"))
-    for asset in assets:
-        if not isinstance(asset, str) or Path(asset).name != asset:
-            raise ArtifactError(f"{MANIFEST}: {asset!r} must be a file name in the package")
-        if not (folder / asset).is_file():
-            raise ArtifactError(f"{MANIFEST}: {asset!r} is not in the package")
-    model_file = raw["model_file"]
-    if not isinstance(model_file, str) or Path(model_file).name != model_file:
-        raise ArtifactError(
-            f"{MANIFEST}: model_file {model_file!r} must be a file name in the package"
-        )
+    model_file, *assets = _named_files(raw)
     if not model_file.endswith(".onnx"):
         raise ArtifactError(f"{MANIFEST}: model_file {model_file!r} is not an .onnx file")
-    if not (folder / model_file).is_file():
-        raise ArtifactError(f"{MANIFEST}: model_file {model_file!r} is not in the package")
+    for name in (model_file, *assets):
+        if not (folder / name).is_file():
+            raise ArtifactError(f"{MANIFEST}: {name!r} is not in the package")
     batching = raw.get("batching") or {}
     preferred = batching.get("preferred_batch_size", 1024) if isinstance(batching, dict) else None
     if not isinstance(preferred, int) or isinstance(preferred, bool) or preferred < 1:
@@ -114,10 +127,10 @@ def read_package(folder: Path) -> Manifest:
         )
     return Manifest(
         name=raw["name"],
-        model_file=raw["model_file"],
+        model_file=model_file,
         request_schema=raw["request_schema"],
         output_schema=raw["output_schema"],
-        preprocessing=preprocessing,
+        preprocessing=raw.get("preprocessing") or {"kind": "none"},
         assets=tuple(assets),
         example=raw["example"],
         preferred_batch_size=preferred,

@@ -70,6 +70,18 @@ def upload(s3: Any, path: Path, uri: str) -> None:
     s3.upload_file(str(path), bucket, key)
 
 
+def download(s3: Any, uri: str, dest: Path) -> None:
+    """Download `uri` to `dest`; a missing object is an ArtifactError naming it."""
+    bucket, key = split_uri(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        s3.download_file(bucket, key, str(dest))
+    except ClientError as e:
+        if _is_missing(e):
+            raise ArtifactError(f"{uri} does not exist in the object store") from e
+        raise
+
+
 def download_verified(s3: Any, uri: str, dest: Path, sha256: str) -> None:
     """Download `uri` to `dest`, checking its sha256 before it appears at `dest`.
 

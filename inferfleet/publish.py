@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from inferfleet import objectstore, registry
 from inferfleet.errors import ArtifactError, NotFoundError
-from inferfleet.modelpkg import Manifest, read_package
+from inferfleet.modelpkg import MANIFEST, Manifest, read_manifest_files, read_package
 from inferfleet.preprocessing import make_preprocessor, mismatches, split_outputs
 from inferfleet.registry import FileRef, ModelVersion
 from inferfleet.sessions import graph_inputs, graph_outputs, open_session
@@ -82,6 +82,15 @@ def check_package(settings: Settings, folder: Path) -> Manifest:
             f"{'.'.join(map(str, errors[0].loc))}: {errors[0].msg}"
         )
     return manifest
+
+
+def fetch_package(s3: Any, uri: str, dest: Path) -> Path:
+    """Download the package folder at `uri` (its manifest and the files it names) to `dest`."""
+    prefix = uri.rstrip("/") + "/"
+    objectstore.download(s3, prefix + MANIFEST, dest / MANIFEST)
+    for filename in read_manifest_files(dest):
+        objectstore.download(s3, prefix + filename, dest / filename)
+    return dest
 
 
 def publish(

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
+from inferfleet.schemas import ModelFile, ModelSummary, ModelVersionView, ModelView
 from inferfleet.tables import model_aliases, model_versions
 
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -45,6 +47,7 @@ class ModelVersion:
     output_schema: dict[str, Any]
     manifest: dict[str, Any]
     files: dict[str, FileRef]
+    created_at: datetime
 
 
 def check_model_name(name: str) -> None:
@@ -66,6 +69,7 @@ def _row_to_version(row: Any) -> ModelVersion:
         output_schema=row.output_schema,
         manifest=row.manifest,
         files={name: FileRef(**ref) for name, ref in row.files.items()},
+        created_at=row.created_at,
     )
 
 
@@ -151,12 +155,12 @@ def set_alias(conn: Connection, name: str, alias: str, version: int) -> None:
     )
 
 
-def list_versions(conn: Connection) -> list[ModelVersion]:
-    """Every registered version, by name then number."""
-    rows = conn.execute(
-        select(model_versions).order_by(model_versions.c.name, model_versions.c.version)
-    )
-    return [_row_to_version(r) for r in rows]
+def list_versions(conn: Connection, name: str | None = None) -> list[ModelVersion]:
+    """Every registered version (of `name`, if given), by name then number."""
+    query = select(model_versions).order_by(model_versions.c.name, model_versions.c.version)
+    if name is not None:
+        query = query.where(model_versions.c.name == name)
+    return [_row_to_version(r) for r in conn.execute(query)]
 
 
 def aliases(conn: Connection, name: str) -> dict[str, int]:
@@ -165,3 +169,44 @@ def aliases(conn: Connection, name: str) -> dict[str, int]:
         select(model_aliases.c.alias, model_aliases.c.version).where(model_aliases.c.name == name)
     )
     return {r.alias: r.version for r in rows}
+
+
+def version_view(v: ModelVersion) -> ModelVersionView:
+    """The API shape of a version."""
+    return ModelVersionView(
+        name=v.name,
+        version=str(v.version),
+        files={f: ModelFile(**asdict(ref)) for f, ref in v.files.items()},
+        preprocessing=v.manifest.get("preprocessing") or {"kind": "none"},
+        request_schema=v.request_schema,
+        output_schema=v.output_schema,
+        example=v.manifest.get("example"),
+        created_at=v.created_at,
+    )
+
+
+def describe(conn: Connection, name: str) -> ModelView:
+    """A model's versions and aliases, or NotFoundError."""
+    versions = list_versions(conn, name)
+    if not versions:
+        raise NotFoundError(f"no model named {name!r}")
+    return ModelView(
+        name=name,
+        aliases={a: str(n) for a, n in sorted(aliases(conn, name).items())},
+        versions=[version_view(v) for v in versions],
+    )
+
+
+def summaries(conn: Connection) -> list[ModelSummary]:
+    """One line per model: its aliases and latest version."""
+    latest: dict[str, int] = {}
+    for v in list_versions(conn):
+        latest[v.name] = v.version
+    return [
+        ModelSummary(
+            name=name,
+            aliases={a: str(n) for a, n in sorted(aliases(conn, name).items())},
+            latest_version=str(version),
+        )
+        for name, version in latest.items()
+    ]

@@ -125,7 +125,7 @@ def test_a_request_schema_that_is_not_json_schema_is_refused(
 def test_a_model_file_not_in_the_package_is_refused(tmp_path: Path) -> None:
     content = manifest(model_file="other.onnx")
 
-    with pytest.raises(ArtifactError, match=r"model_file 'other\.onnx' is not in the package"):
+    with pytest.raises(ArtifactError, match=r"'other\.onnx' is not in the package"):
         read_package(write_package(tmp_path, content))
 
 

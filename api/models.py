@@ -1,0 +1,72 @@
+"""Admin routes under /v1/models: the registry over HTTP."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Response
+
+from api.deps import Principal, PrincipalDep, ServicesDep
+from api.problems import ProblemError
+from inferfleet import registry
+from inferfleet.publish import fetch_package, publish
+from inferfleet.schemas import (
+    AliasUpdate,
+    AliasView,
+    ModelList,
+    ModelVersionView,
+    ModelView,
+    RegisterVersion,
+)
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    """The caller, if it holds the `admin` scope; 403 otherwise."""
+    if principal.scope != "admin":
+        raise ProblemError(403, "Forbidden", "this route needs a key with the admin scope")
+    return principal
+
+
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_admin)])
+
+
+@router.get("", response_model=ModelList)
+def list_models(services: ServicesDep) -> ModelList:
+    """Every model, its aliases and its latest version."""
+    with services.engine.connect() as conn:
+        return ModelList(items=registry.summaries(conn))
+
+
+@router.get("/{name}", response_model=ModelView)
+def read_model(name: str, services: ServicesDep) -> ModelView:
+    """A model's versions (schemas, files, preprocessing) and its aliases."""
+    with services.engine.connect() as conn:
+        return registry.describe(conn, name)
+
+
+@router.post("/{name}/versions", status_code=201, response_model=ModelVersionView)
+def register_version(
+    name: str, body: RegisterVersion, services: ServicesDep, response: Response
+) -> ModelVersionView:
+    """Register a package folder already in S3 as the next version of `name`.
+
+    The package is checked exactly as the CLI checks it (graph against preprocessing,
+    the manifest's example run) before anything is registered.
+    """
+    registry.check_model_name(name)
+    with tempfile.TemporaryDirectory(prefix="inferfleet-package-") as tmp:
+        folder = fetch_package(services.s3, body.package_uri, Path(tmp))
+        version = publish(
+            services.settings, services.engine, services.s3, folder, name=name, alias=body.alias
+        )
+    response.headers["Location"] = f"/v1/models/{name}"
+    return registry.version_view(version)
+
+
+@router.put("/{name}/aliases/{alias}", response_model=AliasView)
+def move_alias(name: str, alias: str, body: AliasUpdate, services: ServicesDep) -> AliasView:
+    """Point `alias` at an existing version; new jobs naming the alias get that version."""
+    with services.engine.begin() as conn:
+        registry.set_alias(conn, name, alias, int(body.version))
+    return AliasView(name=name, alias=alias, version=body.version)
