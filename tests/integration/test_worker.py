@@ -11,6 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine
 
+from inferfleet.sessions import open_session
 from inferfleet.settings import Settings
 from inferfleet.topics import dlq_topic, job_topic
 from tests.integration.conftest import eventually, job_rows, terminal_writes
@@ -115,7 +116,13 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
 
 
 def test_not_ready_until_the_model_is_loaded_and_warm(
-    client: httpx.Client, publish_model, start_worker, engine: Engine, kafka: str
+    client: httpx.Client,
+    publish_model,
+    start_worker,
+    engine: Engine,
+    kafka: str,
+    settings: Settings,
+    fraud_package: Path,
 ) -> None:
     model = publish_model(alias=None)  # registered, but no `production` alias yet
     worker = start_worker(model.name)
@@ -131,11 +138,16 @@ def test_not_ready_until_the_model_is_loaded_and_warm(
     with engine.begin() as conn:
         set_alias(conn, model.name, "production", model.version)
     worker.wait_ready(timeout=60)
+    # The provider a session really runs on here (CUDA where a GPU build finds a GPU).
+    provider = open_session(fraud_package / "model.onnx", settings).get_providers()[0]
     body = worker.readyz().json()
-    assert body["models"] == [
-        {"model": model.name, "version": "1", "provider": "CPUExecutionProvider"}
-    ]
-    assert "warm on CPUExecutionProvider" in worker.log()
+    assert body["models"] == [{"model": model.name, "version": "1", "provider": provider}]
+    assert f"warm on {provider}" in worker.log()
+    metrics = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    assert (
+        f'inferfleet_worker_model_loaded{{model="{model.name}",provider="{provider}",version="1"}}'
+        in metrics
+    )
     r = client.post("/v1/jobs", json={"model": model.name, "inputs": random_inputs(1, 13)[0]})
     job = client.get(f"/v1/jobs/{r.json()['id']}", params={"wait": 30}).json()
     assert job["status"] == "succeeded"
