@@ -71,6 +71,18 @@ def group_by_version(jobs: Iterable[JobMessage]) -> list[Group]:
     return [Group(model, version, members) for (model, version), members in groups.items()]
 
 
+def chunks(
+    jobs: Sequence[JobMessage], size: int, length: Callable[[JobMessage], int] | None = None
+) -> list[list[JobMessage]]:
+    """Split a group into runtime calls of at most `size` jobs.
+
+    With `length` (a text model's input length), jobs are bucketed: sorted by length
+    before splitting, so each call pads its sequences to a similar longest one.
+    """
+    ordered = sorted(jobs, key=length) if length is not None else list(jobs)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
 def run_isolating_failures(
     jobs: Sequence[JobMessage],
     run: Callable[[Sequence[JobMessage]], list[dict[str, Any]]],

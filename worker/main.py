@@ -31,7 +31,13 @@ from inferfleet.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
 from inferfleet.topics import dlq_topic, ensure_topics, model_topics
 from worker import persist
-from worker.batching import Outcome, decode_records, group_by_version, run_isolating_failures
+from worker.batching import (
+    Outcome,
+    chunks,
+    decode_records,
+    group_by_version,
+    run_isolating_failures,
+)
 from worker.consume import JobConsumer
 from worker.health import Readiness, serve
 from worker.metrics import WorkerMetrics
@@ -247,8 +253,13 @@ class Worker:
             log.error("model=%s version=%d unavailable: %s", name, version, e)
             error = {"type": "model_unavailable", "message": str(e)}
             return [Outcome(j.job_id, error=error) for j in jobs]
+        length = model.length
+        by_length = None if length is None else (lambda job: length(job.inputs or {}))
+        outcomes: list[Outcome] = []
         with self.metrics.inference_seconds.labels(name, str(version)).time():
-            return run_isolating_failures(jobs, lambda batch: _infer(model, batch))
+            for chunk in chunks(jobs, model.batch_size, by_length):
+                outcomes.extend(run_isolating_failures(chunk, lambda b: _infer(model, b)))
+        return outcomes
 
     def _count(self, jobs: list[JobMessage], outcomes: list[Outcome], expired: set[str]) -> None:
         by_id = {j.job_id: j.model for j in jobs}

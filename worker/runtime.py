@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from inferfleet.preprocessing import (
     ONNX_DTYPES,
     Preprocessor,
     TensorSpec,
+    Tokenize,
     make_preprocessor,
     mismatches,
 )
@@ -38,6 +39,9 @@ class LoadedModel:
     output_names: list[str]
     provider: str
     preprocess: Preprocessor
+    batch_size: int
+    # For text models: a row's input length, so a batch's calls can be bucketed by it.
+    length: Callable[[Mapping[str, Any]], int] | None
 
     def run(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """One ONNX Runtime call over `rows`; returns one array per output."""
@@ -69,6 +73,8 @@ def open_model(version: ModelVersion, files: Mapping[str, Path], settings: Setti
         output_names=[o.name for o in session.get_outputs()],
         provider=session.get_providers()[0],
         preprocess=preprocess,
+        batch_size=int((manifest.get("batching") or {}).get("preferred_batch_size", 1024)),
+        length=_text_length(preprocess.text_field) if isinstance(preprocess, Tokenize) else None,
     )
     try:
         warm_up(model, manifest.get("example"))
@@ -76,6 +82,14 @@ def open_model(version: ModelVersion, files: Mapping[str, Path], settings: Setti
         raise ArtifactError(f"{version.name} v{version.version} fails its warm-up: {e}") from e
     log.info("model %s v%d warm on %s", model.name, model.version, model.provider)
     return model
+
+
+def _text_length(field: str) -> Callable[[Mapping[str, Any]], int]:
+    def length(row: Mapping[str, Any]) -> int:
+        value = row.get(field)
+        return len(value) if isinstance(value, str) else 0
+
+    return length
 
 
 def warm_up(model: LoadedModel, example: Mapping[str, Any] | None) -> None:

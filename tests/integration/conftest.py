@@ -36,7 +36,7 @@ from inferfleet.objectstore import make_s3_client
 from inferfleet.publish import publish
 from inferfleet.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
-from tests.fraud import fraud_build
+from tests.builds import fraud_build
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".stack" / "logs"

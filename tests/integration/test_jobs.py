@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine
 
 from inferfleet.topics import model_topics
-from tests.fraud import fraud_build
+from tests.builds import fraud_build
 from tests.integration.conftest import eventually, job_rows, terminal_writes
 
 CATEGORIES = fraud_build().CATEGORIES

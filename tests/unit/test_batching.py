@@ -14,6 +14,7 @@ from worker.batching import (
     Group,
     Outcome,
     Poison,
+    chunks,
     decode_records,
     group_by_version,
     run_isolating_failures,
@@ -132,6 +133,30 @@ def test_group_by_version_groups_in_order_of_first_appearance() -> None:
 
 def test_group_by_version_of_no_jobs_is_no_groups() -> None:
     assert group_by_version([]) == []
+
+
+# chunks
+
+
+@pytest.mark.parametrize(("count", "size", "sizes"), [(0, 4, []), (3, 4, [3]), (9, 4, [4, 4, 1])])
+def test_chunks_split_a_group_into_calls_of_at_most_size(
+    count: int, size: int, sizes: list[int]
+) -> None:
+    jobs = [job(f"j{i}") for i in range(count)]
+
+    split = chunks(jobs, size)
+
+    assert [len(c) for c in split] == sizes
+    assert [j.job_id for c in split for j in c] == [j.job_id for j in jobs]
+
+
+def test_chunks_bucket_text_jobs_by_length() -> None:
+    texts = ["a" * n for n in (9, 1, 7, 3, 8, 2)]
+    jobs = [job(f"j{i}", inputs={"text": t}) for i, t in enumerate(texts)]
+
+    split = chunks(jobs, 2, lambda j: len((j.inputs or {})["text"]))
+
+    assert [[len((j.inputs or {})["text"]) for j in c] for c in split] == [[1, 2], [3, 7], [8, 9]]
 
 
 # run_isolating_failures

@@ -14,7 +14,7 @@ import pytest
 from inferfleet.modelpkg import read_package
 from inferfleet.preprocessing import TensorSpec, split_outputs, stack_columns
 from inferfleet.validation import validate_instance, validator_for
-from tests.fraud import fraud_build
+from tests.builds import fraud_build
 
 COLUMNS = ["transaction_amount", "merchant_category", "user_account_age_days", "hour_of_day"]
 

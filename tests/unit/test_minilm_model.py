@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from inferfleet.modelpkg import read_package
 from inferfleet.preprocessing import TensorSpec, make_preprocessor
 from inferfleet.validation import validate_instance, validator_for
-from tests.minilm import minilm_build
+from tests.builds import minilm_build
 
 minilm = minilm_build()
 SIZE = 384

@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 
 from inferfleet.errors import FieldError
 from inferfleet.validation import validate_instance, validator_for
-from tests.fraud import fraud_build
+from tests.builds import fraud_build
 
 REQUEST_SCHEMA: dict[str, Any] = fraud_build().REQUEST_SCHEMA
 GOOD: dict[str, Any] = {
