@@ -127,7 +127,8 @@ def convert(pipeline: Pipeline) -> bytes:
     imports = sorted(onx.opset_import, key=lambda o: o.domain)
     del onx.opset_import[:]
     onx.opset_import.extend(imports)
-    return onx.SerializeToString()
+    serialized: bytes = onx.SerializeToString()
+    return serialized
 
 
 def build(out: Path, rows: int = 20_000) -> None:
