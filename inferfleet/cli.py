@@ -11,8 +11,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import ProgrammingError
 
 from inferfleet import registry
@@ -21,6 +24,15 @@ from inferfleet.errors import InferfleetError
 from inferfleet.objectstore import make_s3_client
 from inferfleet.publish import publish, restore
 from inferfleet.settings import Settings, load_settings
+
+
+@contextmanager
+def _engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings, pool_size=1)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
@@ -35,8 +47,7 @@ def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _models_publish(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(settings, pool_size=1)
-    try:
+    with _engine(settings) as engine:
         version = publish(
             settings,
             engine,
@@ -46,8 +57,6 @@ def _models_publish(settings: Settings, args: argparse.Namespace) -> int:
             alias=args.alias,
             reuse_current=args.if_changed,
         )
-    finally:
-        engine.dispose()
     print(
         json.dumps(
             {
@@ -63,49 +72,33 @@ def _models_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _models_list(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(settings, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            for v in registry.list_versions(conn):
-                pointing = [a for a, n in registry.aliases(conn, v.name).items() if n == v.version]
-                print(
-                    f"{v.name}\t{v.version}\t{','.join(sorted(pointing)) or '-'}\t{v.artifact_uri}"
-                )
-    finally:
-        engine.dispose()
+    with _engine(settings) as engine, engine.connect() as conn:
+        for v in registry.list_versions(conn):
+            pointing = [a for a, n in registry.aliases(conn, v.name).items() if n == v.version]
+            print(f"{v.name}\t{v.version}\t{','.join(sorted(pointing)) or '-'}\t{v.artifact_uri}")
     return 0
 
 
 def _models_show(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(settings, pool_size=1)
-    try:
-        with engine.connect() as conn:
-            print(registry.describe(conn, args.name).model_dump_json(indent=2))
-    finally:
-        engine.dispose()
+    with _engine(settings) as engine, engine.connect() as conn:
+        print(registry.describe(conn, args.name).model_dump_json(indent=2))
     return 0
 
 
 def _models_alias(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(settings, pool_size=1)
-    try:
-        with engine.begin() as conn:
-            registry.set_alias(conn, args.name, args.alias, args.version)
-    finally:
-        engine.dispose()
+    with _engine(settings) as engine, engine.begin() as conn:
+        registry.set_alias(conn, args.name, args.alias, args.version)
     print(f"{args.name}: {args.alias} -> {args.version}")
     return 0
 
 
 def _models_restore(settings: Settings, args: argparse.Namespace) -> int:
-    engine = make_engine(settings, pool_size=1)
     try:
-        report = restore(settings, engine, make_s3_client(settings))
+        with _engine(settings) as engine:
+            report = restore(settings, engine, make_s3_client(settings))
     except ProgrammingError:
         print("models: the database has no registry yet (run `inferfleet db upgrade`)")
         return 0
-    finally:
-        engine.dispose()
     for label in report.restored:
         print(f"models: re-uploaded {label} from the local cache")
     for label in report.missing:

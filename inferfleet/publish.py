@@ -24,7 +24,8 @@ from inferfleet import objectstore, registry
 from inferfleet.errors import ArtifactError, NotFoundError
 from inferfleet.modelpkg import MANIFEST, Manifest, read_manifest_files, read_package
 from inferfleet.preprocessing import make_preprocessor, mismatches, split_outputs
-from inferfleet.registry import FileRef, ModelVersion
+from inferfleet.registry import ModelVersion
+from inferfleet.schemas import ModelFile
 from inferfleet.sessions import graph_inputs, graph_outputs, open_session
 from inferfleet.settings import Settings
 from inferfleet.topics import dlq_topic, ensure_topics, model_topics
@@ -116,13 +117,13 @@ def publish(
         current = _current(engine, name, alias)
         if current is not None and {f: r.sha256 for f, r in current.files.items()} == digests:
             return current
-    files: dict[str, FileRef] = {}
+    files: dict[str, ModelFile] = {}
     for filename, sha256 in digests.items():
         path = folder / filename
         uri = artifact_uri(settings.s3_bucket, name, sha256, filename)
         if not objectstore.exists(s3, uri):
             objectstore.upload(s3, path, uri)
-        files[filename] = FileRef(uri=uri, sha256=sha256, size_bytes=path.stat().st_size)
+        files[filename] = ModelFile(uri=uri, sha256=sha256, size_bytes=path.stat().st_size)
         cached = cache_path(settings.model_cache_dir, sha256, filename)
         if not cached.exists():
             cached.parent.mkdir(parents=True, exist_ok=True)

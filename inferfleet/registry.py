@@ -6,7 +6,7 @@ Versions are immutable once registered; aliases (`production`, `canary`, …) mo
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,15 +19,6 @@ from inferfleet.tables import model_aliases, model_versions
 
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 DEFAULT_ALIAS = "production"
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """One stored file of a package."""
-
-    uri: str
-    sha256: str
-    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -46,7 +37,7 @@ class ModelVersion:
     request_schema: dict[str, Any]
     output_schema: dict[str, Any]
     manifest: dict[str, Any]
-    files: dict[str, FileRef]
+    files: dict[str, ModelFile]
     created_at: datetime
 
 
@@ -68,7 +59,7 @@ def _row_to_version(row: Any) -> ModelVersion:
         request_schema=row.request_schema,
         output_schema=row.output_schema,
         manifest=row.manifest,
-        files={name: FileRef(**ref) for name, ref in row.files.items()},
+        files={name: ModelFile(**ref) for name, ref in row.files.items()},
         created_at=row.created_at,
     )
 
@@ -109,7 +100,7 @@ def register(
     name: str,
     *,
     manifest: dict[str, Any],
-    files: dict[str, FileRef],
+    files: dict[str, ModelFile],
 ) -> ModelVersion:
     """Register the next version of `name` (1, 2, …) and return it.
 
@@ -130,7 +121,7 @@ def register(
             artifact_uri=graph.uri,
             sha256=graph.sha256,
             size_bytes=graph.size_bytes,
-            files={n: asdict(ref) for n, ref in files.items()},
+            files={n: ref.model_dump() for n, ref in files.items()},
             request_schema=manifest["request_schema"],
             output_schema=manifest["output_schema"],
             manifest=manifest,
@@ -176,7 +167,7 @@ def version_view(v: ModelVersion) -> ModelVersionView:
     return ModelVersionView(
         name=v.name,
         version=str(v.version),
-        files={f: ModelFile(**asdict(ref)) for f, ref in v.files.items()},
+        files=v.files,
         preprocessing=v.manifest.get("preprocessing") or {"kind": "none"},
         request_schema=v.request_schema,
         output_schema=v.output_schema,
