@@ -2,15 +2,18 @@
 
     .venv/bin/python bench/profile_worker.py [--jobs 20000] [--batch 2000] [--top 25]
 
-Publishes the fraud model under a fresh name and queues `--jobs` jobs exactly as
-`bench/throughput.py` does, then drives the real `worker.main.Worker` in this process
-(same settings, same Kafka consumer, same Postgres statements), calling `handle_batch`
-until every job is claimed. Pass 1 wraps each stage in a timer and prints seconds per
-batch and per 1,000 jobs for: poll (kafka-python fetch and record parsing), decode
-(JSON → JobMessage), claim (EXPIRE + CLAIM), stack (feeds), session.run, split (outputs
-to Python lists), finish (json.dumps + UPDATE … FROM unnest) and commit. Pass 2 queues
-as many jobs again and runs them under cProfile, printing the top `--top` functions by
-own time (cProfile slows Python code down, so read its shares, not its seconds).
+Publishes `--package` (default the fraud model; `build/models/minilm` for text) under a
+fresh name and queues `--jobs` jobs as `bench/throughput.py` and `bench/embeddings.py`
+do (`bench.workload.synthetic_requests`), then drives the real `worker.main.Worker` in
+this process (same settings, same Kafka consumer, same Postgres statements), calling
+`handle_batch` until every job is claimed. Pass 1 wraps each stage in a timer and
+prints seconds per batch and per 1,000 jobs for: poll (kafka-python fetch and record
+parsing), decode (JSON → JobMessage), claim (CLAIM), preprocess (the model's step:
+stacking columns, or tokenizing), session.run, split (outputs to Python lists), encode
+(json.dumps of each outcome), finish (the UPDATE … FROM unnest, encode excluded) and
+commit. Pass 2 queues as many jobs again and runs them under cProfile, printing the top
+`--top` functions by own time (cProfile slows Python code down, so read its shares, not
+its seconds; `--top 0` skips it).
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from sqlalchemy import Engine
 
 import worker.main
 import worker.runtime
-from bench.workload import insert_queued, make_jobs, produce, publish_fresh, remove
+from bench.workload import (
+    insert_queued,
+    jobs_from,
+    produce,
+    publish_fresh,
+    remove,
+    synthetic_requests,
+)
 from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client
 from inferfleet.registry import ModelVersion
@@ -47,7 +57,19 @@ from worker.models import ModelStore
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "bench-profile"
-STAGES = ("poll", "decode", "claim", "stack", "session.run", "split", "finish", "commit")
+STAGES = (
+    "poll",
+    "decode",
+    "claim",
+    "preprocess",
+    "session.run",
+    "split",
+    "encode",
+    "finish",
+    "commit",
+)
+# Stages timed inside another: their seconds are taken out of the outer one's.
+NESTED = {"encode": "finish"}
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -80,9 +102,9 @@ def instrument(clock: StageClock) -> None:
     for module, name, stage in (
         (worker.main, "decode_records", "decode"),
         (worker.main, "split_outputs", "split"),
-        (worker.runtime, "stack_inputs", "stack"),
         (persist, "claim", "claim"),
         (persist, "finish", "finish"),
+        (persist, "_encode", "encode"),
     ):
         setattr(module, name, clock.wrap(stage, getattr(module, name)))
 
@@ -127,7 +149,7 @@ def drain(the_worker: worker.main.Worker, consumer: JobConsumer, count: int) -> 
 
 def queue_jobs(settings: Settings, engine: Engine, version: ModelVersion, count: int) -> None:
     """`count` queued rows and their messages, as the API would leave them."""
-    jobs = make_jobs(version.request_schema, count, seed=time.time_ns() % 2**32)
+    jobs = jobs_from(synthetic_requests(version, count, seed=time.time_ns() % 2**32))
     insert_queued(engine, version.name, version.version, jobs, RUN)
     produce(settings, version, jobs, RUN)
 
@@ -138,8 +160,11 @@ def print_stages(clock: StageClock, batches: int, count: int, wall: float) -> No
         f"\npass 1: {count:,} jobs in {batches} batches, {wall:.2f} s, {count / wall:,.0f} jobs/s"
     )
     print(f"{'stage':14}{'s/batch':>10}{'ms/1k jobs':>12}{'share':>8}")
+    own = dict(clock.seconds)
+    for inner, outer in NESTED.items():
+        own[outer] = own.get(outer, 0.0) - own.get(inner, 0.0)
     for stage in (*STAGES, "other"):
-        seconds = clock.seconds[stage] if stage != "other" else wall - sum(clock.seconds.values())
+        seconds = own.get(stage, 0.0) if stage != "other" else wall - sum(own.values())
         print(
             f"{stage:14}{seconds / batches:>10.4f}{seconds / count * 1e6:>12.1f}"
             f"{seconds / wall:>8.0%}"
@@ -190,6 +215,7 @@ def profile(
         raise RuntimeError("the worker stopped before it started")
     model = store.get(version.name, version.version)
     model.session = TimedSession(model.session, clock)
+    model.preprocess = clock.wrap("preprocess", model.preprocess)
     try:
         queue_jobs(settings, engine, version, args.jobs)
         clock.enabled = True
@@ -197,6 +223,8 @@ def profile(
         clock.enabled = False
         print_stages(clock, batches, args.jobs, wall)
 
+        if not args.top:
+            return
         queue_jobs(settings, engine, version, args.jobs)
         profiler = cProfile.Profile()
         profiler.enable()

@@ -31,37 +31,40 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make `bench` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
 import onnxruntime as ort
 import redis
 from sqlalchemy import Engine
 
 from bench import celery_baseline
+from bench.worker_process import (
+    WorkerRun,
+    run_worker,
+    start,
+    stop,
+    timed,
+    wait_for_jobs,
+    worker_group,
+)
 from bench.workload import (
     Completion,
     Job,
     analyze,
     insert_queued,
     make_jobs,
-    produce,
     publish_fresh,
     remove,
     synthetic_inputs,
-    wait_until_ended,
 )
 from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client
@@ -72,10 +75,7 @@ from worker.runtime import open_model
 REPO = Path(__file__).resolve().parents[1]
 RUN_WORKER = "bench-worker"
 RUN_CELERY = "bench-celery"
-LISTENING = re.compile(r"worker http listening on ([\d.]+):(\d+)")
-BATCH_LINE = re.compile(r"batch records=(\d+) .* seconds=([\d.]+)")
 FEED_SETS = 8  # distinct pre-built batches the ORT loop cycles through
-START_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -85,17 +85,6 @@ class OrtRun:
     rows_per_s: float
     provider: str
     calls: int
-
-
-@dataclass(frozen=True)
-class WorkerRun:
-    """The batched worker over jobs already on Kafka."""
-
-    completion: Completion
-    ready_to_done_s: float
-    batch_sizes: list[int]
-    batch_seconds: list[float]
-    exit_code: int
 
 
 @dataclass(frozen=True)
@@ -135,43 +124,13 @@ def measure_worker(
     analyze_first: bool,
 ) -> WorkerRun:
     """Queue `count` jobs on Kafka, then run `python -m worker` until all have ended."""
-    jobs = make_jobs(version.request_schema, count, seed=1)
-    _timed(
-        f"inserted {count:,} queued rows",
-        insert_queued,
-        engine,
-        version.name,
-        version.version,
-        jobs,
-        RUN_WORKER,
-    )
-    if analyze_first:
-        _timed("analyzed jobs", analyze, engine)
-    _timed(f"produced {count:,} messages", produce, settings, version, jobs, RUN_WORKER)
-    env = os.environ | {
-        "INFERFLEET_WORKER_MODELS": f'["{version.name}"]',
-        "INFERFLEET_WORKER_GROUP": f"{version.name}-workers",
-        "INFERFLEET_WORKER_HTTP_PORT": "0",
+    env = {
         "INFERFLEET_MODEL_CACHE_DIR": str(tmp / "worker-cache"),
         "INFERFLEET_POLL_MAX_RECORDS": str(batch),
     }
-    log_path = logs / "worker.log"
-    process = _start([sys.executable, "-m", "worker"], env, log_path)
-    try:
-        host, port = _wait_for_line(log_path, LISTENING, process).groups()
-        ready_at = _wait_ready(f"http://{host}:{port}/readyz", process)
-        print(f"worker ready after loading the model; {count:,} jobs waiting", flush=True)
-        completion = _wait(engine, version, RUN_WORKER, count, process)
-        ready_to_done_s = completion.seen_done.timestamp() - ready_at
-    finally:
-        exit_code = _stop(process)
-    found = BATCH_LINE.findall(log_path.read_text())
-    return WorkerRun(
-        completion,
-        ready_to_done_s,
-        [int(records) for records, _ in found],
-        [float(seconds) for _, seconds in found],
-        exit_code,
+    jobs = make_jobs(version.request_schema, count, seed=1)
+    return run_worker(
+        settings, engine, version, jobs, RUN_WORKER, env, logs / "worker.log", analyze_first
     )
 
 
@@ -187,7 +146,7 @@ def measure_celery(
 ) -> CeleryRun:
     """Queue `count` one-job tasks on Redis, then run a Celery worker until all have ended."""
     jobs = make_jobs(version.request_schema, count, seed=2)
-    _timed(
+    timed(
         f"inserted {count:,} queued rows",
         insert_queued,
         engine,
@@ -197,11 +156,11 @@ def measure_celery(
         RUN_CELERY,
     )
     if analyze_first:
-        _timed("analyzed jobs", analyze, engine)
+        timed("analyzed jobs", analyze, engine)
     queue = f"{version.name}-celery"
-    _timed(f"enqueued {count:,} Celery tasks", _enqueue, queue, jobs)
+    timed(f"enqueued {count:,} Celery tasks", _enqueue, queue, jobs)
     threads = max(1, (os.cpu_count() or 1) // concurrency) if pool == "prefork" else 0
-    env = os.environ | {
+    env = {
         "BENCH_MODEL_NAME": version.name,
         "BENCH_MODEL_VERSION": str(version.version),
         "INFERFLEET_MODEL_CACHE_DIR": str(logs / "celery-cache"),
@@ -220,11 +179,11 @@ def measure_celery(
         f"--queues={queue}",
         "--loglevel=WARNING",
     ]
-    process = _start(command, env, logs / "celery.log")
+    process = start(command, os.environ | env, logs / "celery.log")
     try:
-        completion = _wait(engine, version, RUN_CELERY, count, process)
+        completion = wait_for_jobs(engine, version, RUN_CELERY, count, process)
     finally:
-        exit_code = _stop(process)
+        exit_code = stop(process)
         redis.Redis.from_url(celery_baseline.app.conf.broker_url).delete(
             queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
         )
@@ -238,70 +197,6 @@ def _enqueue(queue: str, jobs: Sequence[Job]) -> None:
             celery_baseline.run_job.apply_async(
                 (job.id, job.inputs), queue=queue, producer=producer
             )
-
-
-def _timed(what: str, fn: Callable[..., None], *args: object) -> None:
-    started = time.perf_counter()
-    fn(*args)
-    print(f"{what} in {time.perf_counter() - started:.1f} s", flush=True)
-
-
-def _start(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> int:
-    """SIGTERM, then wait; a process that ignores it is killed and reported as -9."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return -9
-
-
-def _wait_for_line(
-    log_path: Path, pattern: re.Pattern[str], process: subprocess.Popen[bytes]
-) -> re.Match[str]:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if match := pattern.search(log_path.read_text()):
-            return match
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError(
-        f"no line matching {pattern.pattern!r} in {log_path}:\n{log_path.read_text()}"
-    )
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> float:
-    """Poll `url` until it answers 200; returns that moment (time.time())."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return time.time()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError(f"{url} did not turn 200 within {START_TIMEOUT_S:.0f} s")
-
-
-def _wait(
-    engine: Engine, version: ModelVersion, run: str, count: int, process: subprocess.Popen[bytes]
-) -> Completion:
-    return wait_until_ended(
-        engine,
-        version.name,
-        run,
-        count,
-        alive=lambda: process.poll() is None,
-        timeout_s=max(300.0, count / 50),
-    )
 
 
 def report(args: argparse.Namespace, a: OrtRun, b: WorkerRun, c: CeleryRun) -> str:
@@ -417,7 +312,7 @@ def main() -> None:
             if args.keep:
                 print(f"kept {version.name}: its job rows, registry rows, topics and S3 object")
             else:
-                remove(settings, engine, s3, version, f"{version.name}-workers")
+                remove(settings, engine, s3, version, worker_group(version))
             engine.dispose()
 
 

@@ -1,7 +1,9 @@
 """The benchmark's workload: a model published under a fresh name, its jobs and messages.
 
+Requests fit the package: fraud rows drawn like its training data (`synthetic_inputs`),
+or, for a text model, seeded sentences of 8 to 60 words (`synthetic_sentences`).
 Everything the bench makes carries one unique model name (`bench-<hex>`): its registry
-rows, its topics, its S3 object and its job rows. That is how `remove` finds what to
+rows, its topics, its S3 objects and its job rows. That is how `remove` finds what to
 delete without touching anything else. Job rows have the columns `api/submit.py`
 writes; messages are `inferfleet.messages` v1, keyed by job ID, on the interactive topic.
 """
@@ -84,9 +86,62 @@ def synthetic_inputs(request_schema: dict[str, Any], count: int, seed: int) -> l
     ]
 
 
+# Sentences are built from these, weighted by rank (Zipf), so common words dominate as
+# in prose and the rarer, longer ones split into several word pieces.
+VOCABULARY = (
+    "the of and to a in is that for it was on with as be by at this are from or have an "
+    "they which one you were her all she there would their we him been has when who will "
+    "more no if out so said what up its about into than them can only other new some "
+    "could time these two may then do first any my now such like our over man me even "
+    "most made after also did many before must through back years where much your way "
+    "well down should because each just those people how too little state good very make "
+    "world still own see men work long get here between both life being under never day "
+    "same another know while last might us great old year off come since against go came "
+    "right used take three customer invoice shipment payment account delivery warehouse "
+    "contract refund subscription quarterly revenue forecast infrastructure latency "
+    "throughput deployment configuration authentication microservice kubernetes database "
+    "migration telemetry anomaly regression embedding transformer tokenizer inference "
+    "photosynthesis archaeological Mediterranean Renaissance constitutional biodiversity "
+    "cardiovascular pharmaceutical semiconductor extraordinary nevertheless approximately "
+    "2019 2024 42 3.5 100 1,250 15% $49.99 COVID-19 iPhone GitHub Zürich naïve café"
+)
+WORDS = VOCABULARY.split()
+MIN_WORDS, MAX_WORDS = 8, 60
+
+
+def synthetic_sentences(count: int, seed: int) -> list[str]:
+    """`count` sentences of 8 to 60 words (uniform), the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, len(WORDS) + 1)
+    weights /= weights.sum()
+    lengths = rng.integers(MIN_WORDS, MAX_WORDS + 1, size=count)
+    sentences = []
+    for n in lengths.tolist():
+        words = [WORDS[i] for i in rng.choice(len(WORDS), size=n, p=weights).tolist()]
+        for i in range(7, n - 1, 9):  # a clause break every nine words or so
+            words[i] += ","
+        text = " ".join(words)
+        sentences.append(text[0].upper() + text[1:] + ".")
+    return sentences
+
+
+def synthetic_requests(version: ModelVersion, count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` requests the package accepts: sentences for a tokenizer, else fraud rows."""
+    step = version.manifest.get("preprocessing") or {}
+    if step.get("kind") == "tokenizer":
+        field = step.get("text_field", "text")
+        return [{field: text} for text in synthetic_sentences(count, seed)]
+    return synthetic_inputs(version.request_schema, count, seed)
+
+
 def make_jobs(request_schema: dict[str, Any], count: int, seed: int) -> list[Job]:
-    """`count` jobs with new IDs."""
-    return [Job(new_job_id(), inputs) for inputs in synthetic_inputs(request_schema, count, seed)]
+    """`count` fraud jobs with new IDs."""
+    return jobs_from(synthetic_inputs(request_schema, count, seed))
+
+
+def jobs_from(requests: Sequence[dict[str, Any]]) -> list[Job]:
+    """One job with a new ID per request."""
+    return [Job(new_job_id(), inputs) for inputs in requests]
 
 
 def insert_queued(engine: Engine, model: str, version: int, batch: Sequence[Job], run: str) -> None:
@@ -224,14 +279,15 @@ def _where(model: str, run: str) -> dict[str, str]:
 
 
 def remove(settings: Settings, engine: Engine, s3: Any, version: ModelVersion, group: str) -> None:
-    """Delete the bench model's job rows, registry rows, topics, S3 object and `group`."""
+    """Delete the bench model's job rows, registry rows, topics, S3 objects and `group`."""
     name = version.name
     with engine.begin() as conn:
         conn.execute(jobs.delete().where(jobs.c.model == name))
         conn.execute(model_aliases.delete().where(model_aliases.c.name == name))
         conn.execute(model_versions.delete().where(model_versions.c.name == name))
-    bucket, key = split_uri(version.artifact_uri)
-    s3.delete_object(Bucket=bucket, Key=key)
+    for ref in version.files.values():  # the graph and every preprocessing asset
+        bucket, key = split_uri(ref.uri)
+        s3.delete_object(Bucket=bucket, Key=key)
     topics = model_topics(name)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench")
     try:
