@@ -112,15 +112,13 @@ def publish(
     manifest = check_package(settings, folder)
     name = name or manifest.name
     registry.check_model_name(name)
-    digests = {f: objectstore.sha256_file(folder / f) for f in manifest.files}
-    if reuse_current and alias:
-        current = _current(engine, name, alias)
-        if current is not None and {f: r.sha256 for f, r in current.files.items()} == digests:
-            return current
     files: dict[str, ModelFile] = {}
-    for filename, sha256 in digests.items():
+    for filename in manifest.files:
         path = folder / filename
+        sha256 = objectstore.sha256_file(path)
         uri = artifact_uri(settings.s3_bucket, name, sha256, filename)
+        # Uploaded even when nothing new is registered: an in-memory S3 server may have
+        # lost the objects of a version the registry still has.
         if not objectstore.exists(s3, uri):
             objectstore.upload(s3, path, uri)
         files[filename] = ModelFile(uri=uri, sha256=sha256, size_bytes=path.stat().st_size)
@@ -128,10 +126,15 @@ def publish(
         if not cached.exists():
             cached.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, cached)
-    with engine.begin() as conn:
-        version = registry.register(conn, name, manifest=manifest.raw, files=files)
-        if alias:
-            registry.set_alias(conn, name, alias, version.version)
+    current = _current(engine, name, alias) if reuse_current and alias else None
+    if current is not None and current.files == files:
+        version = current
+    else:
+        with engine.begin() as conn:
+            version = registry.register(conn, name, manifest=manifest.raw, files=files)
+            if alias:
+                registry.set_alias(conn, name, alias, version.version)
+        log.info("published %s v%d (%s)", name, version.version, version.artifact_uri)
     topics = model_topics(name)
     ensure_topics(
         settings.kafka_bootstrap,
@@ -139,7 +142,6 @@ def publish(
         settings.topic_partitions,
         settings.topic_replication,
     )
-    log.info("published %s v%d (%s)", name, version.version, version.artifact_uri)
     return version
 
 

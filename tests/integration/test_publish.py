@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from inferfleet import objectstore
-from inferfleet.publish import cache_path, restore
+from inferfleet.publish import cache_path, publish, restore
 from inferfleet.settings import Settings
 
 
@@ -51,3 +51,16 @@ def test_restore_reuploads_artifacts_the_object_store_lost(
     finally:
         cached.write_bytes(kept)
         restore(settings, engine, s3)
+
+
+def test_republishing_unchanged_bytes_registers_nothing_but_restores_lost_objects(
+    publish_model, s3: Any, engine: Engine, settings: Settings, fraud_package
+) -> None:
+    first = publish_model()
+    bucket, key = objectstore.split_uri(first.artifact_uri)
+    s3.delete_object(Bucket=bucket, Key=key)  # an in-memory S3 server restarted
+
+    again = publish(settings, engine, s3, fraud_package, name=first.name, reuse_current=True)
+
+    assert again.version == first.version
+    assert objectstore.exists(s3, first.artifact_uri)
