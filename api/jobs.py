@@ -11,10 +11,18 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, RequestIdDep, ServicesDep
 from api.problems import ProblemError
-from api.store import get_job, job_view
+from api.store import get_job, job_view, list_jobs
 from api.submit import Item, submit
 from inferfleet.errors import FieldError, InvalidInputError
-from inferfleet.schemas import BulkCreated, BulkSubmit, JobCreated, JobSubmit, JobView
+from inferfleet.schemas import (
+    BulkCreated,
+    BulkSubmit,
+    JobCreated,
+    JobList,
+    JobStatus,
+    JobSubmit,
+    JobView,
+)
 from inferfleet.tables import TERMINAL_STATUSES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -90,6 +98,30 @@ def create_jobs(
         request_id=request_id,
     )
     return BulkCreated(ids=done.ids)
+
+
+@router.get("", response_model=JobList)
+def read_jobs(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    status: JobStatus | None = None,
+    model: str | None = None,
+    batch_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JobList:
+    """The caller's jobs, newest first, a page at a time (`next_cursor` is null at the end)."""
+    with services.engine.connect() as conn:
+        rows, next_cursor = list_jobs(
+            conn,
+            principal.tenant,
+            limit=limit,
+            cursor=cursor,
+            status=status,
+            model=model,
+            batch_id=batch_id,
+        )
+    return JobList(items=[job_view(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobView)

@@ -41,6 +41,36 @@ def get_job(conn: Connection, tenant: str, job_id: str) -> Any | None:
     ).one_or_none()
 
 
+def list_jobs(
+    conn: Connection,
+    tenant: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    model: str | None = None,
+    batch_id: str | None = None,
+) -> tuple[list[Any], str | None]:
+    """A page of `tenant`'s jobs, newest first, and the cursor of the next page (or None).
+
+    Job IDs are time-ordered, so the cursor is the last ID of the page: the next page
+    starts below it, and jobs created meanwhile never shift what a client pages through.
+    """
+    query = select(jobs).where(jobs.c.tenant == tenant).order_by(jobs.c.id.desc())
+    if cursor is not None:
+        query = query.where(jobs.c.id < cursor)
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if model is not None:
+        query = query.where(jobs.c.model == model)
+    if batch_id is not None:
+        query = query.where(jobs.c.batch_id == batch_id)
+    rows = list(conn.execute(query.limit(limit + 1)))
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
 def job_view(row: Any) -> JobView:
     """The API shape of a job row."""
     return JobView(

@@ -104,6 +104,13 @@ class JobView(BaseModel):
     completed_at: datetime | None
 
 
+class JobList(BaseModel):
+    """`GET /v1/jobs`: a page of jobs, newest first."""
+
+    items: list[JobView]
+    next_cursor: str | None
+
+
 class ModelFile(BaseModel):
     """One stored file of a model package."""
 

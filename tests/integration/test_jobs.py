@@ -205,3 +205,43 @@ def test_request_id_is_echoed_and_bodies_are_limited(client: httpx.Client, publi
     r = client.post("/v1/jobs", json=huge)
     assert r.status_code == 413
     assert r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def test_listing_pages_through_the_callers_jobs_newest_first(
+    client: httpx.Client, publish_model
+) -> None:
+    model = publish_model()
+    first = client.post("/v1/jobs", json={"model": model.name, "inputs": random_inputs(1, 40)[0]})
+    bulk = client.post(
+        "/v1/jobs/bulk",
+        json={"model": model.name, "items": [{"inputs": i} for i in random_inputs(6, 41)]},
+    )
+    submitted = {first.json()["id"], *bulk.json()["ids"]}
+
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"model": model.name, "limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [job["id"] for job in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert set(seen) == submitted
+    assert len(seen) == len(submitted)
+    assert seen == sorted(seen, reverse=True)
+    assert seen[-1] == first.json()["id"]  # the oldest comes last
+
+    queued = client.get("/v1/jobs", params={"model": model.name, "status": "queued"}).json()
+    assert {job["status"] for job in queued["items"]} <= {"queued"}
+    assert client.get("/v1/jobs", params={"model": "no-such-model"}).json() == {
+        "items": [],
+        "next_cursor": None,
+    }
+    assert client.get("/v1/jobs", params={"status": "done"}).status_code == 422
+    assert client.get("/v1/jobs", params={"limit": 501}).status_code == 422
