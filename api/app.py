@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health, jobs, models, problems
+from api import health, jobs, keys, models, problems
 from api.deps import Services
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(keys.router)
     problems.install(app, settings.retry_after_s)
 
     def limit_for(path: str) -> int:

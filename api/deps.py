@@ -1,8 +1,8 @@
 """What routes depend on, as `Annotated` dependencies.
 
 `create_app` puts one `Services` on `app.state`; routes ask for the pieces they need.
-`Principal` is who is calling: today every request acts as the configured default
-tenant; API keys will resolve it here without changing any route.
+`Principal` is who is calling, resolved from the `Authorization: Bearer <key>` header:
+no key or an unknown or revoked one is 401.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 
 from api.metrics import ApiMetrics
+from api.problems import ProblemError
 from api.queue import JobQueue
+from inferfleet import keys
 from inferfleet.settings import Settings
 
 
@@ -42,8 +44,35 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_principal(services: Annotated[Services, Depends(get_services)]) -> Principal:
-    return Principal(tenant=services.settings.default_tenant, scope="admin")
+def get_principal(
+    services: Annotated[Services, Depends(get_services)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ProblemError(
+            401,
+            "Unauthorized",
+            "send an API key as `Authorization: Bearer <key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    with services.engine.connect() as conn:
+        record = keys.authenticate(conn, key.strip())
+    if record is None:
+        raise ProblemError(
+            401,
+            "Unauthorized",
+            "the API key is unknown or revoked",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Principal(tenant=record.tenant, scope=record.scope)
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """The caller, if its key holds the `admin` scope; 403 otherwise."""
+    if principal.scope != "admin":
+        raise ProblemError(403, "Forbidden", "this route needs a key with the admin scope")
+    return principal
 
 
 def get_request_id(request: Request) -> str:
@@ -53,4 +82,5 @@ def get_request_id(request: Request) -> str:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]

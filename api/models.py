@@ -7,8 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Response
 
-from api.deps import Principal, PrincipalDep, ServicesDep
-from api.problems import ProblemError
+from api.deps import ServicesDep, require_admin
 from inferfleet import registry
 from inferfleet.publish import fetch_package, publish
 from inferfleet.schemas import (
@@ -19,14 +18,6 @@ from inferfleet.schemas import (
     ModelView,
     RegisterVersion,
 )
-
-
-def require_admin(principal: PrincipalDep) -> Principal:
-    """The caller, if it holds the `admin` scope; 403 otherwise."""
-    if principal.scope != "admin":
-        raise ProblemError(403, "Forbidden", "this route needs a key with the admin scope")
-    return principal
-
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_admin)])
 

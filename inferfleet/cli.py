@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import ProgrammingError
 
-from inferfleet import registry
+from inferfleet import keys, registry
 from inferfleet.db import make_engine
 from inferfleet.errors import InferfleetError
 from inferfleet.objectstore import make_s3_client
@@ -110,6 +110,23 @@ def _models_restore(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.missing else 0
 
 
+def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    with _engine(settings) as engine, engine.begin() as conn:
+        made = keys.create_key(conn, args.tenant, args.scope)
+    # Scripts parse this line: exactly these fields, nothing else on stdout.
+    print(
+        json.dumps(
+            {
+                "key": made.key,
+                "tenant": made.record.tenant,
+                "scope": made.record.scope,
+                "webhook_secret": made.webhook_secret,
+            }
+        )
+    )
+    return 0
+
+
 def _run_module(module: str, extra: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", module, *extra])
 
@@ -149,6 +166,12 @@ def parser() -> argparse.ArgumentParser:
     models.add_parser(
         "restore", help="re-upload artifacts the object store lost, from the local cache"
     ).set_defaults(run=_models_restore)
+
+    keys_cmd = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys_cmd.add_parser("create", help="make a key; prints it once, as JSON")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scope", required=True, choices=keys.SCOPES)
+    create.set_defaults(run=_keys_create)
 
     for service in ("api", "worker"):
         s = sub.add_parser(

@@ -179,3 +179,35 @@ class AliasView(BaseModel):
     name: str
     alias: str
     version: str
+
+
+class KeyCreate(BaseModel):
+    """`POST /v1/keys`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    scope: Literal["jobs", "admin"]
+
+
+class KeyView(BaseModel):
+    """A stored key, without the key itself."""
+
+    id: str
+    tenant: str
+    scope: Literal["jobs", "admin"]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyView):
+    """The answer to `POST /v1/keys`: the only time the key is shown."""
+
+    key: str
+    webhook_secret: str
+
+
+class KeyList(BaseModel):
+    """`GET /v1/keys`."""
+
+    items: list[KeyView]

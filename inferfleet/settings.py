@@ -41,8 +41,6 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr = SecretStr("testing")
     aws_secret_access_key: SecretStr = SecretStr("testing")
 
-    # The tenant every request acts as until API keys arrive.
-    default_tenant: str = "default"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_bulk_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_bulk_items: int = Field(default=10_000, ge=1)
@@ -98,7 +96,12 @@ class Settings(BaseSettings):
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.
 SCRIPT_VARIABLES = frozenset(
-    {"INFERFLEET_VENV", "INFERFLEET_DEMO_API_PORT", "INFERFLEET_TEST_DATABASE_URL"}
+    {
+        "INFERFLEET_VENV",
+        "INFERFLEET_DEMO_API_PORT",
+        "INFERFLEET_DEMO_KEY",
+        "INFERFLEET_TEST_DATABASE_URL",
+    }
 )
 
 

@@ -13,6 +13,9 @@ scripts/stack.sh up
 "$venv/bin/inferfleet" db upgrade
 "$venv/bin/python" models/fraud/build.py build/models/fraud
 "$venv/bin/inferfleet" models publish build/models/fraud --if-changed
+# A key of the demo's own tenant; the CLI prints it once, as JSON.
+key=$("$venv/bin/inferfleet" keys create --tenant demo --scope jobs |
+    "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 
 free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 api_port=${INFERFLEET_DEMO_API_PORT:-$(free_port)}
@@ -32,5 +35,5 @@ INFERFLEET_WORKER_HTTP_PORT=$worker_port "$venv/bin/inferfleet" worker > "$logs/
 pids+=($!)
 echo "demo: API on 127.0.0.1:$api_port, worker probes on 127.0.0.1:$worker_port (logs in $logs/)"
 
-"$venv/bin/python" scripts/demo_client.py --api "http://127.0.0.1:$api_port" \
-    --worker "http://127.0.0.1:$worker_port" "$@"
+INFERFLEET_DEMO_KEY=$key "$venv/bin/python" scripts/demo_client.py \
+    --api "http://127.0.0.1:$api_port" --worker "http://127.0.0.1:$worker_port" "$@"

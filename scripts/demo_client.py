@@ -1,6 +1,7 @@
 """The demo's client: submit fraud jobs over HTTP, wait for every one, report.
 
-    python scripts/demo_client.py --api http://127.0.0.1:8000 --worker http://127.0.0.1:9100
+    INFERFLEET_DEMO_KEY=<api key> python scripts/demo_client.py \
+        --api http://127.0.0.1:8000 --worker http://127.0.0.1:9100
 
 Submits `--singles` jobs one request each (16 at a time) and `--bulk` more in bulk
 requests, long-polls every job to its end, prints a few results and the throughput, and
@@ -10,6 +11,7 @@ exits non-zero unless every job succeeded.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -59,7 +61,11 @@ def main() -> int:
     singles = [transaction(rng) for _ in range(args.singles)]
     bulk = [transaction(rng) for _ in range(args.bulk)]
 
-    with httpx.Client(base_url=args.api, timeout=60) as client:
+    key = os.environ.get("INFERFLEET_DEMO_KEY")
+    if not key:
+        sys.exit("demo: set INFERFLEET_DEMO_KEY to an API key (inferfleet keys create ...)")
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=args.api, timeout=60, headers=headers) as client:
 
         def submit(inputs: dict[str, Any]) -> str:
             r = client.post("/v1/jobs", json={"model": args.model, "inputs": inputs})

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, text
 
 from alembic import command
 from api.app import create_app
+from inferfleet import keys
 from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client
 from inferfleet.publish import publish
@@ -276,9 +277,26 @@ def api_url(settings: Settings, engine: Engine, kafka: str, s3: Any) -> Iterator
     yield from serve_app(settings)
 
 
+def make_key(engine: Engine, tenant: str, scope: str) -> str:
+    """A new API key for `tenant` with `scope`."""
+    with engine.begin() as conn:
+        return keys.create_key(conn, tenant, scope).key
+
+
+@pytest.fixture(scope="session")
+def admin_key(engine: Engine) -> str:
+    """An admin key of a tenant of this session's own."""
+    return make_key(engine, f"t-{uuid.uuid4().hex[:10]}", "admin")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture
-def client(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=30) as c:
+def client(api_url: str, admin_key: str) -> Iterator[httpx.Client]:
+    """An HTTP client of the API, authenticated with the session's admin key."""
+    with httpx.Client(base_url=api_url, timeout=30, headers=bearer(admin_key)) as c:
         yield c
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from inferfleet.settings import Settings
-from tests.integration.conftest import free_port, job_rows, serve_app
+from tests.integration.conftest import bearer, free_port, job_rows, serve_app
 from tests.integration.test_jobs import random_inputs
 
 
@@ -23,10 +23,10 @@ def api_without_kafka(settings: Settings, engine: Engine) -> Iterator[str]:
 
 
 def test_kafka_unreachable_answers_503_and_leaves_no_queued_job(
-    api_without_kafka: str, publish_model, engine: Engine
+    api_without_kafka: str, publish_model, engine: Engine, admin_key: str
 ) -> None:
     model = publish_model()
-    with httpx.Client(base_url=api_without_kafka, timeout=30) as client:
+    with httpx.Client(base_url=api_without_kafka, timeout=30, headers=bearer(admin_key)) as client:
         r = client.post("/v1/jobs", json={"model": model.name, "inputs": random_inputs(1, 21)[0]})
         assert r.status_code == 503
         assert r.headers["retry-after"].isdigit()

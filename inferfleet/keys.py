@@ -1,0 +1,128 @@
+"""API keys and tenants: keys are random, shown once, and stored as their sha256.
+
+A key belongs to a tenant and carries one scope: `jobs` (submit and read the tenant's
+jobs) or `admin` (everything, every tenant). Each tenant has a webhook signing secret
+(`whsec_` + base64 of 24 random bytes), made with its first key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
+from inferfleet.tables import api_keys, tenants
+
+Scope = Literal["jobs", "admin"]
+SCOPES: tuple[Scope, ...] = ("jobs", "admin")
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+KEY_PREFIX = "ifk_"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A stored key, without the key itself."""
+
+    id: str
+    tenant: str
+    scope: Scope
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key as made: the only time the key itself is known."""
+
+    key: str
+    record: KeyRecord
+    webhook_secret: str
+
+
+def hash_key(key: str) -> str:
+    """What is stored and looked up instead of the key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def _check(tenant: str, scope: str) -> None:
+    errors = []
+    if not TENANT_NAME.fullmatch(tenant):
+        errors.append(
+            FieldError(("tenant",), "must match [a-z0-9][a-z0-9_-]{0,62}", "pattern", tenant)
+        )
+    if scope not in SCOPES:
+        errors.append(FieldError(("scope",), "must be 'jobs' or 'admin'", "enum", scope))
+    if errors:
+        raise InvalidInputError(errors)
+
+
+def create_key(conn: Connection, tenant: str, scope: str) -> NewKey:
+    """Make a key for `tenant` (creating the tenant and its webhook secret if new)."""
+    _check(tenant, scope)
+    conn.execute(
+        insert(tenants)
+        .values(name=tenant, webhook_secret=_webhook_secret())
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = "key_" + secrets.token_hex(8)
+    row = conn.execute(
+        api_keys.insert()
+        .values(id=key_id, tenant=tenant, scope=scope, key_hash=hash_key(key))
+        .returning(api_keys)
+    ).one()
+    secret = conn.execute(
+        select(tenants.c.webhook_secret).where(tenants.c.name == tenant)
+    ).scalar_one()
+    return NewKey(key=key, record=_record(row), webhook_secret=secret)
+
+
+def authenticate(conn: Connection, key: str) -> KeyRecord | None:
+    """The live key record for `key`, or None if it is unknown or revoked."""
+    row = conn.execute(
+        select(api_keys).where(
+            api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
+        )
+    ).one_or_none()
+    return _record(row) if row is not None else None
+
+
+def list_keys(conn: Connection) -> list[KeyRecord]:
+    """Every key, oldest first."""
+    rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id))
+    return [_record(r) for r in rows]
+
+
+def revoke(conn: Connection, key_id: str) -> KeyRecord:
+    """Revoke a key; requests with it are refused from then on."""
+    row = conn.execute(
+        api_keys.update()
+        .where(api_keys.c.id == key_id)
+        .values(revoked_at=func.coalesce(api_keys.c.revoked_at, func.now()))
+        .returning(api_keys)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no key {key_id!r}")
+    return _record(row)
+
+
+def _record(row: Any) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,
+        tenant=row.tenant,
+        scope=row.scope,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
