@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import PrincipalDep, RequestIdDep, ServicesDep
 from api.problems import ProblemError
-from api.store import get_job, job_view, list_jobs
+from api.store import cancel_job, get_job, job_view, list_jobs
 from api.submit import Item, submit
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.schemas import (
@@ -122,6 +122,23 @@ def read_jobs(
             batch_id=batch_id,
         )
     return JobList(items=[job_view(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/{job_id}/cancel", response_model=JobView)
+def cancel(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobView:
+    """A queued job becomes `cancelled`; a running or finished one answers 409."""
+    with services.engine.begin() as conn:
+        cancelled, row = cancel_job(conn, principal.tenant, job_id)
+    if row is None:
+        raise ProblemError(404, "Not Found", f"no job {job_id!r}")
+    if not cancelled:
+        raise ProblemError(
+            409,
+            "Conflict",
+            f"job {job_id} is {row.status}; only a queued job can be cancelled",
+            job_status=row.status,
+        )
+    return job_view(row)
 
 
 @router.get("/{job_id}", response_model=JobView)

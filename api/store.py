@@ -71,6 +71,23 @@ def list_jobs(
     return rows, None
 
 
+def cancel_job(conn: Connection, tenant: str, job_id: str) -> tuple[bool, Any | None]:
+    """Cancel a queued job: (True, row) if cancelled, (False, row) if it was not queued.
+
+    The row is None when the job does not exist for `tenant`. A worker that claims the
+    job afterwards skips it: only `queued` and `running` jobs are claimed.
+    """
+    row = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant, jobs.c.status == "queued")
+        .values(status="cancelled", completed_at=func.now())
+        .returning(jobs)
+    ).one_or_none()
+    if row is not None:
+        return True, row
+    return False, get_job(conn, tenant, job_id)
+
+
 def job_view(row: Any) -> JobView:
     """The API shape of a job row."""
     return JobView(

@@ -245,3 +245,31 @@ def test_listing_pages_through_the_callers_jobs_newest_first(
     }
     assert client.get("/v1/jobs", params={"status": "done"}).status_code == 422
     assert client.get("/v1/jobs", params={"limit": 501}).status_code == 422
+
+
+def test_cancel_stops_a_queued_job_and_refuses_a_finished_one(
+    client: httpx.Client, publish_model, start_worker, engine: Engine
+) -> None:
+    model = publish_model()
+    inputs = random_inputs(2, 60)
+    waiting = client.post("/v1/jobs", json={"model": model.name, "inputs": inputs[0]}).json()
+
+    cancelled = client.post(f"/v1/jobs/{waiting['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    again = client.post(f"/v1/jobs/{waiting['id']}/cancel")
+    assert again.status_code == 409
+    assert again.json()["job_status"] == "cancelled"
+
+    start_worker(model.name)
+    done = client.post("/v1/jobs", json={"model": model.name, "inputs": inputs[1]}).json()
+    assert client.get(f"/v1/jobs/{done['id']}", params={"wait": 30}).json()["status"] == (
+        "succeeded"
+    )
+    # The cancelled job's message reaches the worker too; the job never runs.
+    skipped = client.get(f"/v1/jobs/{waiting['id']}").json()
+    assert (skipped["status"], skipped["attempts"], skipped["outputs"]) == ("cancelled", 0, None)
+    late = client.post(f"/v1/jobs/{done['id']}/cancel")
+    assert late.status_code == 409
+    assert late.json()["job_status"] == "succeeded"
+    assert client.post("/v1/jobs/job_nope/cancel").status_code == 404
