@@ -6,10 +6,13 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import PrincipalDep, RequestIdDep, ServicesDep
+from api import idempotency
+from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
+from api.idempotency import Binding
 from api.problems import ProblemError
 from api.store import cancel_job, get_job, job_view, list_jobs
 from api.submit import Item, submit
@@ -30,15 +33,25 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_WAIT_S = 60.0
 
 
-@router.post("", status_code=202, response_model=JobCreated)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobCreated,
+    responses={200: {"model": JobView, "description": "the job an Idempotency-Key bound"}},
+)
 def create_job(
     body: JobSubmit,
     services: ServicesDep,
     principal: PrincipalDep,
     request_id: RequestIdDep,
     response: Response,
-) -> JobCreated:
-    """Queue one job; answers once Kafka has acknowledged its message."""
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobCreated | JSONResponse:
+    """Queue one job; answers once Kafka has acknowledged its message.
+
+    With `Idempotency-Key`, a repeat of an equal body within 24 h answers 200 with the
+    first job as it is now; a different body under the same key answers 409.
+    """
     if body.inputs is None:
         raise InvalidInputError(
             [
@@ -50,16 +63,32 @@ def create_job(
                 )
             ]
         )
-    done = submit(
-        services,
-        principal,
-        model=body.model,
-        version_ref=body.version,
-        items=[Item(inputs=body.inputs, metadata=body.metadata, loc=("inputs",))],
-        webhook=body.webhook,
-        ttl_seconds=body.ttl_seconds,
-        request_id=request_id,
-    )
+    binding = None
+    if idempotency_key is not None:
+        sent = body.model_dump(mode="json", exclude_unset=True)
+        binding = Binding(principal.tenant, idempotency_key, idempotency.request_hash(sent))
+        earlier = _bound_job(services, binding)
+        if earlier is not None:
+            return earlier
+    try:
+        done = submit(
+            services,
+            principal,
+            model=body.model,
+            version_ref=body.version,
+            items=[Item(inputs=body.inputs, metadata=body.metadata, loc=("inputs",))],
+            webhook=body.webhook,
+            ttl_seconds=body.ttl_seconds,
+            request_id=request_id,
+            idempotency=binding,
+        )
+    except idempotency.KeyTakenError:
+        # A concurrent duplicate bound the key first: answer with its job.
+        assert binding is not None
+        earlier = _bound_job(services, binding)
+        if earlier is None:
+            raise
+        return earlier
     response.headers["Location"] = f"/v1/jobs/{done.ids[0]}"
     return JobCreated(
         id=done.ids[0],
@@ -68,6 +97,20 @@ def create_job(
         version=str(done.version),
         created_at=done.created_at,
     )
+
+
+def _bound_job(services: Services, binding: Binding) -> JSONResponse | None:
+    """The answer for a key already bound: the job (200), or 409 for another body."""
+    with services.engine.connect() as conn:
+        found = idempotency.find(conn, binding.tenant, binding.key)
+        row = get_job(conn, binding.tenant, found[1]) if found is not None else None
+    if found is None or row is None:
+        return None
+    if found[0] != binding.request_hash:
+        raise ProblemError(
+            409, "Conflict", f"Idempotency-Key {binding.key!r} was used with a different body"
+        )
+    return JSONResponse(job_view(row).model_dump(mode="json"), status_code=200)
 
 
 @router.post("/bulk", status_code=202, response_model=BulkCreated)

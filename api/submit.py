@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from api.deps import Principal, Services
+from api.idempotency import Binding, bind, unbind
 from api.store import fail_unqueued, insert_jobs
 from inferfleet import messages, registry
 from inferfleet.broker import Record
@@ -51,8 +52,14 @@ def submit(
     ttl_seconds: int | None,
     request_id: str,
     lane: Lane = "interactive",
+    idempotency: Binding | None = None,
 ) -> Submitted:
-    """Queue `items` on `model`'s resolved version, all or nothing."""
+    """Queue `items` on `model`'s resolved version, all or nothing.
+
+    With `idempotency`, the key is bound to the first job in the transaction that
+    inserts the rows; KeyTakenError means a concurrent submit bound it first, and
+    nothing was inserted.
+    """
     with services.engine.connect() as conn:
         version = registry.resolve(conn, model, version_ref)
     validator = validator_for(version.request_schema)
@@ -85,6 +92,8 @@ def submit(
         for job_id, item in zip(ids, items, strict=True)
     ]
     with services.engine.begin() as conn:
+        if idempotency is not None:
+            bind(conn, idempotency, ids[0])
         insert_jobs(conn, rows)
 
     topic = job_topic(version.name, lane)
@@ -113,6 +122,8 @@ def submit(
             services.queue.send(records)
     except QueueUnavailableError as e:
         fail_unqueued(services.engine, ids, str(e))
+        if idempotency is not None:
+            unbind(services.engine, idempotency)
         services.metrics.jobs_rejected.labels(reason="queue_unavailable").inc()
         raise
     services.metrics.jobs_submitted.labels(model=version.name).inc(len(ids))

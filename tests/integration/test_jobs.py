@@ -273,3 +273,47 @@ def test_cancel_stops_a_queued_job_and_refuses_a_finished_one(
     assert late.status_code == 409
     assert late.json()["job_status"] == "succeeded"
     assert client.post("/v1/jobs/job_nope/cancel").status_code == 404
+
+
+def test_idempotency_key_returns_the_first_job_and_binds_only_accepted_submits(
+    client: httpx.Client, publish_model, engine: Engine, api_url: str
+) -> None:
+    model = publish_model()
+    inputs = random_inputs(2, 70)
+    body = {"model": model.name, "inputs": inputs[0], "metadata": {"order": "A-17"}}
+    key = {"Idempotency-Key": f"order-{model.name}"}
+
+    first = client.post("/v1/jobs", json=body, headers=key)
+    assert first.status_code == 202
+    # Equal as parsed JSON: key order does not matter.
+    reordered = {"metadata": body["metadata"], "inputs": inputs[0], "model": model.name}
+    again = client.post("/v1/jobs", json=reordered, headers=key)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert "attempts" in again.json()  # the GET shape
+    other = client.post("/v1/jobs", json={**body, "inputs": inputs[1]}, headers=key)
+    assert other.status_code == 409
+
+    refused_key = {"Idempotency-Key": f"refused-{model.name}"}
+    bad = {**body, "inputs": {**inputs[1], "hour_of_day": 99}}
+    assert client.post("/v1/jobs", json=bad, headers=refused_key).status_code == 422
+    assert client.post("/v1/jobs", json=body, headers=refused_key).status_code == 202
+    assert len(job_rows(engine, model.name)) == 2
+
+
+def test_concurrent_duplicates_create_one_job(
+    client: httpx.Client, publish_model, engine: Engine
+) -> None:
+    model = publish_model()
+    body = {"model": model.name, "inputs": random_inputs(1, 71)[0]}
+    headers = {"Idempotency-Key": f"burst-{model.name}"}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(lambda _: client.post("/v1/jobs", json=body, headers=headers), range(16))
+        )
+
+    assert {a.status_code for a in answers} <= {200, 202}
+    assert sum(a.status_code == 202 for a in answers) == 1
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(job_rows(engine, model.name)) == 1
