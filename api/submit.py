@@ -20,6 +20,7 @@ from inferfleet.ids import new_job_id
 from inferfleet.schemas import Webhook
 from inferfleet.topics import Lane, job_topic
 from inferfleet.validation import validate_instance, validator_for
+from inferfleet.webhooks import url_problem
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ def submit(
     errors: list[FieldError] = []
     for item in items:
         errors.extend(validate_instance(validator, item.inputs, item.loc))
+    if webhook is not None:
+        problem = url_problem(str(webhook.url), services.settings.webhook_allowlist)
+        if problem is not None:
+            errors.append(FieldError(("webhook", "url"), problem, "url_refused", str(webhook.url)))
     if errors:
         services.metrics.jobs_rejected.labels(reason="invalid").inc()
         raise InvalidInputError(errors)

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_bulk_items: int = Field(default=10_000, ge=1)
     produce_timeout_s: float = Field(default=10.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
+    # Webhook targets allowed although they resolve to loopback or private addresses:
+    # host names, addresses or CIDR blocks (tests and local demos).
+    webhook_allowlist: list[str] = Field(default_factory=list)
 
     # Worker.
     worker_models: list[str] = Field(default_factory=lambda: ["fraud"])
@@ -79,7 +82,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown provider(s) {unknown}; known: {sorted(KNOWN_PROVIDERS)}")
         return value
 
-    @field_validator("worker_models", "providers", mode="before")
+    @field_validator("worker_models", "providers", "webhook_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         """Lists come from the environment as JSON (`["a", "b"]`) or comma-separated."""

@@ -317,3 +317,23 @@ def test_concurrent_duplicates_create_one_job(
     assert sum(a.status_code == 202 for a in answers) == 1
     assert len({a.json()["id"] for a in answers}) == 1
     assert len(job_rows(engine, model.name)) == 1
+
+
+def test_a_webhook_into_an_internal_range_is_refused_at_submit(
+    client: httpx.Client, publish_model
+) -> None:
+    model = publish_model()
+    inputs = random_inputs(1, 80)[0]
+    for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "ftp://x.example/"):
+        r = client.post(
+            "/v1/jobs", json={"model": model.name, "inputs": inputs, "webhook": {"url": url}}
+        )
+        assert r.status_code == 422, url
+        errors = r.json()["errors"]
+        assert errors[0]["loc"] == ["webhook", "url"]
+    # A name that does not resolve now is accepted and checked again at delivery.
+    r = client.post(
+        "/v1/jobs",
+        json={"model": model.name, "inputs": inputs, "webhook": {"url": "https://hooks.invalid/x"}},
+    )
+    assert r.status_code == 202
