@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = Field(default=9100, ge=0, le=65535)
     poll_max_records: int = Field(default=2000, ge=1)
+    # A job whose inference fails is tried this many times (redeliveries included),
+    # then marked failed and its message copied to the topic's dead-letter topic.
+    max_attempts: int = Field(default=3, ge=1)
     poll_timeout_ms: int = Field(default=500, ge=1)
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     # How long the group waits for a crashed worker before moving its partitions.

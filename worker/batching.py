@@ -5,7 +5,7 @@ Nothing here touches Kafka, Postgres or ONNX Runtime, so every rule is unit-test
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,25 @@ def group_by_version(jobs: Iterable[JobMessage]) -> list[Group]:
     for job in jobs:
         groups.setdefault((job.model, job.version), []).append(job)
     return [Group(model, version, members) for (model, version), members in groups.items()]
+
+
+def settle(
+    outcomes: Sequence[Outcome], attempts: Mapping[str, int], max_attempts: int
+) -> tuple[list[Outcome], list[str]]:
+    """Split outcomes into those to write now and the failed jobs to try again.
+
+    A failed job is tried again while it has had fewer than `max_attempts` attempts
+    (redeliveries counted); then its failure is final.
+    """
+    final: list[Outcome] = []
+    retry: list[str] = []
+    for outcome in outcomes:
+        tries = attempts.get(outcome.job_id, max_attempts)
+        if outcome.error is not None and tries < max_attempts:
+            retry.append(outcome.job_id)
+        else:
+            final.append(outcome)
+    return final, retry
 
 
 def chunks(

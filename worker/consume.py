@@ -1,4 +1,4 @@
-"""Kafka I/O of the worker: poll a batch, commit it, send dead letters, leave the group."""
+"""Kafka I/O of the worker: poll a batch, commit it, send records, leave the group."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from kafka.errors import CommitFailedError
 
 from inferfleet.broker import Record, make_consumer, make_producer, send_all
 from inferfleet.settings import Settings
-from inferfleet.topics import dlq_topic
-from worker.batching import Poison
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +63,13 @@ class JobConsumer:
             else:
                 self._consumer.seek(tp, committed)
 
-    def dead_letter(self, poison: Sequence[Poison]) -> None:
-        """Copy undecodable records to their topic's DLQ, the reason in a header."""
-        if not poison:
+    def send(self, records: Sequence[Record]) -> None:
+        """Produce records (dead letters, retries) and wait for Kafka's acks."""
+        if not records:
             return
         if self._producer is None:
-            self._producer = make_producer(self._settings, client_id="inferfleet-worker-dlq")
-        send_all(
-            self._producer,
-            [
-                Record(
-                    topic=dlq_topic(p.topic),
-                    key=p.key or b"",
-                    value=p.value or b"",
-                    headers=(("inferfleet-error", p.error.encode()),),
-                )
-                for p in poison
-            ],
-            self._settings.produce_timeout_s,
-        )
+            self._producer = make_producer(self._settings, client_id="inferfleet-worker")
+        send_all(self._producer, records, self._settings.produce_timeout_s)
 
     def close(self) -> None:
         """Leave the group (so partitions move at once) and close the producer."""

@@ -7,6 +7,7 @@ second pass write nothing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -22,6 +23,8 @@ from kafka.errors import KafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from inferfleet import messages
+from inferfleet.broker import Record
 from inferfleet.db import make_engine
 from inferfleet.errors import ArtifactError, InferfleetError, NotFoundError
 from inferfleet.messages import JobMessage
@@ -29,14 +32,16 @@ from inferfleet.objectstore import make_s3_client
 from inferfleet.preprocessing import split_outputs
 from inferfleet.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
-from inferfleet.topics import dlq_topic, ensure_topics, model_topics
+from inferfleet.topics import dlq_topic, ensure_topics, job_topic, model_topics
 from worker import persist
 from worker.batching import (
     Outcome,
+    Poison,
     chunks,
     decode_records,
     group_by_version,
     run_isolating_failures,
+    settle,
 )
 from worker.consume import JobConsumer
 from worker.health import Readiness, serve
@@ -45,6 +50,8 @@ from worker.models import ModelStore
 from worker.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
+
+ERROR_HEADER = "inferfleet-error"
 
 # Failures of a service the worker depends on; the same work is tried again later.
 TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, KafkaError, BotoCoreError, ClientError)
@@ -61,6 +68,7 @@ class BatchSummary:
     claimed: int
     succeeded: int
     failed: int
+    retried: int
     expired: int
     skipped: int
     dead_lettered: int
@@ -206,38 +214,41 @@ class Worker:
                 p.offset,
                 p.error,
             )
-        consumer.dead_letter(poison)
-        self.metrics.dead_letters.inc(len(poison))
-
         claimed, expired = persist.claim(self.engine, [j.job_id for j in jobs])
         runnable = [j for j in jobs if j.job_id in claimed]
         outcomes: list[Outcome] = []
         for group in group_by_version(runnable):
             outcomes.extend(self._run_group(group.model, group.version, group.jobs))
-        written = persist.finish(self.engine, outcomes)
+        final, retry = settle(outcomes, claimed, self.settings.max_attempts)
+        written = persist.finish(self.engine, final, requeued=retry)
+        # Dead letters and retries are on Kafka before the offsets move past the batch.
+        consumer.send(_dead_letters(poison) + self._resend(records, runnable, final, retry))
         consumer.commit()
 
-        failed = sum(1 for o in outcomes if o.error is not None)
-        self._count(jobs, outcomes, expired)
+        self.metrics.dead_letters.inc(len(poison) + sum(o.error is not None for o in final))
+        failed = sum(1 for o in final if o.error is not None)
+        self._count(jobs, final, expired)
         summary = BatchSummary(
             records=len(records),
             claimed=len(claimed),
-            succeeded=len(outcomes) - failed,
+            succeeded=len(final) - failed,
             failed=failed,
+            retried=len(retry),
             expired=len(expired),
             skipped=len(jobs) - len(claimed) - len(expired),
-            dead_lettered=len(poison),
+            dead_lettered=len(poison) + failed,
         )
         elapsed = time.monotonic() - started
         self.metrics.batch_records.observe(len(records))
         self.metrics.batch_seconds.observe(elapsed)
         log.info(
-            "batch records=%d claimed=%d succeeded=%d failed=%d expired=%d skipped=%d "
-            "dead_lettered=%d written=%d seconds=%.3f",
+            "batch records=%d claimed=%d succeeded=%d failed=%d retried=%d expired=%d "
+            "skipped=%d dead_lettered=%d written=%d seconds=%.3f",
             summary.records,
             summary.claimed,
             summary.succeeded,
             summary.failed,
+            summary.retried,
             summary.expired,
             summary.skipped,
             summary.dead_lettered,
@@ -245,6 +256,43 @@ class Worker:
             elapsed,
         )
         return summary
+
+    def _resend(
+        self,
+        records: Sequence[Any],
+        runnable: Sequence[JobMessage],
+        final: Sequence[Outcome],
+        retry: Sequence[str],
+    ) -> list[Record]:
+        """Retries back onto their topic; final failures copied to its DLQ with the error."""
+        # Job messages are keyed by job ID, so a record's key names its job.
+        topic_of = {r.key.decode(): r.topic for r in records if r.key}
+        by_id = {j.job_id: j for j in runnable}
+
+        def topic(job: JobMessage) -> str:
+            return topic_of.get(job.job_id) or job_topic(job.model)
+
+        out = [Record(topic(by_id[i]), i.encode(), messages.encode(by_id[i])) for i in retry]
+        for o in final:
+            if o.error is not None:
+                job = by_id[o.job_id]
+                log.warning(
+                    "job_id=%s model=%s version=%d failed for good after %d attempts: %s",
+                    job.job_id,
+                    job.model,
+                    job.version,
+                    self.settings.max_attempts,
+                    o.error["message"],
+                )
+                out.append(
+                    Record(
+                        dlq_topic(topic(job)),
+                        job.job_id.encode(),
+                        messages.encode(job),
+                        headers=((ERROR_HEADER, json.dumps(o.error).encode()),),
+                    )
+                )
+        return out
 
     def _run_group(self, name: str, version: int, jobs: list[JobMessage]) -> list[Outcome]:
         try:
@@ -281,6 +329,19 @@ class Worker:
             for m in sorted(loaded, key=lambda m: (m.name, m.version))
         ]
         self.readiness.set(not_ready is None, not_ready, models)
+
+
+def _dead_letters(poison: Sequence[Poison]) -> list[Record]:
+    """Undecodable records, copied to their topic's DLQ with why."""
+    return [
+        Record(
+            dlq_topic(p.topic),
+            p.key or b"",
+            p.value or b"",
+            headers=((ERROR_HEADER, p.error.encode()),),
+        )
+        for p in poison
+    ]
 
 
 def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ CLAIM = text(
                                                 'the job was not started before its deadline')
                    END
      WHERE id = ANY(:ids) AND status IN ('queued', 'running')
-    RETURNING id, status
+    RETURNING id, status, attempts
     """
 )
 
@@ -43,25 +43,35 @@ FINISH = text(
 )
 
 
-def claim(engine: Engine, job_ids: Sequence[str]) -> tuple[set[str], set[str]]:
-    """Mark runnable jobs `running` (one statement); returns (claimed, expired) IDs.
+def claim(engine: Engine, job_ids: Sequence[str]) -> tuple[dict[str, int], set[str]]:
+    """Mark runnable jobs `running` (one statement); returns them with their attempt
+    counts (this one included), and the IDs of jobs that expired instead.
 
-    Jobs that are already terminal, cancelled or unknown are in neither set: their
-    messages are acknowledged without running them.
+    Jobs that are already terminal, cancelled or unknown are in neither: their messages
+    are acknowledged without running them.
     """
     if not job_ids:
-        return set(), set()
-    claimed: set[str] = set()
+        return {}, set()
+    claimed: dict[str, int] = {}
     expired: set[str] = set()
     with engine.begin() as conn:
         for row in conn.execute(CLAIM, {"ids": list(job_ids)}):
-            (expired if row.status == "expired" else claimed).add(row.id)
+            if row.status == "expired":
+                expired.add(row.id)
+            else:
+                claimed[row.id] = row.attempts
     return claimed, expired
 
 
-def finish(engine: Engine, outcomes: Sequence[Outcome]) -> int:
-    """Write every outcome in one transaction; returns how many jobs took their result."""
-    if not outcomes:
+REQUEUE = text("UPDATE jobs SET status = 'queued' WHERE id = ANY(:ids) AND status = 'running'")
+
+
+def finish(engine: Engine, outcomes: Sequence[Outcome], requeued: Sequence[str] = ()) -> int:
+    """Write every outcome, and put `requeued` jobs back to `queued`, in one transaction.
+
+    Returns how many jobs took their result.
+    """
+    if not outcomes and not requeued:
         return 0
     rows = [_encode(o) for o in outcomes]
     params = {
@@ -71,7 +81,9 @@ def finish(engine: Engine, outcomes: Sequence[Outcome]) -> int:
         "errors": [error for _, error in rows],
     }
     with engine.begin() as conn:
-        return conn.execute(FINISH, params).rowcount
+        if requeued:
+            conn.execute(REQUEUE, {"ids": list(requeued)})
+        return conn.execute(FINISH, params).rowcount if outcomes else 0
 
 
 def _encode(outcome: Outcome) -> tuple[str | None, str | None]:

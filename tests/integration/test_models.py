@@ -14,12 +14,14 @@ from typing import Any
 import httpx
 import onnx
 import pytest
+from kafka import KafkaConsumer
 from onnx import TensorProto, helper
 from sqlalchemy import Engine
 
 from inferfleet import objectstore
-from inferfleet.publish import cache_path
+from inferfleet.publish import cache_path, publish
 from inferfleet.settings import Settings
+from inferfleet.topics import dlq_topic, job_topic
 from tests.integration.conftest import TEST_DATABASE_URL, eventually, job_rows
 from tests.integration.test_jobs import random_inputs
 from tests.integration.test_worker import group_members
@@ -250,3 +252,67 @@ def test_an_alias_move_under_load_loses_and_fails_no_job(
     assert "alias production moved from v1 to v2" in worker.log()
     loaded = {m["version"] for m in worker.readyz().json()["models"]}
     assert loaded == {"1", "2"}
+
+
+def echo_package(folder: Path) -> Path:
+    """A number-echo graph whose schema also lets words through: those rows fail."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["word"], ["echo"])],
+        "echo",
+        [helper.make_tensor_value_info("word", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("echo", TensorProto.FLOAT, ["batch", 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / "model.onnx")
+    manifest = {
+        "name": "echo",
+        "model_file": "model.onnx",
+        "request_schema": {
+            "type": "object",
+            "required": ["word"],
+            "properties": {"word": {"type": ["string", "number"]}},
+        },
+        "example": {"word": 1.5},
+        "output_schema": {"type": "object", "properties": {"echo": {"type": "array"}}},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_failing_row_is_retried_then_failed_alone_and_dead_lettered(
+    settings: Settings,
+    engine: Engine,
+    s3: Any,
+    kafka: str,
+    tmp_path: Path,
+    client: httpx.Client,
+    start_worker,
+) -> None:
+    version = publish(settings, engine, s3, echo_package(tmp_path), name=unique("echo"))
+    worker = start_worker(version.name, INFERFLEET_MAX_ATTEMPTS="3")
+    worker.wait_ready()
+    words: list[Any] = [1.0, 2.5, "forty-two", 4.0]
+    r = client.post(
+        "/v1/jobs/bulk",
+        json={"model": version.name, "items": [{"inputs": {"word": w}} for w in words]},
+    )
+    ids = r.json()["ids"]
+    jobs = [client.get(f"/v1/jobs/{i}", params={"wait": 60}).json() for i in ids]
+
+    assert [j["status"] for j in jobs] == ["succeeded", "succeeded", "failed", "succeeded"]
+    assert jobs[0]["outputs"] == {"echo": [1.0]}
+    assert jobs[2]["attempts"] == 3
+    assert jobs[2]["error"]["type"] == "inference_error"
+    consumer = KafkaConsumer(
+        dlq_topic(job_topic(version.name)),
+        bootstrap_servers=kafka,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    dead = next(iter(consumer))
+    consumer.close()
+    assert dead.key == ids[2].encode()
+    assert json.loads(dict(dead.headers)["inferfleet-error"])["type"] == "inference_error"
+    assert json.loads(dead.value)["inputs"] == {"word": "forty-two"}

@@ -18,6 +18,7 @@ from worker.batching import (
     decode_records,
     group_by_version,
     run_isolating_failures,
+    settle,
 )
 
 ENQUEUED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -249,3 +250,27 @@ def test_run_isolating_failures_fails_every_row_when_every_call_fails() -> None:
         {"type": "inference_error", "message": "ValueError: session closed"}
     ] * 5
     assert all(o.outputs is None for o in outcomes)
+
+
+# settle
+
+
+def test_settle_retries_failures_until_the_last_attempt() -> None:
+    error = {"type": "inference_error", "message": "x"}
+    outcomes = [
+        Outcome("ok", outputs={"y": 1}),
+        Outcome("first-try", error=error),
+        Outcome("last-try", error=error),
+        Outcome("unclaimed", error=error),
+    ]
+
+    final, retry = settle(outcomes, {"ok": 1, "first-try": 1, "last-try": 3}, max_attempts=3)
+
+    assert retry == ["first-try"]
+    assert [o.job_id for o in final] == ["ok", "last-try", "unclaimed"]
+
+
+def test_settle_with_one_attempt_never_retries() -> None:
+    outcomes = [Outcome("a", error={"type": "inference_error", "message": "x"})]
+
+    assert settle(outcomes, {"a": 1}, max_attempts=1) == (outcomes, [])
