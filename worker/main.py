@@ -225,7 +225,6 @@ class Worker:
         consumer.send(_dead_letters(poison) + self._resend(records, runnable, final, retry))
         consumer.commit()
 
-        self.metrics.dead_letters.inc(len(poison) + sum(o.error is not None for o in final))
         failed = sum(1 for o in final if o.error is not None)
         self._count(jobs, final, expired)
         summary = BatchSummary(
@@ -239,6 +238,7 @@ class Worker:
             dead_lettered=len(poison) + failed,
         )
         elapsed = time.monotonic() - started
+        self.metrics.dead_letters.inc(summary.dead_lettered)
         self.metrics.batch_records.observe(len(records))
         self.metrics.batch_seconds.observe(elapsed)
         log.info(

@@ -37,7 +37,7 @@ class WorkerMetrics:
         )
         self.dead_letters = Counter(
             "inferfleet_worker_dead_letters_total",
-            "Undecodable records sent to a dead-letter topic.",
+            "Records copied to a dead-letter topic: undecodable ones, jobs that failed for good.",
             registry=self.registry,
         )
         self.model_loaded = Gauge(
