@@ -49,6 +49,7 @@ from sqlalchemy import Engine
 from bench import celery_baseline
 from bench.worker_process import (
     WorkerRun,
+    insert_backlog,
     run_worker,
     start,
     stop,
@@ -59,8 +60,6 @@ from bench.worker_process import (
 from bench.workload import (
     Completion,
     Job,
-    analyze,
-    insert_queued,
     make_jobs,
     publish_fresh,
     remove,
@@ -146,17 +145,7 @@ def measure_celery(
 ) -> CeleryRun:
     """Queue `count` one-job tasks on Redis, then run a Celery worker until all have ended."""
     jobs = make_jobs(version.request_schema, count, seed=2)
-    timed(
-        f"inserted {count:,} queued rows",
-        insert_queued,
-        engine,
-        version.name,
-        version.version,
-        jobs,
-        RUN_CELERY,
-    )
-    if analyze_first:
-        timed("analyzed jobs", analyze, engine)
+    insert_backlog(engine, version, jobs, RUN_CELERY, analyze_first)
     queue = f"{version.name}-celery"
     timed(f"enqueued {count:,} Celery tasks", _enqueue, queue, jobs)
     threads = max(1, (os.cpu_count() or 1) // concurrency) if pool == "prefork" else 0

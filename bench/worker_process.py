@@ -59,17 +59,7 @@ def run_worker(
     a free port. `run` tags the rows (request_id), so only they are counted.
     """
     count = len(jobs)
-    timed(
-        f"inserted {count:,} queued rows",
-        insert_queued,
-        engine,
-        version.name,
-        version.version,
-        jobs,
-        run,
-    )
-    if analyze_first:
-        timed("analyzed jobs", analyze, engine)
+    insert_backlog(engine, version, jobs, run, analyze_first)
     timed(f"produced {count:,} messages", produce, settings, version, jobs, run)
     process = start(
         [sys.executable, "-m", "worker"],
@@ -103,6 +93,23 @@ def run_worker(
 def worker_group(version: ModelVersion) -> str:
     """The consumer group `run_worker` uses (and `bench.workload.remove` deletes)."""
     return f"{version.name}-workers"
+
+
+def insert_backlog(
+    engine: Engine, version: ModelVersion, jobs: Sequence[Job], run: str, analyze_first: bool
+) -> None:
+    """Insert `jobs` as queued rows tagged `run`, then (optionally) ANALYZE `jobs`."""
+    timed(
+        f"inserted {len(jobs):,} queued rows",
+        insert_queued,
+        engine,
+        version.name,
+        version.version,
+        jobs,
+        run,
+    )
+    if analyze_first:
+        timed("analyzed jobs", analyze, engine)
 
 
 def timed(what: str, fn: Callable[..., None], *args: object) -> None:
