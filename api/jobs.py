@@ -14,9 +14,10 @@ from api import idempotency
 from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
 from api.idempotency import Binding
 from api.problems import ProblemError
-from api.store import cancel_job, get_job, job_view, list_jobs
+from api.store import cancel_job, get_job, list_jobs
 from api.submit import Item, submit
 from inferfleet.errors import FieldError, InvalidInputError
+from inferfleet.jobview import job_view
 from inferfleet.schemas import (
     BulkCreated,
     BulkSubmit,

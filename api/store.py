@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from inferfleet.schemas import JobError, JobView
 from inferfleet.tables import jobs
 
 
@@ -86,23 +85,3 @@ def cancel_job(conn: Connection, tenant: str, job_id: str) -> tuple[bool, Any | 
     if row is not None:
         return True, row
     return False, get_job(conn, tenant, job_id)
-
-
-def job_view(row: Any) -> JobView:
-    """The API shape of a job row."""
-    return JobView(
-        id=row.id,
-        status=row.status,
-        model=row.model,
-        version=str(row.version),
-        outputs=row.outputs,
-        output_uri=row.output_uri,
-        output_url=None,
-        error=JobError(**row.error) if row.error else None,
-        attempts=row.attempts,
-        metadata=row.metadata,
-        batch_id=row.batch_id,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        completed_at=row.completed_at,
-    )

@@ -49,6 +49,30 @@ class Settings(BaseSettings):
     # Webhook targets allowed although they resolve to loopback or private addresses:
     # host names, addresses or CIDR blocks (tests and local demos).
     webhook_allowlist: list[str] = Field(default_factory=list)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Requests per API key, in the `limits` library's notation ("100/second").
+    rate_limit: str = "200/second"
+    # New jobs for a topic are refused (429) while its consumer lag passes this; 0 = off.
+    admission_max_lag: int = Field(default=2_000_000, ge=0)
+    admission_check_s: float = Field(default=2.0, gt=0)
+    # Inputs larger than this (JSON bytes) travel through S3 instead of the message.
+    claim_check_bytes: int = Field(default=256 * 1024, ge=1)
+    # Outputs larger than this (JSON bytes) are written to S3 and returned as output_uri.
+    output_inline_bytes: int = Field(default=256 * 1024, ge=1)
+    presign_expiry_s: int = Field(default=3600, ge=1)
+    # S3 prefixes a tenant may name, `{bucket}` and `{tenant}` filled in.
+    tenant_prefixes: list[str] = Field(default_factory=lambda: ["s3://{bucket}/tenants/{tenant}/"])
+
+    # Webhook dispatch (scheduler/).
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # A delivery is retried until this long after its event, then marked failed.
+    webhook_retry_window_s: float = Field(default=24 * 3600.0, gt=0)
+    webhook_backoff_base_s: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    dispatch_interval_s: float = Field(default=1.0, gt=0)
+    dispatch_batch: int = Field(default=200, ge=1)
+    # After a rotation the previous webhook secret also signs for this long.
+    secret_overlap_s: float = Field(default=24 * 3600.0, ge=0)
 
     # Worker.
     worker_models: list[str] = Field(default_factory=lambda: ["fraud"])
@@ -85,7 +109,9 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown provider(s) {unknown}; known: {sorted(KNOWN_PROVIDERS)}")
         return value
 
-    @field_validator("worker_models", "providers", "webhook_allowlist", mode="before")
+    @field_validator(
+        "worker_models", "providers", "webhook_allowlist", "tenant_prefixes", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         """Lists come from the environment as JSON (`["a", "b"]`) or comma-separated."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -113,4 +114,43 @@ idempotency_keys = Table(
     Column("job_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant", "key"),
+)
+
+# The webhook outbox. An event is written in the transaction that ends its job (or
+# batch); its id is the `webhook-id` of every attempt. Each attempt is a row, `pending`
+# until the dispatcher has tried it, then `delivered` or `failed`.
+EVENT_STATES = ("pending", "delivered", "failed")
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("job_id", Text),
+    Column("batch_id", Text),
+    Column("type", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    # The JSON body, rendered at the first attempt so every attempt sends the same bytes.
+    Column("body", Text),
+    Column("state", Text, nullable=False),
+    Column("retry_until", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("webhook_events_job", "job_id"),
+    Index("webhook_events_batch", "batch_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("event_id", Text, ForeignKey("webhook_events.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("response_status", Integer),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("webhook_attempts_event", "event_id"),
+    Index("webhook_attempts_due", "due_at", postgresql_where=text("state = 'pending'")),
 )
