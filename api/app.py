@@ -5,44 +5,75 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import health, jobs, keys, models, problems
-from api.deps import Services
+from api import deliveries, health, jobs, keys, models, problems, tenants, uploads
+from api.admission import Admission, KafkaBacklog
+from api.deps import Services, admin_within_limits, caller_within_limits
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.openapi import documented_openapi
 from api.queue import JobQueue
+from api.ratelimit import RateLimiter, parse_rate, redis_storage
 from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
 
+DESCRIPTION = """\
+Submit inference jobs to a fleet of batched ONNX Runtime workers; poll for the result
+or receive a signed webhook.
+
+Every `/v1` route needs `Authorization: Bearer <api key>`. Errors are
+`application/problem+json` (RFC 9457). Every response carries `X-Request-ID`: the
+client's, if it sent a well-formed one, else a new id; worker log lines about the
+job carry the same id as `request_id=`.
+"""
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API; connections open in the lifespan and close with it."""
+    """Build the API; connections open in the lifespan and close with it.
+
+    A malformed `rate_limit` fails here, naming the variable.
+    """
     settings = settings or load_settings()
+    rate = parse_rate(settings.rate_limit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings)
         queue = JobQueue(settings)
+        metrics = ApiMetrics()
+        backlog = KafkaBacklog(settings)
         app.state.services = Services(
             settings=settings,
             engine=engine,
             queue=queue,
-            metrics=ApiMetrics(),
+            metrics=metrics,
             s3=make_s3_client(settings),
+            limiter=RateLimiter(redis_storage(settings.redis_url), rate),
+            admission=Admission(settings, backlog, metrics),
         )
         try:
             yield
         finally:
+            backlog.close()
             queue.close()
             engine.dispose()
 
-    app = FastAPI(title="inferfleet", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="inferfleet",
+        summary="Asynchronous batched inference: submit jobs, poll or get a webhook.",
+        description=DESCRIPTION,
+        version="1",
+        lifespan=lifespan,
+    )
+    app.openapi = documented_openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
-    app.include_router(jobs.router)
-    app.include_router(models.router)
-    app.include_router(keys.router)
+    # Every /v1 router, with its checks first and in API.md's order (see api.deps).
+    for router in (jobs.router, deliveries.router, uploads.router):
+        app.include_router(router, dependencies=[Depends(caller_within_limits)])
+    for router in (models.router, keys.router, tenants.router):
+        app.include_router(router, dependencies=[Depends(admin_within_limits)])
     problems.install(app, settings.retry_after_s)
 
     def limit_for(path: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,6 +13,15 @@ from api.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
 
+_READINESS = {
+    "type": "object",
+    "properties": {
+        "status": {"enum": ["ready", "not_ready"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["status", "checks"],
+}
+
 
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
@@ -20,7 +29,16 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"content": {"application/json": {"schema": _READINESS}}},
+        503: {
+            "description": "Postgres or Kafka does not answer",
+            "content": {"application/json": {"schema": _READINESS}},
+        },
+    },
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     """200 only when Postgres and Kafka both answer; otherwise 503 naming what failed."""
 
@@ -43,7 +61,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep) -> Response:
     """Prometheus text exposition of the API's registry."""
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

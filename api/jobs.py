@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from api import idempotency
 from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
 from api.idempotency import Binding
-from api.problems import ProblemError
+from api.problems import ProblemError, problem_responses
 from api.store import cancel_job, get_job, list_jobs
 from api.submit import Item, submit
+from api.uploads import tenant_uri
 from inferfleet.errors import FieldError, InvalidInputError
-from inferfleet.jobview import job_view
+from inferfleet.jobview import Presigner, job_view
+from inferfleet.objectstore import presigned_get
 from inferfleet.schemas import (
     BulkCreated,
     BulkSubmit,
@@ -38,7 +40,10 @@ MAX_WAIT_S = 60.0
     "",
     status_code=202,
     response_model=JobCreated,
-    responses={200: {"model": JobView, "description": "the job an Idempotency-Key bound"}},
+    responses={
+        200: {"model": JobView, "description": "the job an Idempotency-Key bound"},
+        **problem_responses(403, 404, 409),
+    },
 )
 def create_job(
     body: JobSubmit,
@@ -46,24 +51,23 @@ def create_job(
     principal: PrincipalDep,
     request_id: RequestIdDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="an equal body under the same key within 24 h answers 200 with "
+            "the first job; a different body answers 409",
+        ),
+    ] = None,
 ) -> JobCreated | JSONResponse:
     """Queue one job; answers once Kafka has acknowledged its message.
 
     With `Idempotency-Key`, a repeat of an equal body within 24 h answers 200 with the
     first job as it is now; a different body under the same key answers 409.
     """
-    if body.inputs is None:
-        raise InvalidInputError(
-            [
-                FieldError(
-                    ("input_uri",),
-                    "input_uri is not supported by this server yet; send the instance as inputs",
-                    "not_supported",
-                    body.input_uri,
-                )
-            ]
-        )
+    input_uri = None
+    if body.input_uri is not None:
+        input_uri = tenant_uri(services.settings, principal.tenant, ("input_uri",), body.input_uri)
     binding = None
     if idempotency_key is not None:
         sent = body.model_dump(mode="json", exclude_unset=True)
@@ -71,13 +75,14 @@ def create_job(
         earlier = _bound_job(services, binding)
         if earlier is not None:
             return earlier
+    services.admission.admit(body.model)
     try:
         done = submit(
             services,
             principal,
             model=body.model,
             version_ref=body.version,
-            items=[Item(inputs=body.inputs, metadata=body.metadata, loc=("inputs",))],
+            items=[Item(body.inputs, body.metadata, ("inputs",), input_uri)],
             webhook=body.webhook,
             ttl_seconds=body.ttl_seconds,
             request_id=request_id,
@@ -111,10 +116,16 @@ def _bound_job(services: Services, binding: Binding) -> JSONResponse | None:
         raise ProblemError(
             409, "Conflict", f"Idempotency-Key {binding.key!r} was used with a different body"
         )
-    return JSONResponse(job_view(row).model_dump(mode="json"), status_code=200)
+    view = job_view(row, _presigner(services))
+    return JSONResponse(view.model_dump(mode="json"), status_code=200)
 
 
-@router.post("/bulk", status_code=202, response_model=BulkCreated)
+@router.post(
+    "/bulk",
+    status_code=202,
+    response_model=BulkCreated,
+    responses=problem_responses(404),
+)
 def create_jobs(
     body: BulkSubmit, services: ServicesDep, principal: PrincipalDep, request_id: RequestIdDep
 ) -> BulkCreated:
@@ -128,6 +139,7 @@ def create_jobs(
                 )
             ]
         )
+    services.admission.admit(body.model)
     done = submit(
         services,
         principal,
@@ -158,21 +170,24 @@ def read_jobs(
     with services.engine.connect() as conn:
         rows, next_cursor = list_jobs(
             conn,
-            principal.tenant,
+            principal.reads,
             limit=limit,
             cursor=cursor,
             status=status,
             model=model,
             batch_id=batch_id,
         )
-    return JobList(items=[job_view(r) for r in rows], next_cursor=next_cursor)
+    presign = _presigner(services)
+    return JobList(items=[job_view(r, presign) for r in rows], next_cursor=next_cursor)
 
 
-@router.post("/{job_id}/cancel", response_model=JobView)
+@router.post("/{job_id}/cancel", response_model=JobView, responses=problem_responses(404, 409))
 def cancel(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobView:
     """A queued job becomes `cancelled`; a running or finished one answers 409."""
     with services.engine.begin() as conn:
-        cancelled, row = cancel_job(conn, principal.tenant, job_id)
+        cancelled, row = cancel_job(
+            conn, principal.reads, job_id, services.settings.webhook_retry_window_s
+        )
     if row is None:
         raise ProblemError(404, "Not Found", f"no job {job_id!r}")
     if not cancelled:
@@ -182,10 +197,10 @@ def cancel(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobVi
             f"job {job_id} is {row.status}; only a queued job can be cancelled",
             job_status=row.status,
         )
-    return job_view(row)
+    return job_view(row, _presigner(services))
 
 
-@router.get("/{job_id}", response_model=JobView)
+@router.get("/{job_id}", response_model=JobView, responses=problem_responses(404))
 async def read_job(
     job_id: str,
     services: ServicesDep,
@@ -196,8 +211,8 @@ async def read_job(
 
     def load() -> JobView | None:
         with services.engine.connect() as conn:
-            row = get_job(conn, principal.tenant, job_id)
-        return job_view(row) if row is not None else None
+            row = get_job(conn, principal.reads, job_id)
+        return job_view(row, _presigner(services)) if row is not None else None
 
     deadline = time.monotonic() + min(wait, MAX_WAIT_S)
     pause = 0.02
@@ -210,3 +225,9 @@ async def read_job(
             return view
         await asyncio.sleep(min(pause, remaining))
         pause = min(pause * 2, 0.5)
+
+
+def _presigner(services: Services) -> Presigner:
+    """Presigned GET URLs for the `s3://` result URIs an answer returns."""
+    expiry = services.settings.presign_expiry_s
+    return lambda uri: presigned_get(services.s3, uri, expiry)

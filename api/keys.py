@@ -7,10 +7,16 @@ from dataclasses import asdict
 from fastapi import APIRouter, Depends
 
 from api.deps import ServicesDep, require_admin
+from api.problems import problem_responses
 from inferfleet import keys
 from inferfleet.schemas import KeyCreate, KeyCreated, KeyList, KeyView
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1/keys",
+    tags=["keys"],
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(403),
+)
 
 
 @router.get("", response_model=KeyList)
@@ -28,7 +34,7 @@ def create_key(body: KeyCreate, services: ServicesDep) -> KeyCreated:
     return KeyCreated(**asdict(made.record), key=made.key, webhook_secret=made.webhook_secret)
 
 
-@router.delete("/{key_id}", response_model=KeyView)
+@router.delete("/{key_id}", response_model=KeyView, responses=problem_responses(404))
 def revoke_key(key_id: str, services: ServicesDep) -> KeyView:
     """Revoke a key: requests with it answer 401 from now on."""
     with services.engine.begin() as conn:

@@ -18,7 +18,13 @@ class ApiMetrics:
         )
         self.jobs_rejected = Counter(
             "inferfleet_api_jobs_rejected_total",
-            "Submissions refused, by reason.",
+            "Submissions refused, by reason (invalid, queue_unavailable, backlog).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.requests_refused = Counter(
+            "inferfleet_api_requests_refused_total",
+            "Requests refused after auth, before their route: too_large (413), rate_limited (429).",
             ["reason"],
             registry=self.registry,
         )

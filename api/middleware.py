@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -10,6 +9,8 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The `request.state` attribute that holds the limit a refused body exceeded.
+EXCEEDED = "body_limit_exceeded"
 
 
 class RequestIdMiddleware:
@@ -39,10 +40,15 @@ class RequestIdMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 once a request body passes the limit for its path, without reading on.
+    """Stops reading a body once it passes its path's limit; such a body never reaches the app.
 
-    The body is read here, up to the limit, and handed to the app whole; the routes
-    that take bodies parse them whole anyway.
+    A body within the limit is read here and replayed to the app whole (the routes that
+    take bodies parse them whole anyway). For a longer one, whether its Content-Length
+    says so or the bytes show it, reading stops, `request.state.body_limit_exceeded` is
+    set to the limit, and the app is handed an empty body. The middleware does not answer:
+    the routes' first dependency (`api.deps`) answers 413 once the key is checked, so the
+    checks run in API.md's order (401/403 before 413). The rest of the body is discarded:
+    by the server once the response is sent, or here if the app asks for more.
     """
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
@@ -56,7 +62,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(scope, send, limit)
+            await self._too_large(scope, receive, send, limit)
             return
         chunks: list[bytes] = []
         received = 0
@@ -67,44 +73,40 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > limit:
-                await _too_large(scope, send, limit)
+                chunks.clear()
+                await self._too_large(scope, receive, send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        scope.setdefault("state", {})[EXCEEDED] = limit
+        await self.app(scope, _replay(b"", _discarding(receive)), send)
 
 
-async def _too_large(scope: Scope, send: Send, limit: int) -> None:
-    request_id = scope.get("state", {}).get("request_id")
-    body = json.dumps(
-        {
-            "type": "https://inferfleet.dev/problems/content-too-large",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": f"the request body is larger than {limit} bytes",
-            "request_id": request_id,
-            "errors": [],
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`body` as the whole request body, then `receive` (for the disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _discarding(receive: Receive) -> Receive:
+    """`receive` with the rest of a refused body read and thrown away, chunk by chunk."""
+
+    async def discard() -> Message:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+
+    return discard

@@ -5,10 +5,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from botocore.exceptions import ParamValidationError
 from fastapi import APIRouter, Depends, Response
 
 from api.deps import ServicesDep, require_admin
+from api.problems import problem_responses
 from inferfleet import registry
+from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.publish import fetch_package, publish
 from inferfleet.schemas import (
     AliasUpdate,
@@ -19,7 +22,12 @@ from inferfleet.schemas import (
     RegisterVersion,
 )
 
-router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["models"],
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(403),
+)
 
 
 @router.get("", response_model=ModelList)
@@ -29,14 +37,19 @@ def list_models(services: ServicesDep) -> ModelList:
         return ModelList(items=registry.summaries(conn))
 
 
-@router.get("/{name}", response_model=ModelView)
+@router.get("/{name}", response_model=ModelView, responses=problem_responses(404))
 def read_model(name: str, services: ServicesDep) -> ModelView:
     """A model's versions (schemas, files, preprocessing) and its aliases."""
     with services.engine.connect() as conn:
         return registry.describe(conn, name)
 
 
-@router.post("/{name}/versions", status_code=201, response_model=ModelVersionView)
+@router.post(
+    "/{name}/versions",
+    status_code=201,
+    response_model=ModelVersionView,
+    responses=problem_responses(404),
+)
 def register_version(
     name: str, body: RegisterVersion, services: ServicesDep, response: Response
 ) -> ModelVersionView:
@@ -47,7 +60,12 @@ def register_version(
     """
     registry.check_model_name(name)
     with tempfile.TemporaryDirectory(prefix="inferfleet-package-") as tmp:
-        folder = fetch_package(services.s3, body.package_uri, Path(tmp))
+        try:
+            folder = fetch_package(services.s3, body.package_uri, Path(tmp))
+        except (ValueError, ParamValidationError) as e:
+            # A URI that S3 cannot address (a malformed bucket name, say) names no package.
+            error = FieldError(("package_uri",), f"cannot be read: {e}", "s3_uri", body.package_uri)
+            raise InvalidInputError([error]) from e
         version = publish(
             services.settings, services.engine, services.s3, folder, name=name, alias=body.alias
         )
@@ -55,7 +73,7 @@ def register_version(
     return registry.version_view(version)
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasView)
+@router.put("/{name}/aliases/{alias}", response_model=AliasView, responses=problem_responses(404))
 def move_alias(name: str, alias: str, body: AliasUpdate, services: ServicesDep) -> AliasView:
     """Point `alias` at an existing version; new jobs naming the alias get that version."""
     with services.engine.begin() as conn:

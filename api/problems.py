@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from inferfleet.errors import (
     ArtifactError,
@@ -19,6 +24,99 @@ from inferfleet.errors import (
 )
 
 PROBLEM = "application/problem+json"
+
+
+class ProblemFieldError(BaseModel):
+    """One offending field of a 422: `loc` starts at the body field."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any
+
+
+class Problem(BaseModel):
+    """Every error answer (RFC 9457); extension members carry state, e.g. `job_status`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None
+    errors: list[ProblemFieldError]
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "schema": {"type": "integer"},
+        "required": True,
+    }
+}
+
+
+def _documented(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+# Every error a /v1 route can answer, as problem+json. The `Problem` schema is added to
+# the document's components by `document`: FastAPI registers only the models it
+# documents as application/json itself.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("the body cannot be read as JSON (bytes that are not UTF-8)"),
+    401: _documented("no API key, or an unknown or revoked one"),
+    403: _documented("the key lacks the scope, or a named URI lies outside the tenant"),
+    404: _documented("no such object; another tenant's objects are 404 too"),
+    409: _documented("the object's state forbids this; a job's carries `job_status`"),
+    413: _documented("the request body is larger than the route's limit"),
+    422: _documented("invalid request; `errors` lists every offending field"),
+    429: _documented("too many requests", _RETRY_AFTER),
+    503: _documented("the queue or the database is unavailable", _RETRY_AFTER),
+}
+# What every /v1 route can answer, whatever it does: its key is checked (401), its rate
+# limit (429) and a body's size (413, routes that take one) by the dependencies every
+# /v1 router is included with; validation errors (422) and an unavailable database or
+# queue (503) are answered by the app-wide handlers in `install`, and a body FastAPI
+# cannot decode (400) by FastAPI itself.
+EVERY_V1_ROUTE = (401, 422, 429, 503)
+EVERY_V1_BODY_ROUTE = (400, 413)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entries of `statuses`, for a route or router."""
+    return {s: PROBLEM_RESPONSES[s] for s in statuses}
+
+
+def document(openapi: dict[str, Any]) -> None:
+    """Add the problem+json answers every /v1 operation can give to `openapi`, in place.
+
+    Routes declare the answers of their own (403, 404, 409) with `problem_responses`.
+    FastAPI's default 422 (`HTTPValidationError` as application/json) is replaced: the
+    handler in `install` answers every validation error as a problem.
+    """
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update({**schema.pop("$defs", {}), "Problem": schema})
+    for path, item in openapi["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in item.items():
+            statuses: tuple[int, ...] = EVERY_V1_ROUTE
+            if method in ("post", "put", "patch"):
+                statuses += EVERY_V1_BODY_ROUTE
+            for status in statuses:
+                operation["responses"][str(status)] = copy.deepcopy(PROBLEM_RESPONSES[status])
+    if "/HTTPValidationError" not in json.dumps(openapi["paths"]):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 class ProblemError(Exception):
@@ -53,7 +151,7 @@ def problem_response(request: Request, problem: ProblemError) -> JSONResponse:
         "detail": problem.detail,
         "request_id": getattr(request.state, "request_id", None),
         "errors": [
-            {"loc": list(e.loc), "msg": e.msg, "type": e.type, "input": e.input}
+            {"loc": list(e.loc), "msg": e.msg, "type": e.type, "input": _jsonable(e.input)}
             for e in problem.errors
         ],
         **problem.extensions,
@@ -61,6 +159,22 @@ def problem_response(request: Request, problem: ProblemError) -> JSONResponse:
     return JSONResponse(
         body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM
     )
+
+
+def _jsonable(value: Any) -> Any:
+    # A body that is not JSON reaches validation as bytes, which JSON cannot carry.
+    return jsonable_encoder(value, custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")})
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette's 405 names the methods of the first route for the path only, but RFC
+    # 9110's `Allow` lists every method the resource supports: ask every route.
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def _body_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
@@ -122,6 +236,18 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             ),
         )
 
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold (a NUL character, a number out of range)
+        # came with the request: it is refused like any other invalid value.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return problem_response(
+            request,
+            ProblemError(
+                422, "Unprocessable Content", f"a value in the request cannot be stored: {reason}"
+            ),
+        )
+
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
         return problem_response(
@@ -151,7 +277,9 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        headers = dict(exc.headers) if exc.headers else None
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         return problem_response(
             request,
             ProblemError(

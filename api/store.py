@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, true
 
+from inferfleet.outbox import add_job_events
 from inferfleet.tables import jobs
 
 
@@ -33,16 +34,19 @@ def fail_unqueued(engine: Engine, ids: Sequence[str], message: str) -> None:
         )
 
 
-def get_job(conn: Connection, tenant: str, job_id: str) -> Any | None:
-    """The job row if it exists and belongs to `tenant`, else None."""
-    return conn.execute(
-        select(jobs).where(jobs.c.id == job_id, jobs.c.tenant == tenant)
-    ).one_or_none()
+def _of(tenant: str | None) -> Any:
+    """The condition that a job belongs to `tenant` (None: any tenant, for admin keys)."""
+    return true() if tenant is None else jobs.c.tenant == tenant
+
+
+def get_job(conn: Connection, tenant: str | None, job_id: str) -> Any | None:
+    """The job row if it exists and belongs to `tenant` (None: any), else None."""
+    return conn.execute(select(jobs).where(jobs.c.id == job_id, _of(tenant))).one_or_none()
 
 
 def list_jobs(
     conn: Connection,
-    tenant: str,
+    tenant: str | None,
     *,
     limit: int,
     cursor: str | None = None,
@@ -55,7 +59,7 @@ def list_jobs(
     Job IDs are time-ordered, so the cursor is the last ID of the page: the next page
     starts below it, and jobs created meanwhile never shift what a client pages through.
     """
-    query = select(jobs).where(jobs.c.tenant == tenant).order_by(jobs.c.id.desc())
+    query = select(jobs).where(_of(tenant)).order_by(jobs.c.id.desc())
     if cursor is not None:
         query = query.where(jobs.c.id < cursor)
     if status is not None:
@@ -70,18 +74,22 @@ def list_jobs(
     return rows, None
 
 
-def cancel_job(conn: Connection, tenant: str, job_id: str) -> tuple[bool, Any | None]:
+def cancel_job(
+    conn: Connection, tenant: str | None, job_id: str, retry_window_s: float
+) -> tuple[bool, Any | None]:
     """Cancel a queued job: (True, row) if cancelled, (False, row) if it was not queued.
 
     The row is None when the job does not exist for `tenant`. A worker that claims the
-    job afterwards skips it: only `queued` and `running` jobs are claimed.
+    job afterwards skips it: only `queued` and `running` jobs are claimed. The job's
+    `job.cancelled` event is queued in the same transaction.
     """
     row = conn.execute(
         jobs.update()
-        .where(jobs.c.id == job_id, jobs.c.tenant == tenant, jobs.c.status == "queued")
+        .where(jobs.c.id == job_id, _of(tenant), jobs.c.status == "queued")
         .values(status="cancelled", completed_at=func.now())
         .returning(jobs)
     ).one_or_none()
     if row is not None:
+        add_job_events(conn, [job_id], retry_window_s)
         return True, row
     return False, get_job(conn, tenant, job_id)

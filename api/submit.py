@@ -2,34 +2,52 @@
 
 A job ID is handed out only for a job whose message Kafka acknowledged. If the produce
 fails, the rows just inserted are marked failed and the caller answers 503.
+
+Inputs above `claim_check_bytes` go to S3 first (`claims/<job_id>.json`, a prefix no
+tenant may name) and travel as `input_uri` (claim check), so no message outgrows the
+broker's limit; the worker reads them back like a client's own `input_uri`.
 """
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from api.deps import Principal, Services
 from api.idempotency import Binding, bind, unbind
+from api.problems import ProblemError
 from api.store import fail_unqueued, insert_jobs
 from inferfleet import messages, registry
 from inferfleet.broker import Record
 from inferfleet.errors import FieldError, InvalidInputError, QueueUnavailableError
 from inferfleet.ids import new_job_id
+from inferfleet.objectstore import put_bytes
 from inferfleet.schemas import Webhook
 from inferfleet.topics import Lane, job_topic
 from inferfleet.validation import validate_instance, validator_for
 from inferfleet.webhooks import url_problem
 
+CLAIM_PREFIX = "claims"
+CLAIM_THREADS = 8
+
 
 @dataclass(frozen=True)
 class Item:
-    """One instance to run, with the location its errors are reported under."""
+    """One instance to run, with the location its errors are reported under.
 
-    inputs: dict[str, Any]
+    Exactly one of `inputs` (validated here) and `input_uri` (an object the worker reads
+    and validates; the caller has checked that it lies under the tenant's prefixes).
+    """
+
+    inputs: dict[str, Any] | None
     metadata: dict[str, str]
     loc: tuple[str | int, ...]
+    input_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +84,8 @@ def submit(
     validator = validator_for(version.request_schema)
     errors: list[FieldError] = []
     for item in items:
-        errors.extend(validate_instance(validator, item.inputs, item.loc))
+        if item.inputs is not None:
+            errors.extend(validate_instance(validator, item.inputs, item.loc))
     if webhook is not None:
         problem = url_problem(str(webhook.url), services.settings.webhook_allowlist)
         if problem is not None:
@@ -78,6 +97,11 @@ def submit(
     now = datetime.now(UTC)
     deadline = now + timedelta(seconds=ttl_seconds) if ttl_seconds else None
     ids = [new_job_id() for _ in items]
+    claimed = _claim_check(services, ids, items)
+    placed = [
+        (None, claimed[job_id]) if job_id in claimed else (item.inputs, item.input_uri)
+        for job_id, item in zip(ids, items, strict=True)
+    ]
     webhook_json = webhook.model_dump(mode="json") if webhook else None
     rows = [
         {
@@ -87,14 +111,15 @@ def submit(
             "version": version.version,
             "status": "queued",
             "lane": lane,
-            "inputs": item.inputs,
+            "inputs": inputs,
+            "input_uri": input_uri,
             "metadata": item.metadata,
             "webhook": webhook_json,
             "request_id": request_id,
             "deadline": deadline,
             "created_at": now,
         }
-        for job_id, item in zip(ids, items, strict=True)
+        for job_id, item, (inputs, input_uri) in zip(ids, items, placed, strict=True)
     ]
     with services.engine.begin() as conn:
         if idempotency is not None:
@@ -112,15 +137,15 @@ def submit(
                     tenant=principal.tenant,
                     model=version.name,
                     version=version.version,
-                    inputs=item.inputs,
-                    input_uri=None,
+                    inputs=inputs,
+                    input_uri=input_uri,
                     enqueued_at=now,
                     deadline=deadline,
                     request_id=request_id,
                 )
             ),
         )
-        for job_id, item in zip(ids, items, strict=True)
+        for job_id, (inputs, input_uri) in zip(ids, placed, strict=True)
     ]
     try:
         with services.metrics.produce_seconds.time():
@@ -133,3 +158,34 @@ def submit(
         raise
     services.metrics.jobs_submitted.labels(model=version.name).inc(len(ids))
     return Submitted(model=version.name, version=version.version, ids=ids, created_at=now)
+
+
+def _claim_check(services: Services, ids: list[str], items: list[Item]) -> dict[str, str]:
+    """Write every inline input above `claim_check_bytes` to S3; their URIs by job ID.
+
+    Objects are written before any row or message names them. An object store that
+    does not take them answers 503: nothing was inserted or queued.
+    """
+    settings = services.settings
+    large: dict[str, tuple[str, bytes]] = {}
+    for job_id, item in zip(ids, items, strict=True):
+        if item.inputs is None:
+            continue
+        data = json.dumps(item.inputs, separators=(",", ":")).encode()
+        if len(data) > settings.claim_check_bytes:
+            large[job_id] = (f"s3://{settings.s3_bucket}/{CLAIM_PREFIX}/{job_id}.json", data)
+    if not large:
+        return {}
+    try:
+        with ThreadPoolExecutor(min(CLAIM_THREADS, len(large)), thread_name_prefix="claim") as pool:
+            list(pool.map(lambda placed: put_bytes(services.s3, *placed), large.values()))
+    except (BotoCoreError, ClientError) as e:
+        services.metrics.jobs_rejected.labels(reason="object_store_unavailable").inc()
+        raise ProblemError(
+            503,
+            "Service Unavailable",
+            f"the object store did not take a large input ({e}). The job was not queued; "
+            "submit it again later.",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        ) from e
+    return {job_id: uri for job_id, (uri, _) in large.items()}

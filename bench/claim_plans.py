@@ -64,9 +64,13 @@ def claim_batches(engine: Engine, ids: Sequence[str], batch: int) -> list[tuple[
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
         started = time.perf_counter()
-        claimed, _ = persist.claim(engine, chunk)
+        claimed, _ = persist.claim(engine, chunk, retry_window_s=86400.0)
         claimed_at = time.perf_counter()
-        persist.finish(engine, [Outcome(job_id, outputs=OUTPUTS) for job_id in claimed])
+        persist.finish(
+            engine,
+            [Outcome(job_id, outputs=OUTPUTS) for job_id in claimed],
+            retry_window_s=86400.0,
+        )
         timings.append(((claimed_at - started) * 1e3, (time.perf_counter() - claimed_at) * 1e3))
     return timings
 

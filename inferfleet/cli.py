@@ -173,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", required=True, choices=keys.SCOPES)
     create.set_defaults(run=_keys_create)
 
-    for service in ("api", "worker"):
+    for service in ("api", "worker", "scheduler"):
         s = sub.add_parser(
             service, help=f"run the {service} (python -m {service}); other options go to it"
         )

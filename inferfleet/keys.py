@@ -2,7 +2,8 @@
 
 A key belongs to a tenant and carries one scope: `jobs` (submit and read the tenant's
 jobs) or `admin` (everything, every tenant). Each tenant has a webhook signing secret
-(`whsec_` + base64 of 24 random bytes), made with its first key.
+(`whsec_` + base64 of 24 random bytes), made with its first key; after a rotation the
+previous secret also signs for a while, so receivers can switch without losing events.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, func, select
@@ -116,6 +117,26 @@ def revoke(conn: Connection, key_id: str) -> KeyRecord:
     if row is None:
         raise NotFoundError(f"no key {key_id!r}")
     return _record(row)
+
+
+def rotate_secret(conn: Connection, tenant: str, overlap_s: float) -> tuple[str, datetime]:
+    """Give `tenant` a new webhook secret; the current one keeps signing for `overlap_s`.
+
+    Returns the new secret and when the previous one stops signing.
+    """
+    row = conn.execute(
+        tenants.update()
+        .where(tenants.c.name == tenant)
+        .values(
+            previous_webhook_secret=tenants.c.webhook_secret,
+            previous_secret_expires_at=func.now() + timedelta(seconds=overlap_s),
+            webhook_secret=_webhook_secret(),
+        )
+        .returning(tenants.c.webhook_secret, tenants.c.previous_secret_expires_at)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no tenant {tenant!r}")
+    return row.webhook_secret, row.previous_secret_expires_at
 
 
 def _record(row: Any) -> KeyRecord:

@@ -54,14 +54,42 @@ def exists(s3: Any, uri: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as e:
-        if _is_missing(e):
+        if is_missing(e):
             return False
         raise
     return True
 
 
-def _is_missing(error: ClientError) -> bool:
+def is_missing(error: ClientError) -> bool:
+    """Whether `error` says the object does not exist."""
     return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+def put_bytes(s3: Any, uri: str, data: bytes, content_type: str = "application/json") -> None:
+    """Write `data` as the object at `uri`, replacing any object there."""
+    bucket, key = split_uri(uri)
+    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def presigned_get(s3: Any, uri: str, expiry_s: int) -> str:
+    """A URL that reads the object at `uri` without credentials, for `expiry_s` seconds.
+
+    Signing is local: no request reaches the object store, and the object need not exist.
+    """
+    bucket, key = split_uri(uri)
+    url: str = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s
+    )
+    return url
+
+
+def presigned_put(s3: Any, uri: str, expiry_s: int) -> str:
+    """A URL that writes the object at `uri` with a plain `PUT` for `expiry_s` seconds."""
+    bucket, key = split_uri(uri)
+    url: str = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s
+    )
+    return url
 
 
 def upload(s3: Any, path: Path, uri: str) -> None:
@@ -77,7 +105,7 @@ def download(s3: Any, uri: str, dest: Path) -> None:
     try:
         s3.download_file(bucket, key, str(dest))
     except ClientError as e:
-        if _is_missing(e):
+        if is_missing(e):
             raise ArtifactError(f"{uri} does not exist in the object store") from e
         raise
 
@@ -97,7 +125,7 @@ def download_verified(s3: Any, uri: str, dest: Path, sha256: str) -> None:
             try:
                 s3.download_fileobj(bucket, key, f)
             except ClientError as e:
-                if _is_missing(e):
+                if is_missing(e):
                     raise ArtifactError(f"{uri} does not exist in the object store") from e
                 raise  # throttling, outages: the caller may try again later
         actual = sha256_file(tmp)

@@ -76,9 +76,17 @@ def get_version(conn: Connection, name: str, version: int) -> ModelVersion:
     return _row_to_version(row)
 
 
+def is_version_number(ref: str) -> bool:
+    """Whether `ref` names a version (`"3"`) rather than an alias: ASCII digits only.
+
+    `str.isdigit` is not enough: it holds for `"³"`, which `int` refuses.
+    """
+    return ref.isascii() and ref.isdigit()
+
+
 def resolve(conn: Connection, name: str, ref: str = DEFAULT_ALIAS) -> ModelVersion:
     """Resolve a version number (`"3"`) or an alias (`"production"`) to a version."""
-    if ref.isdigit():
+    if is_version_number(ref):
         return get_version(conn, name, int(ref))
     version = conn.execute(
         select(model_aliases.c.version).where(
@@ -132,7 +140,7 @@ def register(
 
 def set_alias(conn: Connection, name: str, alias: str, version: int) -> None:
     """Point `alias` at `version` (which must exist)."""
-    if alias.isdigit():
+    if is_version_number(alias):
         raise InvalidInputError(
             [FieldError(("alias",), "alias names are not numbers", "value_error", alias)]
         )

@@ -29,7 +29,12 @@ class JobSubmit(BaseModel):
     model: str = Field(min_length=1, max_length=63)
     version: str = Field(default="production", min_length=1, max_length=63)
     inputs: dict[str, Any] | None = None
-    input_uri: str | None = None
+    input_uri: str | None = Field(
+        default=None,
+        max_length=1100,  # s3:// + a bucket (63) + a key (S3 allows 1,024 bytes)
+        pattern=r"^s3://[^/]+/.*[^/]$",
+        description="an s3:// JSON object under the tenant's prefixes, read by the worker",
+    )
     webhook: Webhook | None = None
     metadata: Metadata = Field(default_factory=dict)
     ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
@@ -60,6 +65,26 @@ class BulkSubmit(BaseModel):
     items: list[BulkItem] = Field(min_length=1)
     webhook: Webhook | None = None
     ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+
+
+class UploadCreate(BaseModel):
+    """`POST /v1/uploads`: the name of the file to upload (one path segment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$",
+        description="letters, digits, `.`, `_` and `-`; no slash, not starting with a dot",
+    )
+
+
+class UploadCreated(BaseModel):
+    """Where the upload goes: `uri` to name in a job, `upload_url` to `PUT` the bytes to."""
+
+    uri: str
+    upload_url: str
 
 
 class JobCreated(BaseModel):
@@ -186,7 +211,7 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tenant: str
+    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     scope: Literal["jobs", "admin"]
 
 
@@ -211,3 +236,32 @@ class KeyList(BaseModel):
     """`GET /v1/keys`."""
 
     items: list[KeyView]
+
+
+class DeliveryView(BaseModel):
+    """One attempt to deliver one webhook event."""
+
+    id: str
+    webhook_id: str
+    event: str
+    attempt: int
+    state: Literal["pending", "delivered", "failed"]
+    response_status: int | None
+    error: str | None
+    created_at: datetime
+
+
+class DeliveryList(BaseModel):
+    """`GET /v1/jobs/{id}/deliveries`: every attempt of every event of the job, oldest
+    first."""
+
+    items: list[DeliveryView]
+
+
+class SecretRotated(BaseModel):
+    """`POST /v1/tenants/{tenant}/webhook-secret`: the new secret, shown once; the
+    previous one also signs until `previous_secret_expires_at`."""
+
+    tenant: str
+    webhook_secret: str
+    previous_secret_expires_at: datetime

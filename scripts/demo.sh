@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a fresh machine: install, bring the local stack up,
-# migrate, build the demo fraud model and publish it to S3, start the API and a worker,
-# submit jobs over HTTP, wait for them, print results and throughput. The API and the
-# worker stop when the demo ends; the stack keeps running (scripts/stack.sh down).
+# migrate, build the demo fraud model and publish it to S3, start the API, a worker and
+# the webhook dispatcher, submit jobs over HTTP (some with webhooks to a receiver of the
+# demo's own), wait for them and for their signed webhooks, print results and
+# throughput. The services stop when the demo ends; the stack keeps running
+# (scripts/stack.sh down).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${INFERFLEET_VENV:-.venv}
@@ -13,9 +15,15 @@ scripts/stack.sh up
 "$venv/bin/inferfleet" db upgrade
 "$venv/bin/python" models/fraud/build.py build/models/fraud
 "$venv/bin/inferfleet" models publish build/models/fraud --if-changed
-# A key of the demo's own tenant; the CLI prints it once, as JSON.
-key=$("$venv/bin/inferfleet" keys create --tenant demo --scope jobs |
-    "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+# A key of the demo's own tenant; the CLI prints it once, as JSON, with the tenant's
+# webhook secret.
+made=$("$venv/bin/inferfleet" keys create --tenant demo --scope jobs)
+field() { "$venv/bin/python" -c "import json, sys; print(json.load(sys.stdin)['$1'])" <<< "$made"; }
+key=$(field key)
+secret=$(field webhook_secret)
+# The demo's webhook receiver listens on 127.0.0.1, which webhooks may only target
+# when allowlisted.
+export INFERFLEET_WEBHOOK_ALLOWLIST=127.0.0.1
 
 free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 api_port=${INFERFLEET_DEMO_API_PORT:-$(free_port)}
@@ -33,7 +41,11 @@ trap cleanup EXIT
 pids+=($!)
 INFERFLEET_WORKER_HTTP_PORT=$worker_port "$venv/bin/inferfleet" worker > "$logs/demo-worker.log" 2>&1 &
 pids+=($!)
+# The webhook dispatcher: a Celery worker on Redis with beat embedded.
+"$venv/bin/inferfleet" scheduler worker -B --concurrency 2 \
+    --schedule-filename .stack/demo-beat-schedule > "$logs/demo-scheduler.log" 2>&1 &
+pids+=($!)
 echo "demo: API on 127.0.0.1:$api_port, worker probes on 127.0.0.1:$worker_port (logs in $logs/)"
 
-INFERFLEET_DEMO_KEY=$key "$venv/bin/python" scripts/demo_client.py \
+INFERFLEET_DEMO_KEY=$key INFERFLEET_DEMO_SECRET=$secret "$venv/bin/python" scripts/demo_client.py \
     --api "http://127.0.0.1:$api_port" --worker "http://127.0.0.1:$worker_port" "$@"

@@ -1,11 +1,13 @@
 """The demo's client: submit fraud jobs over HTTP, wait for every one, report.
 
-    INFERFLEET_DEMO_KEY=<api key> python scripts/demo_client.py \
-        --api http://127.0.0.1:8000 --worker http://127.0.0.1:9100
+    INFERFLEET_DEMO_KEY=<api key> INFERFLEET_DEMO_SECRET=<whsec_…> \
+        python scripts/demo_client.py --api http://127.0.0.1:8000 --worker http://127.0.0.1:9100
 
-Submits `--singles` jobs one request each (16 at a time) and `--bulk` more in bulk
-requests, long-polls every job to its end, prints a few results and the throughput, and
-exits non-zero unless every job succeeded.
+Submits `--singles` jobs one request each (16 at a time; the first `--webhooks` of them
+ask for a webhook to a receiver this script serves on 127.0.0.1) and `--bulk` more in
+bulk requests, long-polls every job to its end, waits for the webhooks and checks their
+signatures with the tenant's secret, prints a few results and the throughput, and exits
+non-zero unless every job succeeded and every webhook arrived, signed.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import argparse
 import os
 import random
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 CATEGORIES = ["electronics", "fashion", "gaming", "gift_cards", "grocery", "restaurants",
               "travel", "utilities"]  # fmt: skip
@@ -46,6 +51,46 @@ def wait_ready(url: str, what: str, timeout: float = 120) -> None:
     sys.exit(f"demo: the {what} at {url} was not ready after {timeout:.0f} s")
 
 
+def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request, sent again after `Retry-After` while the API answers 429."""
+    while True:
+        r = client.request(method, url, **kwargs)
+        if r.status_code != 429:
+            r.raise_for_status()
+            return r
+        time.sleep(float(r.headers.get("retry-after", "1")))
+
+
+class Receiver:
+    """Receives webhooks on 127.0.0.1 and keeps the job IDs whose signature held."""
+
+    def __init__(self, secret: str) -> None:
+        self.verified: set[str] = set()
+        self.forged = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                try:
+                    event = Webhook(secret).verify(body, dict(self.headers.items()))
+                    with receiver.lock:
+                        receiver.verified.add(event["data"]["id"])
+                except WebhookVerificationError:
+                    with receiver.lock:
+                        receiver.forged += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api", default="http://127.0.0.1:8000")
@@ -53,6 +98,7 @@ def main() -> int:
     parser.add_argument("--model", default="fraud")
     parser.add_argument("--singles", type=int, default=1000)
     parser.add_argument("--bulk", type=int, default=9000)
+    parser.add_argument("--webhooks", type=int, default=100)
     args = parser.parse_args()
 
     wait_ready(args.api, "API")
@@ -62,23 +108,30 @@ def main() -> int:
     bulk = [transaction(rng) for _ in range(args.bulk)]
 
     key = os.environ.get("INFERFLEET_DEMO_KEY")
-    if not key:
-        sys.exit("demo: set INFERFLEET_DEMO_KEY to an API key (inferfleet keys create ...)")
+    secret = os.environ.get("INFERFLEET_DEMO_SECRET")
+    if not key or not secret:
+        sys.exit(
+            "demo: set INFERFLEET_DEMO_KEY and INFERFLEET_DEMO_SECRET to an API key and its "
+            "tenant's webhook secret (inferfleet keys create ... prints both)"
+        )
+    receiver = Receiver(secret)
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=args.api, timeout=60, headers=headers) as client:
 
-        def submit(inputs: dict[str, Any]) -> str:
-            r = client.post("/v1/jobs", json={"model": args.model, "inputs": inputs})
-            r.raise_for_status()
-            return str(r.json()["id"])
+        def submit(numbered: tuple[int, dict[str, Any]]) -> str:
+            n, inputs = numbered
+            body: dict[str, Any] = {"model": args.model, "inputs": inputs}
+            if n < args.webhooks:
+                body["webhook"] = {"url": receiver.url}
+            return str(call(client, "POST", "/v1/jobs", json=body).json()["id"])
 
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=16) as pool:
-            ids = list(pool.map(submit, singles))
+            ids = list(pool.map(submit, enumerate(singles)))
+        hooked = set(ids[: args.webhooks])
         for start in range(0, len(bulk), 5000):
             items = [{"inputs": row} for row in bulk[start : start + 5000]]
-            r = client.post("/v1/jobs/bulk", json={"model": args.model, "items": items})
-            r.raise_for_status()
+            r = call(client, "POST", "/v1/jobs/bulk", json={"model": args.model, "items": items})
             ids.extend(r.json()["ids"])
         submitted = time.monotonic() - started
         print(f"demo: submitted {len(ids)} jobs in {submitted:.2f} s "
@@ -86,7 +139,8 @@ def main() -> int:
 
         def finish(job_id: str) -> dict[str, Any]:
             while True:
-                job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", params={"wait": 30}).json()
+                r = call(client, "GET", f"/v1/jobs/{job_id}", params={"wait": 30})
+                job: dict[str, Any] = r.json()
                 if job["status"] not in ("queued", "running"):
                     return job
 
@@ -94,6 +148,11 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=16) as pool:
             jobs = list(pool.map(finish, reversed(ids)))[::-1]
         elapsed = time.monotonic() - started
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not hooked <= receiver.verified:
+        time.sleep(0.2)
+    receiver.server.shutdown()
 
     for job in jobs[:3] + jobs[-2:]:
         print(f"demo: {job['id']} v{job['version']} {job['status']} {job['outputs']}")
@@ -109,7 +168,11 @@ def main() -> int:
         f"(submission over HTTP is the limit here; bench/throughput.py measures the worker)"
     )
     print(f"demo: including reading every job back over HTTP: {elapsed:.2f} s")  # fmt: skip
-    return 0 if statuses == {"succeeded": len(jobs)} else 1
+    got = len(hooked & receiver.verified)
+    print(f"demo: webhooks: {got} of {len(hooked)} arrived with a valid signature, "
+          f"{receiver.forged} failed verification")  # fmt: skip
+    ok = statuses == {"succeeded": len(jobs)} and got == len(hooked) and not receiver.forged
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -35,11 +35,17 @@ class Group:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one job ended with: outputs, or an error (type, message)."""
+    """What one job ended with: outputs, or an error (type, message).
+
+    An error that is not `retriable` (an input that can never run) is final at once.
+    """
 
     job_id: str
     outputs: dict[str, Any] | None = None
     error: dict[str, str] | None = None
+    retriable: bool = True
+    # Where outputs too large to store inline were written (then `outputs` is None).
+    output_uri: str | None = None
 
 
 def decode_records(records: Iterable[Any]) -> tuple[list[JobMessage], list[Poison]]:
@@ -77,13 +83,13 @@ def settle(
     """Split outcomes into those to write now and the failed jobs to try again.
 
     A failed job is tried again while it has had fewer than `max_attempts` attempts
-    (redeliveries counted); then its failure is final.
+    (redeliveries counted) and its error is retriable; then its failure is final.
     """
     final: list[Outcome] = []
     retry: list[str] = []
     for outcome in outcomes:
         tries = attempts.get(outcome.job_id, max_attempts)
-        if outcome.error is not None and tries < max_attempts:
+        if outcome.error is not None and outcome.retriable and tries < max_attempts:
             retry.append(outcome.job_id)
         else:
             final.append(outcome)

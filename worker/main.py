@@ -33,7 +33,7 @@ from inferfleet.preprocessing import split_outputs
 from inferfleet.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
 from inferfleet.topics import dlq_topic, ensure_topics, job_topic, model_topics
-from worker import persist
+from worker import logs, persist
 from worker.batching import (
     Outcome,
     Poison,
@@ -47,6 +47,7 @@ from worker.consume import JobConsumer
 from worker.health import Readiness, serve
 from worker.metrics import WorkerMetrics
 from worker.models import ModelStore
+from worker.payloads import Payloads
 from worker.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,13 @@ class Worker:
         metrics: WorkerMetrics,
         readiness: Readiness,
         consumer_factory: Callable[[Settings, Sequence[str]], JobConsumer] = JobConsumer,
+        s3: Any = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
+        # Inputs named by `input_uri` and large outputs; a client of its own when not given.
+        self.payloads = Payloads(settings, engine, s3 or make_s3_client(settings))
         self.metrics = metrics
         self.readiness = readiness
         self._consumer_factory = consumer_factory
@@ -214,19 +218,27 @@ class Worker:
                 p.offset,
                 p.error,
             )
-        claimed, expired = persist.claim(self.engine, [j.job_id for j in jobs])
+        claimed, expired = persist.claim(
+            self.engine,
+            [j.job_id for j in jobs],
+            retry_window_s=self.settings.webhook_retry_window_s,
+        )
         runnable = [j for j in jobs if j.job_id in claimed]
-        outcomes: list[Outcome] = []
-        for group in group_by_version(runnable):
+        ready, outcomes = self.payloads.fetch_inputs(runnable)
+        for group in group_by_version(ready):
             outcomes.extend(self._run_group(group.model, group.version, group.jobs))
+        outcomes = self.payloads.store_outputs(outcomes, runnable)
         final, retry = settle(outcomes, claimed, self.settings.max_attempts)
-        written = persist.finish(self.engine, final, requeued=retry)
+        written = persist.finish(
+            self.engine, final, requeued=retry, retry_window_s=self.settings.webhook_retry_window_s
+        )
         # Dead letters and retries are on Kafka before the offsets move past the batch.
         consumer.send(_dead_letters(poison) + self._resend(records, runnable, final, retry))
         consumer.commit()
 
         failed = sum(1 for o in final if o.error is not None)
         self._count(jobs, final, expired)
+        _log_expired(jobs, expired)
         summary = BatchSummary(
             records=len(records),
             claimed=len(claimed),
@@ -273,16 +285,15 @@ class Worker:
             return topic_of.get(job.job_id) or job_topic(job.model)
 
         out = [Record(topic(by_id[i]), i.encode(), messages.encode(by_id[i])) for i in retry]
+        for i in retry:
+            log.info("attempt failed; requeued to run again", extra=logs.job_fields(by_id[i]))
         for o in final:
             if o.error is not None:
                 job = by_id[o.job_id]
                 log.warning(
-                    "job_id=%s model=%s version=%d failed for good after %d attempts: %s",
-                    job.job_id,
-                    job.model,
-                    job.version,
-                    self.settings.max_attempts,
+                    "failed for good; dead-lettered: %s",
                     o.error["message"],
+                    extra=logs.job_fields(job),
                 )
                 out.append(
                     Record(
@@ -307,6 +318,14 @@ class Worker:
         with self.metrics.inference_seconds.labels(name, str(version)).time():
             for chunk in chunks(jobs, model.batch_size, by_length):
                 outcomes.extend(run_isolating_failures(chunk, lambda b: _infer(model, b)))
+        by_id = {j.job_id: j for j in jobs}
+        for o in outcomes:
+            if o.error is not None:
+                log.warning(
+                    "inference failed: %s",
+                    o.error["message"],
+                    extra=logs.job_fields(by_id[o.job_id]),
+                )
         return outcomes
 
     def _count(self, jobs: list[JobMessage], outcomes: list[Outcome], expired: set[str]) -> None:
@@ -331,6 +350,12 @@ class Worker:
         self.readiness.set(not_ready is None, not_ready, models)
 
 
+def _log_expired(jobs: Sequence[JobMessage], expired: set[str]) -> None:
+    for job in jobs:
+        if job.job_id in expired:
+            log.info("expired before it started", extra=logs.job_fields(job))
+
+
 def _dead_letters(poison: Sequence[Poison]) -> list[Record]:
     """Undecodable records, copied to their topic's DLQ with why."""
     return [
@@ -348,7 +373,7 @@ def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any
     rows = []
     for job in jobs:
         if job.inputs is None:
-            raise ValueError("input_uri jobs are not supported by this worker yet")
+            raise ValueError(f"job {job.job_id} has no inputs; its input_uri was not read")
         rows.append(job.inputs)
     return split_outputs(model.output_names, model.run(rows), len(rows))
 
@@ -356,15 +381,16 @@ def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any
 def main() -> None:
     """`python -m worker`: run one worker until SIGTERM or SIGINT, then exit 0."""
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure()
     engine = make_engine(settings, pool_size=2)
     metrics = WorkerMetrics()
     readiness = Readiness()
     server = serve(
         settings.worker_http_host, settings.worker_http_port, readiness, metrics.registry
     )
-    store = ModelStore(settings, engine, make_s3_client(settings))
-    worker = Worker(settings, engine, store, metrics, readiness)
+    s3 = make_s3_client(settings)
+    store = ModelStore(settings, engine, s3)
+    worker = Worker(settings, engine, store, metrics, readiness, s3=s3)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:

@@ -2,6 +2,8 @@
 
 Both are guarded by status, so a redelivered message never rewrites a terminal job:
 only `queued` or `running` jobs are claimed, and only `running` jobs take a result.
+Jobs that end here (a result, or an expiry) get their webhook events in the same
+transaction (`inferfleet.outbox`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, text
 
+from inferfleet.outbox import add_job_events
 from worker.batching import Outcome
 
 # One statement claims the batch: runnable jobs become `running`; jobs whose deadline
@@ -34,16 +37,21 @@ CLAIM = text(
 FINISH = text(
     """
     UPDATE jobs AS j
-       SET status = v.status, outputs = v.outputs, error = v.error, completed_at = now()
+       SET status = v.status, outputs = v.outputs, output_uri = v.output_uri,
+           error = v.error, completed_at = now()
       FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]),
-                  CAST(:outputs AS jsonb[]), CAST(:errors AS jsonb[]))
-           AS v(id, status, outputs, error)
+                  CAST(:outputs AS jsonb[]), CAST(:output_uris AS text[]),
+                  CAST(:errors AS jsonb[]))
+           AS v(id, status, outputs, output_uri, error)
      WHERE j.id = v.id AND j.status = 'running'
+    RETURNING j.id, j.webhook IS NOT NULL AND j.batch_id IS NULL AS notify
     """
 )
 
 
-def claim(engine: Engine, job_ids: Sequence[str]) -> tuple[dict[str, int], set[str]]:
+def claim(
+    engine: Engine, job_ids: Sequence[str], *, retry_window_s: float
+) -> tuple[dict[str, int], set[str]]:
     """Mark runnable jobs `running` (one statement); returns them with their attempt
     counts (this one included), and the IDs of jobs that expired instead.
 
@@ -60,14 +68,22 @@ def claim(engine: Engine, job_ids: Sequence[str]) -> tuple[dict[str, int], set[s
                 expired.add(row.id)
             else:
                 claimed[row.id] = row.attempts
+        add_job_events(conn, sorted(expired), retry_window_s)
     return claimed, expired
 
 
 REQUEUE = text("UPDATE jobs SET status = 'queued' WHERE id = ANY(:ids) AND status = 'running'")
 
 
-def finish(engine: Engine, outcomes: Sequence[Outcome], requeued: Sequence[str] = ()) -> int:
-    """Write every outcome, and put `requeued` jobs back to `queued`, in one transaction.
+def finish(
+    engine: Engine,
+    outcomes: Sequence[Outcome],
+    requeued: Sequence[str] = (),
+    *,
+    retry_window_s: float,
+) -> int:
+    """Write every outcome, and put `requeued` jobs back to `queued`, in one transaction,
+    with the webhook events of the jobs that asked for one.
 
     Returns how many jobs took their result.
     """
@@ -78,18 +94,25 @@ def finish(engine: Engine, outcomes: Sequence[Outcome], requeued: Sequence[str] 
         "ids": [o.job_id for o in outcomes],
         "statuses": ["succeeded" if error is None else "failed" for _, error in rows],
         "outputs": [outputs for outputs, _ in rows],
+        "output_uris": [o.output_uri for o in outcomes],
         "errors": [error for _, error in rows],
     }
     with engine.begin() as conn:
         if requeued:
             conn.execute(REQUEUE, {"ids": list(requeued)})
-        return conn.execute(FINISH, params).rowcount if outcomes else 0
+        if not outcomes:
+            return 0
+        finished = list(conn.execute(FINISH, params))
+        add_job_events(conn, [r.id for r in finished if r.notify], retry_window_s)
+        return len(finished)
 
 
 def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
     """(outputs JSON, error JSON) of one outcome; outputs that JSON cannot hold fail the job."""
     if outcome.error is not None:
         return None, json.dumps(outcome.error)
+    if outcome.outputs is None:  # stored in S3, named by output_uri
+        return None, None
     try:
         return json.dumps(outcome.outputs, allow_nan=False), None
     except ValueError:

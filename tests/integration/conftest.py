@@ -112,6 +112,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         database_url=TEST_DATABASE_URL,
         model_cache_dir=tmp_path_factory.mktemp("publisher-cache"),
         topic_partitions=4,
+        # Tests post thousands of requests with one key; test_limits.py checks the limit.
+        rate_limit="1000000/second",
     )
 
 

@@ -49,6 +49,14 @@ def test_another_tenants_job_is_404_and_absent_from_listings(
     with httpx.Client(base_url=api_url, headers=bearer(bob)) as b:
         assert b.get(f"/v1/jobs/{job_id}").status_code == 404
         assert b.get("/v1/jobs", params={"model": model.name}).json()["items"] == []
+        assert b.post(f"/v1/jobs/{job_id}/cancel").status_code == 404
+        assert b.get(f"/v1/jobs/{job_id}/deliveries").status_code == 404
+    # An admin key, of any tenant, reads every tenant's objects.
+    admin = make_key(engine, f"ops-{uuid.uuid4().hex[:6]}", "admin")
+    with httpx.Client(base_url=api_url, headers=bearer(admin)) as o:
+        assert o.get(f"/v1/jobs/{job_id}").json()["id"] == job_id
+        listed = o.get("/v1/jobs", params={"model": model.name}).json()["items"]
+        assert [j["id"] for j in listed] == [job_id]
 
 
 def test_keys_are_stored_hashed_listed_and_revoked(

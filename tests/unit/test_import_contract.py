@@ -1,4 +1,5 @@
-"""Imports flow one way: api and worker import inferfleet, never each other or back.
+"""Imports flow one way: the services (api, worker, scheduler) import inferfleet, never
+each other, and inferfleet imports none of them.
 
 Every import is checked, including those inside functions and `if TYPE_CHECKING:` blocks,
 and relative imports are resolved against the importing file's package.
@@ -13,9 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN: dict[str, set[str]] = {
-    "inferfleet": {"api", "worker"},
-    "api": {"worker"},
-    "worker": {"api"},
+    "inferfleet": {"api", "worker", "scheduler"},
+    "api": {"worker", "scheduler"},
+    "worker": {"api", "scheduler"},
+    "scheduler": {"api", "worker"},
 }
 
 

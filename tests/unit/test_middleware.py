@@ -1,23 +1,27 @@
-"""api.middleware: request ids and body limits, on a tiny in-process Starlette app."""
+"""api.middleware: request ids and body limits, on tiny in-process Starlette and FastAPI apps."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Header
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
-from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api import problems
+from api.middleware import EXCEEDED, BodyLimitMiddleware, RequestIdMiddleware
+from api.problems import ProblemError
 
 with warnings.catch_warnings():
     # Starlette warns at import when the test client runs on httpx rather than httpx2;
@@ -44,7 +48,13 @@ class Echo:
     async def endpoint(self, request: Request) -> JSONResponse:
         self.calls += 1
         body = await request.body()
-        return JSONResponse({"length": len(body), "request_id": request.state.request_id})
+        return JSONResponse(
+            {
+                "length": len(body),
+                "request_id": request.state.request_id,
+                "exceeded": getattr(request.state, EXCEEDED, None),
+            }
+        )
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -128,46 +138,24 @@ def test_the_lifespan_passes_through_both_middlewares(echo: Echo, client: TestCl
 # Body limit
 
 
-def assert_too_large(response: httpx.Response) -> None:
-    assert response.status_code == 413
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert problem == {
-        "type": "https://inferfleet.dev/problems/content-too-large",
-        "title": "Content Too Large",
-        "status": 413,
-        "detail": f"the request body is larger than {LIMIT} bytes",
-        "request_id": response.headers["x-request-id"],
-        "errors": [],
-    }
-    assert GENERATED.match(problem["request_id"])
-
-
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
-def test_a_declared_body_over_the_limit_is_refused_unread(
-    client: TestClient, echo: Echo, method: str
+def test_a_declared_body_over_the_limit_reaches_the_app_empty_and_marked(
+    client: TestClient, method: str
 ) -> None:
     response = client.request(method, "/jobs", content=b"x" * (LIMIT + 1))
 
-    assert_too_large(response)
-    assert echo.calls == 0
+    assert response.status_code == 200
+    assert response.json()["length"] == 0
+    assert response.json()["exceeded"] == LIMIT
 
 
-def test_a_streamed_body_over_the_limit_is_refused(client: TestClient, echo: Echo) -> None:
+def test_a_streamed_body_over_the_limit_reaches_the_app_empty_and_marked(
+    client: TestClient,
+) -> None:
     response = client.post("/jobs", content=chunks(LIMIT * 3))
 
-    assert_too_large(response)
-    assert echo.calls == 0  # the body is read before the app; the app never sees it
-
-
-def test_a_refusal_carries_the_clients_request_id(client: TestClient) -> None:
-    response = client.post(
-        "/jobs", content=b"x" * (LIMIT + 1), headers={"X-Request-ID": "client-42"}
-    )
-
-    assert response.status_code == 413
-    assert response.headers["x-request-id"] == "client-42"
-    assert response.json()["request_id"] == "client-42"
+    assert response.json()["length"] == 0
+    assert response.json()["exceeded"] == LIMIT
 
 
 @pytest.mark.parametrize(
@@ -187,11 +175,12 @@ def test_a_body_within_the_limit_passes_through(
 
     assert response.status_code == 200
     assert response.json()["length"] == length
+    assert response.json()["exceeded"] is None
 
 
 def test_the_limit_is_chosen_by_path(client: TestClient) -> None:
     assert client.post("/bulk", content=b"x" * BULK_LIMIT).json()["length"] == BULK_LIMIT
-    assert client.post("/bulk", content=chunks(BULK_LIMIT + 1)).status_code == 413
+    assert client.post("/bulk", content=chunks(BULK_LIMIT + 1)).json()["exceeded"] == BULK_LIMIT
 
 
 def test_a_get_is_never_limited(client: TestClient) -> None:
@@ -199,23 +188,162 @@ def test_a_get_is_never_limited(client: TestClient) -> None:
 
     assert response.status_code == 200
     assert response.json()["length"] == LIMIT * 5
+    assert response.json()["exceeded"] is None
+
+
+class Wire:
+    """The server side of one request: its body in 10-byte chunks, counting those read."""
+
+    def __init__(self, total: int, declared: bool) -> None:
+        self.pending = list(chunks(total))
+        self.read = 0
+        self.declared = declared
+
+    def scope(self) -> Scope:
+        headers = [(b"content-length", str(10 * len(self.pending)).encode())]
+        return {
+            "type": "http",
+            "method": "POST",
+            "path": "/jobs",
+            "headers": headers if self.declared else [],
+        }
+
+    async def receive(self) -> Message:
+        if not self.pending:
+            return {"type": "http.disconnect"}
+        self.read += 1
+        chunk = self.pending.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(self.pending)}
+
+
+@pytest.mark.parametrize(
+    ("declared", "read_before_app"),
+    [
+        pytest.param(True, 0, id="declared"),
+        pytest.param(False, LIMIT // 10 + 1, id="streamed"),
+    ],
+)
+def test_reading_stops_once_the_body_passes_the_limit(declared: bool, read_before_app: int) -> None:
+    wire = Wire(LIMIT * 100, declared)
+    seen: dict[str, object] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["read_before_app"] = wire.read
+        seen["state"] = dict(scope["state"])
+
+    async def send(message: Message) -> None:
+        raise AssertionError("the middleware itself never answers")
+
+    asyncio.run(BodyLimitMiddleware(app, limit_for=limit_for)(wire.scope(), wire.receive, send))
+
+    assert seen == {"read_before_app": read_before_app, "state": {EXCEEDED: LIMIT}}
+
+
+def test_the_rest_of_a_refused_body_is_discarded_if_the_app_reads_on() -> None:
+    wire = Wire(LIMIT * 3, declared=False)
+    messages: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        messages.append(await receive())
+        messages.append(await receive())
+
+    async def send(message: Message) -> None:
+        raise AssertionError("the middleware itself never answers")
+
+    asyncio.run(BodyLimitMiddleware(app, limit_for=limit_for)(wire.scope(), wire.receive, send))
+
+    assert messages == [
+        {"type": "http.request", "body": b"", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+    assert wire.pending == []
+
+
+# Body limit behind a FastAPI route: the dependencies answer, in API.md's order.
 
 
 class Submit(BaseModel):
     x: str
 
 
-def test_a_streamed_body_over_the_limit_is_refused_by_a_fastapi_route() -> None:
-    app = FastAPI()
+def authenticated(authorization: Annotated[str | None, Header()] = None) -> str:
+    if authorization != "Bearer good":
+        raise ProblemError(401, "Unauthorized", "send an API key")
+    return "caller"
+
+
+def within_size(request: Request, caller: Annotated[str, Depends(authenticated)]) -> str:
+    exceeded = getattr(request.state, EXCEEDED, None)
+    if exceeded is not None:
+        raise ProblemError(
+            413, "Content Too Large", f"the request body is larger than {exceeded} bytes"
+        )
+    return caller
+
+
+@pytest.fixture
+def fastapi_client() -> TestClient:
+    app = FastAPI(dependencies=[Depends(within_size)])
 
     @app.post("/jobs")
     def submit(body: Submit) -> dict[str, int]:
         return {"length": len(body.x)}
 
+    problems.install(app, retry_after_s=5)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(RequestIdMiddleware)
-    body = json.dumps({"x": "a" * LIMIT * 3}).encode()
+    return TestClient(app)
 
-    response = TestClient(app).post("/jobs", content=iter([body[:50], body[50:]]))
+
+GOOD = {"Authorization": "Bearer good", "Content-Type": "application/json"}
+LARGE = json.dumps({"x": "a" * LIMIT * 3}).encode()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["declared", "streamed"])
+def test_an_unauthenticated_oversized_body_answers_401_not_413(
+    fastapi_client: TestClient, streamed: bool
+) -> None:
+    content = iter([LARGE[:50], LARGE[50:]]) if streamed else LARGE
+
+    response = fastapi_client.post(
+        "/jobs", content=content, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["declared", "streamed"])
+def test_an_authenticated_oversized_body_answers_413(
+    fastapi_client: TestClient, streamed: bool
+) -> None:
+    content = iter([LARGE[:50], LARGE[50:]]) if streamed else LARGE
+
+    response = fastapi_client.post(
+        "/jobs", content=content, headers={**GOOD, "X-Request-ID": "client-42"}
+    )
 
     assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "client-42"
+    assert response.json() == {
+        "type": "https://inferfleet.dev/problems/content-too-large",
+        "title": "Content Too Large",
+        "status": 413,
+        "detail": f"the request body is larger than {LIMIT} bytes",
+        "request_id": "client-42",
+        "errors": [],
+    }
+
+
+def test_an_invalid_body_within_the_limit_answers_401_unauthenticated_and_422_after(
+    fastapi_client: TestClient,
+) -> None:
+    body = json.dumps({"y": 1})
+    anonymous = fastapi_client.post(
+        "/jobs", content=body, headers={"Content-Type": "application/json"}
+    )
+    authenticated = fastapi_client.post("/jobs", content=body, headers=GOOD)
+
+    assert anonymous.status_code == 401
+    assert authenticated.status_code == 422
+    assert fastapi_client.post("/jobs", json={"x": "abc"}, headers=GOOD).json() == {"length": 3}

@@ -1,0 +1,86 @@
+"""The Celery application: a worker on Redis runs the tasks, beat schedules them.
+
+Tasks:
+- `inferfleet.dispatch_webhooks`, every `INFERFLEET_DISPATCH_INTERVAL_S`: one pass of
+  the webhook dispatcher over the outbox. Passes that pile up behind a slow one expire
+  instead of queueing; several workers share the outbox safely (`SKIP LOCKED`).
+
+Connections are made per process on first use, after Celery's prefork pool has forked.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from celery import Celery
+from sqlalchemy import Engine
+
+from inferfleet.db import make_engine
+from inferfleet.objectstore import make_s3_client, presigned_get
+from inferfleet.settings import Settings
+from scheduler.dispatch import dispatch_once, make_http
+
+DISPATCH_TASK = "inferfleet.dispatch_webhooks"
+DELIVERY_THREADS = 16
+
+
+@dataclass
+class Connections:
+    """What the tasks of one worker process share."""
+
+    engine: Engine
+    http: httpx.Client
+    pool: ThreadPoolExecutor
+    s3: Any
+
+    def presign(self, uri: str, expiry_s: int) -> str:
+        return presigned_get(self.s3, uri, expiry_s)
+
+
+def make_app(settings: Settings) -> Celery:
+    """The Celery app with its tasks and beat schedule, configured from `settings`."""
+    app = Celery("inferfleet", broker=settings.redis_url)
+    app.conf.update(
+        task_ignore_result=True,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "dispatch-webhooks": {
+                "task": DISPATCH_TASK,
+                "schedule": settings.dispatch_interval_s,
+                "options": {"expires": max(1.0, 2 * settings.dispatch_interval_s)},
+            },
+        },
+    )
+    lock = threading.Lock()
+    made: list[Connections] = []
+
+    def connections() -> Connections:
+        with lock:
+            if not made:
+                made.append(
+                    Connections(
+                        engine=make_engine(settings),
+                        http=make_http(settings),
+                        pool=ThreadPoolExecutor(DELIVERY_THREADS, "webhook"),
+                        s3=make_s3_client(settings),
+                    )
+                )
+            return made[0]
+
+    @app.task(name=DISPATCH_TASK)  # type: ignore[untyped-decorator]
+    def dispatch_webhooks() -> int:
+        c = connections()
+
+        def presign(uri: str) -> str:
+            return c.presign(uri, settings.presign_expiry_s)
+
+        return dispatch_once(c.engine, c.http, settings, presign=presign, pool=c.pool)
+
+    return app

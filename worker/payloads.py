@@ -1,0 +1,172 @@
+"""Inputs and outputs that travel through S3 instead of Kafka and Postgres.
+
+A job submitted with `input_uri`, or moved to S3 by the API's claim check, is read back
+before preprocessing; a few objects are read at once. Outputs above
+`output_inline_bytes` are written to `results/<tenant>/<job_id>.json` before the results
+transaction stores their `output_uri`, so a stored `output_uri` always names an object
+(an object orphaned by a crash is harmless; it is rewritten when the redelivered job
+runs again).
+
+An object that is missing, unreadable for this worker, not a JSON object or not valid
+against the version's request schema fails its job alone, at once. An object store or
+database outage raises, and the caller retries the whole batch later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from botocore.exceptions import ClientError
+from sqlalchemy import Engine
+
+from inferfleet import registry
+from inferfleet.errors import NotFoundError
+from inferfleet.messages import JobMessage
+from inferfleet.objectstore import is_missing, put_bytes, split_uri
+from inferfleet.settings import Settings
+from inferfleet.validation import validate_instance, validator_for
+from worker.batching import Outcome
+
+THREADS = 8
+# An input object larger than this is refused unread (a request body is at most 32 MiB).
+MAX_INPUT_BYTES = 32 * 1024 * 1024
+# Errors that say this one object cannot be read, whatever the object store's health.
+UNREADABLE = frozenset({"AccessDenied", "InvalidObjectState", "NoSuchBucket"})
+
+
+def parse_input(uri: str, data: bytes, schema: dict[str, Any]) -> dict[str, Any] | str:
+    """The instance in `data`, or why it cannot run (its job fails `invalid_input`)."""
+    try:
+        instance = json.loads(data)
+    except ValueError as e:  # bad UTF-8 too
+        return f"{uri} is not JSON: {e}"
+    if not isinstance(instance, dict):
+        return f"{uri} holds a JSON {type(instance).__name__}, not an object"
+    problems = validate_instance(validator_for(schema), instance, ())
+    if problems:
+        listed = "; ".join(f"{'.'.join(map(str, p.loc)) or '(root)'}: {p.msg}" for p in problems)
+        return f"{uri} breaks the request schema: {listed}"
+    return instance
+
+
+def result_uri(bucket: str, tenant: str, job_id: str) -> str:
+    """Where a job's large outputs are written."""
+    return f"s3://{bucket}/results/{tenant}/{job_id}.json"
+
+
+class Payloads:
+    """Reads a batch's S3 inputs and writes its large outputs (one per worker)."""
+
+    def __init__(self, settings: Settings, engine: Engine, s3: Any) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._s3 = s3
+        self._schemas: dict[tuple[str, int], dict[str, Any]] = {}  # versions never change
+
+    def fetch_inputs(self, jobs: Sequence[JobMessage]) -> tuple[list[JobMessage], list[Outcome]]:
+        """`jobs` ready to run (each `input_uri` read into `inputs`), and a final failed
+        outcome for each job whose object cannot run.
+
+        Ready jobs keep their `input_uri`, so a message written again from them (a retry,
+        a dead letter) still carries the reference, not the inputs.
+        """
+        by_uri = [j for j in jobs if j.input_uri is not None]
+        if not by_uri:
+            return list(jobs), []
+        schemas = self._request_schemas({(j.model, j.version) for j in by_uri})
+
+        def read_one(job: JobMessage) -> JobMessage | Outcome:
+            return self._read(job, schemas.get((job.model, job.version)))
+
+        with ThreadPoolExecutor(min(THREADS, len(by_uri)), thread_name_prefix="input") as pool:
+            read = dict(zip((j.job_id for j in by_uri), pool.map(read_one, by_uri), strict=True))
+        ready = [read.get(j.job_id, j) for j in jobs]
+        return (
+            [j for j in ready if isinstance(j, JobMessage)],
+            [o for o in ready if isinstance(o, Outcome)],
+        )
+
+    def _request_schemas(
+        self, versions: set[tuple[str, int]]
+    ) -> dict[tuple[str, int], dict[str, Any]]:
+        """The request schema of each of `versions` the registry holds."""
+        missing = versions - self._schemas.keys()
+        if missing:
+            with self._engine.connect() as conn:
+                for name, version in missing:
+                    try:
+                        found = registry.get_version(conn, name, version)
+                    except NotFoundError:
+                        continue
+                    self._schemas[(name, version)] = found.request_schema
+        return {v: self._schemas[v] for v in versions if v in self._schemas}
+
+    def _read(self, job: JobMessage, schema: dict[str, Any] | None) -> JobMessage | Outcome:
+        """`job` with its object as `inputs`, or its final failure."""
+        uri = job.input_uri or ""
+        if schema is None:
+            message = f"{job.model} v{job.version} is not in the registry"
+            return _failed(job, "model_unavailable", message)
+        try:
+            bucket, key = split_uri(uri)
+            answer = self._s3.get_object(Bucket=bucket, Key=key)
+        except ValueError as e:
+            return _failed(job, "input_unavailable", str(e))
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if not (is_missing(e) or code in UNREADABLE):
+                raise  # throttling, outages: the batch is tried again later
+            message = f"{uri} cannot be read ({code}); upload it, then submit the job again"
+            return _failed(job, "input_unavailable", message)
+        body = answer["Body"]
+        try:
+            size = answer.get("ContentLength", 0)
+            if size > MAX_INPUT_BYTES:
+                message = f"{uri} is {size} bytes; input objects are at most {MAX_INPUT_BYTES}"
+                return _failed(job, "invalid_input", message)
+            data = body.read()
+        finally:
+            body.close()
+        parsed = parse_input(uri, data, schema)
+        if isinstance(parsed, str):
+            return _failed(job, "invalid_input", parsed)
+        return replace(job, inputs=parsed)
+
+    def store_outputs(
+        self, outcomes: Sequence[Outcome], jobs: Sequence[JobMessage]
+    ) -> list[Outcome]:
+        """`outcomes` with outputs above `output_inline_bytes` moved to S3.
+
+        Each such object is written before this returns; its outcome then carries the
+        object's `output_uri` instead of the outputs.
+        """
+        tenant_of = {j.job_id: j.tenant for j in jobs}
+        large: dict[str, tuple[str, bytes]] = {}
+        for outcome in outcomes:
+            if outcome.outputs is None:
+                continue
+            try:
+                data = json.dumps(outcome.outputs, separators=(",", ":"), allow_nan=False)
+            except ValueError:
+                continue  # NaN or infinity: the results transaction fails the job
+            if len(data.encode()) > self._settings.output_inline_bytes:
+                uri = result_uri(
+                    self._settings.s3_bucket, tenant_of[outcome.job_id], outcome.job_id
+                )
+                large[outcome.job_id] = (uri, data.encode())
+        if not large:
+            return list(outcomes)
+        with ThreadPoolExecutor(min(THREADS, len(large)), thread_name_prefix="output") as pool:
+            list(pool.map(lambda placed: put_bytes(self._s3, *placed), large.values()))
+        return [
+            replace(o, outputs=None, output_uri=large[o.job_id][0]) if o.job_id in large else o
+            for o in outcomes
+        ]
+
+
+def _failed(job: JobMessage, kind: str, message: str) -> Outcome:
+    return Outcome(job.job_id, error={"type": kind, "message": message}, retriable=False)
