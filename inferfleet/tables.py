@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -18,8 +19,11 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
+    false,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -46,13 +50,26 @@ jobs = Table(
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     Column("webhook", JSONB),
     Column("batch_id", Text),
+    # A batch job's 1-based line in the batch's input file, and the line's custom_id.
+    Column("line", Integer),
+    Column("custom_id", Text),
     Column("request_id", Text),
     Column("deadline", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("completed_at", DateTime(timezone=True)),
+    # When Kafka acknowledged the job's message; a `queued` job without it was never
+    # produced (a crash between insert and produce) and is produced by the sweeper.
+    Column("produced_at", DateTime(timezone=True)),
     Index("jobs_tenant_created", "tenant", "created_at"),
     Index("jobs_status", "status"),
+    Index("jobs_batch_line", "batch_id", "line", postgresql_where=text("batch_id IS NOT NULL")),
+    Index(
+        "jobs_unproduced",
+        "created_at",
+        postgresql_where=text("status = 'queued' AND produced_at IS NULL"),
+    ),
+    Index("jobs_completed", "completed_at"),
 )
 
 model_versions = Table(
@@ -153,4 +170,59 @@ webhook_attempts = Table(
     Column("finished_at", DateTime(timezone=True)),
     Index("webhook_attempts_event", "event_id"),
     Index("webhook_attempts_due", "due_at", postgresql_where=text("state = 'pending'")),
+)
+
+BATCH_STATUSES = ("validating", "queued", "running", "completed", "failed", "cancelled")
+
+# A batch scores every line of an input file (JSONL, CSV or Parquet) as one job each.
+# `validating` batches are picked up by the scheduler's ingest task, whoever made them
+# (the API, or a schedule's firing); `version` is a version number or an alias until
+# ingest resolves it.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("input_uri", Text, nullable=False),
+    # Where the results go (the request's `output_uri`, a prefix), and the results file.
+    Column("output_prefix", Text, nullable=False),
+    Column("output_uri", Text),
+    Column("webhook", JSONB),
+    Column("skip_invalid", Boolean, nullable=False, server_default=false()),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("invalid_lines", JSONB, nullable=False, server_default="[]"),
+    Column("error", JSONB),
+    # Set on batches a schedule fired: at most one batch per (schedule, scheduled time).
+    Column("schedule_name", Text),
+    Column("scheduled_for", DateTime(timezone=True)),
+    Column("resubmitted_from", Text),
+    Column("request_id", Text),
+    # A task working on the batch holds it until then (ingest, writing results).
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True)),
+    UniqueConstraint("schedule_name", "scheduled_for", name="batches_one_per_firing"),
+    Index("batches_tenant_created", "tenant", "created_at"),
+    Index("batches_status", "status"),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False),
+    Column("timezone", Text, nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("input_uri", Text, nullable=False),
+    Column("output_prefix", Text, nullable=False),
+    Column("webhook", JSONB),
+    # Whether a firing missed while no scheduler ran is made up (once) on return.
+    Column("catch_up", Boolean, nullable=False, server_default=true()),
+    Column("last_fired_for", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
