@@ -7,7 +7,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import deliveries, health, jobs, keys, models, problems, tenants, uploads
+from api import (
+    batches,
+    deliveries,
+    health,
+    jobs,
+    keys,
+    models,
+    problems,
+    schedules,
+    tenants,
+    uploads,
+)
 from api.admission import Admission, KafkaBacklog
 from api.deps import Services, admin_within_limits, caller_within_limits
 from api.metrics import ApiMetrics
@@ -43,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings)
         queue = JobQueue(settings)
         metrics = ApiMetrics()
+        metrics.watch_outbox(engine)
         backlog = KafkaBacklog(settings)
         app.state.services = Services(
             settings=settings,
@@ -70,9 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = documented_openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
     # Every /v1 router, with its checks first and in API.md's order (see api.deps).
-    for router in (jobs.router, deliveries.router, uploads.router):
+    for router in (jobs.router, deliveries.router, uploads.router, batches.router):
         app.include_router(router, dependencies=[Depends(caller_within_limits)])
-    for router in (models.router, keys.router, tenants.router):
+    for router in (models.router, keys.router, tenants.router, schedules.router):
         app.include_router(router, dependencies=[Depends(admin_within_limits)])
     problems.install(app, settings.retry_after_s)
 

@@ -197,6 +197,7 @@ def cancel(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobVi
             f"job {job_id} is {row.status}; only a queued job can be cancelled",
             job_status=row.status,
         )
+    services.metrics.jobs_cancelled.labels(model=row.model).inc()
     return job_view(row, _presigner(services))
 
 

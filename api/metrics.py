@@ -1,8 +1,38 @@
-"""The API's Prometheus metrics, in a registry of their own passed to whoever counts."""
+"""The API's Prometheus metrics, in a registry of their own passed to whoever counts.
+
+Besides its own counters the API reports the webhook backlog (`watch_outbox`), read from
+the outbox when Prometheus scrapes: the API always runs, whereas the dispatcher's Celery
+processes serve no HTTP. Every replica reports the same values; take `max`.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+# Pending attempts are few and the partial index webhook_attempts_due holds exactly them.
+OUTBOX_BACKLOG = text(
+    """
+    SELECT count(*) FILTER (WHERE due_at <= now()) AS due,
+           count(*) FILTER (WHERE due_at > now()) AS scheduled,
+           coalesce(extract(epoch FROM now() - min(due_at) FILTER (WHERE due_at <= now())), 0)
+               AS oldest_due_s
+      FROM webhook_attempts
+     WHERE state = 'pending'
+    """
+)
+OUTBOX_CACHE_S = 5.0
 
 
 class ApiMetrics:
@@ -22,6 +52,12 @@ class ApiMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.jobs_cancelled = Counter(
+            "inferfleet_api_jobs_cancelled_total",
+            "Queued jobs cancelled through the API.",
+            ["model"],
+            registry=self.registry,
+        )
         self.requests_refused = Counter(
             "inferfleet_api_requests_refused_total",
             "Requests refused after auth, before their route: too_large (413), rate_limited (429).",
@@ -34,3 +70,80 @@ class ApiMetrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+
+    def watch_outbox(self, engine: Engine) -> None:
+        """Report the webhook backlog of the outbox in `engine` on every scrape."""
+        self.registry.register(OutboxCollector(lambda: outbox_backlog(engine)))
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    """Pending webhook attempts: due now, scheduled later (backoff or leased), and how
+    long the oldest due one has waited."""
+
+    due: int
+    scheduled: int
+    oldest_due_s: float
+
+
+def outbox_backlog(engine: Engine) -> OutboxBacklog:
+    with engine.connect() as conn:
+        row = conn.execute(OUTBOX_BACKLOG).one()
+    return OutboxBacklog(int(row.due), int(row.scheduled), float(row.oldest_due_s))
+
+
+def backlog_families(backlog: OutboxBacklog | None) -> list[GaugeMetricFamily]:
+    """The backlog's metric families; without a backlog, the families with no samples."""
+    pending = GaugeMetricFamily(
+        "inferfleet_webhook_pending_attempts",
+        "Webhook attempts waiting in the outbox: due (the dispatcher's backlog) or "
+        "scheduled (a retry's backoff, or leased by a dispatcher).",
+        labels=["state"],
+    )
+    oldest = GaugeMetricFamily(
+        "inferfleet_webhook_oldest_due_age_seconds",
+        "How long the oldest due webhook attempt has waited for a dispatcher; 0 when none.",
+    )
+    if backlog is not None:
+        pending.add_metric(["due"], backlog.due)
+        pending.add_metric(["scheduled"], backlog.scheduled)
+        oldest.add_metric([], backlog.oldest_due_s)
+    return [pending, oldest]
+
+
+class OutboxCollector(Collector):
+    """Reads the outbox at most once per `OUTBOX_CACHE_S`, however often it is scraped.
+
+    While Postgres does not answer the families are reported without samples (a warning
+    is logged), so no stale backlog is scraped.
+    """
+
+    def __init__(
+        self,
+        measure: Callable[[], OutboxBacklog],
+        cache_s: float = OUTBOX_CACHE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._measure = measure
+        self._cache_s = cache_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._at = -float("inf")
+        self._last: OutboxBacklog | None = None
+
+    def describe(self) -> list[Metric]:
+        # Registration asks for the names; answering from here keeps it off the database.
+        return list(backlog_families(None))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = self._clock()
+            if now - self._at >= self._cache_s:
+                self._at = now
+                try:
+                    self._last = self._measure()
+                except SQLAlchemyError as e:
+                    log.warning("cannot read the webhook backlog: %s", type(e).__name__)
+                    self._last = None
+            families = backlog_families(self._last)
+        yield from families

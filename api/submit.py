@@ -1,7 +1,9 @@
 """The submission path: resolve, validate, insert, produce, and only then answer.
 
 A job ID is handed out only for a job whose message Kafka acknowledged. If the produce
-fails, the rows just inserted are marked failed and the caller answers 503.
+fails, the rows just inserted are marked failed and the caller answers 503. Once Kafka
+has acknowledged, `produced_at` is set: a `queued` row without it is one whose message
+never left (a crash in between), which the scheduler's sweep produces later.
 
 Inputs above `claim_check_bytes` go to S3 first (`claims/<job_id>.json`, a prefix no
 tenant may name) and travel as `input_uri` (claim check), so no message outgrows the
@@ -11,12 +13,14 @@ broker's limit; the worker reads them back like a client's own `input_uri`.
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import Principal, Services
 from api.idempotency import Binding, bind, unbind
@@ -27,13 +31,19 @@ from inferfleet.broker import Record
 from inferfleet.errors import FieldError, InvalidInputError, QueueUnavailableError
 from inferfleet.ids import new_job_id
 from inferfleet.objectstore import put_bytes
+from inferfleet.produced import mark_produced
 from inferfleet.schemas import Webhook
 from inferfleet.topics import Lane, job_topic
 from inferfleet.validation import validate_instance, validator_for
 from inferfleet.webhooks import url_problem
 
+log = logging.getLogger(__name__)
+
 CLAIM_PREFIX = "claims"
 CLAIM_THREADS = 8
+# Only jobs still `queued` need it (the sweeper looks at no others), and rows a worker
+# holds are skipped rather than waited for: waiting could deadlock with the worker's own
+# multi-row updates, and a row it holds is running or done.
 
 
 @dataclass(frozen=True)
@@ -156,8 +166,23 @@ def submit(
             unbind(services.engine, idempotency)
         services.metrics.jobs_rejected.labels(reason="queue_unavailable").inc()
         raise
+    _mark_produced(services, ids)
     services.metrics.jobs_submitted.labels(model=version.name).inc(len(ids))
     return Submitted(model=version.name, version=version.version, ids=ids, created_at=now)
+
+
+def _mark_produced(services: Services, ids: list[str]) -> None:
+    """Record that Kafka has the jobs' messages, so the sweeper never produces them again.
+
+    A failure here is logged, not answered: the jobs are on the queue. At worst the
+    sweeper produces their messages a second time after its grace period, and the
+    worker's status guards make the copy harmless.
+    """
+    try:
+        with services.engine.begin() as conn:
+            mark_produced(conn, ids)
+    except SQLAlchemyError as e:
+        log.warning("could not record produced_at of %d queued job(s): %s", len(ids), e)
 
 
 def _claim_check(services: Services, ids: list[str], items: list[Item]) -> dict[str, str]:

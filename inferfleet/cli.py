@@ -1,4 +1,4 @@
-"""The `inferfleet` command: database migrations, models, and starting services.
+"""The `inferfleet` command: database migrations, models, keys, schedules, and services.
 
 Services start by module path (`python -m api`, `python -m worker`), so this shared
 package never imports a service.
@@ -13,12 +13,13 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import ProgrammingError
 
-from inferfleet import keys, registry
+from inferfleet import keys, registry, schedules
 from inferfleet.db import make_engine
 from inferfleet.errors import InferfleetError
 from inferfleet.objectstore import make_s3_client
@@ -127,6 +128,25 @@ def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedules_list(settings: Settings, args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    with _engine(settings) as engine, engine.connect() as conn:
+        stored = schedules.list_schedules(conn)
+    for s in stored:
+        try:
+            rule = s.rule
+            upcoming = [
+                t.astimezone(rule.tz).isoformat() for t in schedules.next_runs(rule, now, args.next)
+            ]
+        except (InferfleetError, ValueError) as e:
+            upcoming = [f"cannot be evaluated: {e}"]
+        print(
+            f"{s.name}\t{s.cron}\t{s.timezone}\t{s.tenant}\t{s.model}:{s.version}\t"
+            f"{'catch-up' if s.catch_up else 'no-catch-up'}\tnext: {', '.join(upcoming)}"
+        )
+    return 0
+
+
 def _run_module(module: str, extra: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", module, *extra])
 
@@ -173,11 +193,25 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", required=True, choices=keys.SCOPES)
     create.set_defaults(run=_keys_create)
 
+    schedules_cmd = sub.add_parser("schedules", help="batch schedules").add_subparsers(
+        dest="action", required=True
+    )
+    listing = schedules_cmd.add_parser("list", help="every schedule and its next runs")
+    listing.add_argument("--next", type=int, default=3, help="how many next runs to show")
+    listing.set_defaults(run=_schedules_list)
+
     for service in ("api", "worker", "scheduler"):
         s = sub.add_parser(
             service, help=f"run the {service} (python -m {service}); other options go to it"
         )
         s.set_defaults(module=service)
+    # Every option, --help included, goes to `python -m autoscaler`.
+    sub.add_parser(
+        "autoscale",
+        add_help=False,
+        help="scale local workers as KEDA and the HPA would (python -m autoscaler "
+        "--scaled-object FILE …)",
+    ).set_defaults(module="autoscaler")
     return top
 
 

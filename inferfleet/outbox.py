@@ -7,7 +7,8 @@ attempts; every try is its own `webhook_attempts` row.
 
 An event's id is the `webhook-id` header of each of its attempts. A job reaches one
 terminal state once, so `msg_` + the job's ULID names its event, and writing the same
-event twice is a no-op.
+event twice is a no-op. A batch's event (`add_batch_event`) is written the same way by
+whoever ends the batch (its results writer, a failed ingest, a cancel).
 """
 
 from __future__ import annotations
@@ -95,3 +96,37 @@ def redeliver(conn: Connection, job_id: str, retry_window_s: float) -> bool:
         return False
     conn.execute(REDELIVER, {"job_id": job_id, "window": retry_window_s})
     return True
+
+
+# A batch reaches one terminal state once, so `msg_` + the batch's ULID names its event.
+ADD_BATCH_EVENT = text(
+    """
+    WITH ev AS (
+        INSERT INTO webhook_events (id, tenant, batch_id, type, url, state, retry_until)
+        SELECT 'msg_' || substr(b.id, 5), b.tenant, b.id, 'batch.' || b.status,
+               b.webhook ->> 'url', 'pending', now() + make_interval(secs => :window)
+          FROM batches AS b
+         WHERE b.id = :id
+           AND b.status IN ('completed', 'failed', 'cancelled')
+           AND jsonb_typeof(b.webhook) = 'object'
+           AND (jsonb_typeof(b.webhook -> 'events') IS DISTINCT FROM 'array'
+                OR b.webhook -> 'events' ? ('batch.' || b.status))
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    INSERT INTO webhook_attempts (id, event_id, attempt, state, due_at)
+    SELECT 'dlv_' || replace(gen_random_uuid()::text, '-', ''), ev.id, 1, 'pending', now()
+      FROM ev
+    """
+)
+
+
+def add_batch_event(conn: Connection, batch_id: str, retry_window_s: float) -> bool:
+    """Queue the terminal event (`batch.completed`, `batch.failed`, `batch.cancelled`) of a
+    batch that asked for it; returns whether it was new.
+
+    Call it in the transaction that made the batch terminal. The body is rendered at the
+    first attempt: the batch as `GET /v1/batches/{id}` returns it then.
+    """
+    result = conn.execute(ADD_BATCH_EVENT, {"id": batch_id, "window": retry_window_s})
+    return result.rowcount > 0

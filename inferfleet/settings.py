@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     webhook_allowlist: list[str] = Field(default_factory=list)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Requests per API key, in the `limits` library's notation ("100/second").
-    rate_limit: str = "200/second"
+    rate_limit: str = "1000/second"
     # New jobs for a topic are refused (429) while its consumer lag passes this; 0 = off.
     admission_max_lag: int = Field(default=2_000_000, ge=0)
     admission_check_s: float = Field(default=2.0, gt=0)
@@ -73,6 +73,35 @@ class Settings(BaseSettings):
     dispatch_batch: int = Field(default=200, ge=1)
     # After a rotation the previous webhook secret also signs for this long.
     secret_overlap_s: float = Field(default=24 * 3600.0, ge=0)
+
+    # Schedules (scheduler/): beat evaluates every schedule this often; a scheduled time
+    # found more than `schedule_grace_s` late was missed (the scheduler was down).
+    schedule_tick_s: float = Field(default=15.0, gt=0)
+    schedule_grace_s: float = Field(default=300.0, ge=0)
+
+    # Batches (scheduler/batches.py, scheduler/results.py): how often beat looks for
+    # batches to ingest and batches whose jobs all ended; how long a task holds a batch
+    # without renewing (a crashed ingest is taken up again after it); jobs per insert
+    # and produce; invalid lines whose details a batch keeps.
+    batch_poll_s: float = Field(default=1.0, gt=0)
+    batch_lease_s: float = Field(default=60.0, gt=0)
+    batch_chunk_rows: int = Field(default=5000, ge=1)
+    batch_max_invalid_lines: int = Field(default=1000, ge=0)
+
+    # Sweeps (scheduler/sweeps.py): beat starts the unproduced and expiry sweeps every
+    # `sweep_interval_s`, the retention sweep every `sweep_retention_interval_s`; a run
+    # stops after `sweep_interval_s` of work and the next one goes on.
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    sweep_retention_interval_s: float = Field(default=3600.0, gt=0)
+    # A `queued` job this old whose message was never produced is produced again; keep
+    # it well above `produce_timeout_s`, so a submit still producing is never swept.
+    sweep_unproduced_after_s: float = Field(default=60.0, gt=0)
+    sweep_chunk: int = Field(default=1000, ge=1)
+    # Terminal jobs (and finished batches) older than this are deleted; 0 = keep forever.
+    result_retention_days: float = Field(default=30.0, ge=0)
+    # The scheduler worker's /metrics (sweep counts); 0 = not served.
+    scheduler_metrics_host: str = "127.0.0.1"
+    scheduler_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     # Worker.
     worker_models: list[str] = Field(default_factory=lambda: ["fraud"])

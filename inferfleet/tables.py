@@ -70,6 +70,11 @@ jobs = Table(
         postgresql_where=text("status = 'queued' AND produced_at IS NULL"),
     ),
     Index("jobs_completed", "completed_at"),
+    Index(
+        "jobs_queued_deadline",
+        "deadline",
+        postgresql_where=text("status = 'queued' AND deadline IS NOT NULL"),
+    ),
 )
 
 model_versions = Table(

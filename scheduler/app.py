@@ -4,6 +4,16 @@ Tasks:
 - `inferfleet.dispatch_webhooks`, every `INFERFLEET_DISPATCH_INTERVAL_S`: one pass of
   the webhook dispatcher over the outbox. Passes that pile up behind a slow one expire
   instead of queueing; several workers share the outbox safely (`SKIP LOCKED`).
+- `inferfleet.fire_schedules`, every `INFERFLEET_SCHEDULE_TICK_S`: evaluate every
+  schedule and insert the batch of each firing that is due (`scheduler.firing`); one
+  batch per firing however many beat processes run.
+- `inferfleet.sweep_unproduced`, `…sweep_expired` (every `INFERFLEET_SWEEP_INTERVAL_S`)
+  and `…sweep_retention` (every `INFERFLEET_SWEEP_RETENTION_INTERVAL_S`): produce jobs
+  whose message never left, expire overdue queued jobs, delete results past the
+  retention (`scheduler.sweeps`).
+- `inferfleet.ingest_batches`, `…finish_batches`, every `INFERFLEET_BATCH_POLL_S`:
+  ingest one `validating` batch (`scheduler.batches`); write the results of batches
+  whose jobs all ended and complete them (`scheduler.results`).
 
 Connections are made per process on first use, after Celery's prefork pool has forked.
 """
@@ -12,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
@@ -22,9 +32,13 @@ from sqlalchemy import Engine
 from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client, presigned_get
 from inferfleet.settings import Settings
+from scheduler.batches import register as register_batches
 from scheduler.dispatch import dispatch_once, make_http
+from scheduler.firing import fire_due
+from scheduler.sweep_tasks import register as register_sweeps
 
 DISPATCH_TASK = "inferfleet.dispatch_webhooks"
+SCHEDULES_TASK = "inferfleet.fire_schedules"
 DELIVERY_THREADS = 16
 
 
@@ -56,6 +70,11 @@ def make_app(settings: Settings) -> Celery:
                 "schedule": settings.dispatch_interval_s,
                 "options": {"expires": max(1.0, 2 * settings.dispatch_interval_s)},
             },
+            "fire-schedules": {
+                "task": SCHEDULES_TASK,
+                "schedule": settings.schedule_tick_s,
+                "options": {"expires": max(1.0, 2 * settings.schedule_tick_s)},
+            },
         },
     )
     lock = threading.Lock()
@@ -83,4 +102,10 @@ def make_app(settings: Settings) -> Celery:
 
         return dispatch_once(c.engine, c.http, settings, presign=presign, pool=c.pool)
 
+    @app.task(name=SCHEDULES_TASK)  # type: ignore[untyped-decorator]
+    def fire_schedules() -> dict[str, int]:
+        return asdict(fire_due(connections().engine, settings))
+
+    register_sweeps(app, settings, lambda: connections().engine, lambda: connections().s3)
+    register_batches(app, settings, lambda: connections().engine, lambda: connections().s3)
     return app

@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import Connection, Engine, select, text
 
+from inferfleet.batchview import load_view
 from inferfleet.jobview import Presigner, job_view
 from inferfleet.settings import Settings
-from inferfleet.tables import jobs, tenants
+from inferfleet.tables import jobs, tenants, webhook_events
 from inferfleet.webhooks import signed_headers, url_problem
 from scheduler.retries import AttemptResult, next_step, retry_after_s
 
@@ -112,12 +113,21 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
     """The event's JSON body: rendered once, at its first attempt, then reused as is."""
     if due.body is not None:
         return due.body
-    job = conn.execute(select(jobs).where(jobs.c.id == due.job_id)).one()
+    if due.job_id is not None:
+        job = conn.execute(select(jobs).where(jobs.c.id == due.job_id)).one()
+        data = job_view(job, presign).model_dump(mode="json")
+    else:  # a batch's event: the batch as GET /v1/batches/{id} returns it
+        batch_id = conn.execute(
+            select(webhook_events.c.batch_id).where(webhook_events.c.id == due.event_id)
+        ).scalar_one()
+        view = load_view(conn, None, batch_id, presign)
+        assert view is not None, f"event {due.event_id} names batch {batch_id}, which is gone"
+        data = view.model_dump(mode="json")
     body = json.dumps(
         {
             "type": due.type,
             "timestamp": due.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "data": job_view(job, presign).model_dump(mode="json"),
+            "data": data,
         },
         separators=(",", ":"),
     )
@@ -129,8 +139,11 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
 
 
 def signing_secrets(conn: Connection, tenant: str) -> list[str]:
-    """The tenant's secret, and the previous one while its overlap lasts."""
-    row = conn.execute(select(tenants).where(tenants.c.name == tenant)).one()
+    """The tenant's secret, and the previous one while its overlap lasts (none if the
+    tenant does not exist)."""
+    row = conn.execute(select(tenants).where(tenants.c.name == tenant)).one_or_none()
+    if row is None:
+        return []
     found = [row.webhook_secret]
     expires = row.previous_secret_expires_at
     if row.previous_webhook_secret and expires is not None and expires > datetime.now(UTC):
@@ -204,9 +217,12 @@ def deliver(
     with engine.begin() as conn:
         body = render_body(conn, due, presign)
         secrets = signing_secrets(conn, due.tenant)
-    timestamp = int(datetime.now(UTC).timestamp())
-    headers = signed_headers(secrets, due.event_id, timestamp, body)
-    result = post(http, due.url, headers, body, settings.webhook_allowlist)
+    if secrets:
+        timestamp = int(datetime.now(UTC).timestamp())
+        headers = signed_headers(secrets, due.event_id, timestamp, body)
+        result = post(http, due.url, headers, body, settings.webhook_allowlist)
+    else:  # never sent unsigned; tried again later like any failed attempt
+        result = AttemptResult(None, f"tenant {due.tenant!r} has no webhook secret")
     step = record(engine, due, result, settings)
     log.info(
         "webhook %s attempt %d %s to %s: %s -> %s",
@@ -234,7 +250,13 @@ def dispatch_once(
         return 0
 
     def run(d: Due) -> str:
-        return deliver(engine, http, d, settings, presign)
+        # One attempt that cannot even be made (its job row gone, the database failing
+        # mid-way) must not stop the others: its lease runs out and it is tried again.
+        try:
+            return deliver(engine, http, d, settings, presign)
+        except Exception:
+            log.exception("webhook %s attempt %d could not be made", d.event_id, d.attempt)
+            return "error"
 
     if pool is None:
         for d in due:

@@ -1,4 +1,5 @@
-"""Kafka I/O of the worker: poll a batch, commit it, send records, leave the group."""
+"""Kafka I/O of the worker: poll a batch (interactive lane first), commit it, send
+records, leave the group."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from kafka.errors import CommitFailedError
 
 from inferfleet.broker import Record, make_consumer, make_producer, send_all
 from inferfleet.settings import Settings
+from worker.lanes import LanePoller
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,14 @@ class JobConsumer:
             settings, topics, client_id="inferfleet-worker"
         )
         self._producer: KafkaProducer | None = None
+        self._lanes = LanePoller(
+            self._consumer, settings.poll_max_records, settings.poll_timeout_ms
+        )
 
     def poll(self) -> list[Any]:
-        """Up to `poll_max_records` records from any assigned partitions."""
-        polled = self._consumer.poll(
-            timeout_ms=self._settings.poll_timeout_ms,
-            max_records=self._settings.poll_max_records,
-        )
-        return [record for records in polled.values() for record in records]
+        """Up to `poll_max_records` records, every fetched interactive record first and
+        the rest from the batch lane (`worker.lanes`)."""
+        return self._lanes.poll()
 
     def commit(self) -> bool:
         """Commit the positions after the last poll; False if a rebalance took them away.

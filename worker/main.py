@@ -45,7 +45,7 @@ from worker.batching import (
 )
 from worker.consume import JobConsumer
 from worker.health import Readiness, serve
-from worker.metrics import WorkerMetrics
+from worker.metrics import QueueProbe, WorkerMetrics
 from worker.models import ModelStore
 from worker.payloads import Payloads
 from worker.runtime import LoadedModel
@@ -393,9 +393,12 @@ def main() -> None:
     worker = Worker(settings, engine, store, metrics, readiness, s3=s3)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    probe = QueueProbe(settings, metrics)  # lag, oldest job and drain time, for /metrics
+    probe.start()
     try:
         worker.run()
     finally:
+        probe.stop()
         server.shutdown()
         store.close()
         engine.dispose()

@@ -1,14 +1,46 @@
-"""The worker's Prometheus metrics, in a registry of their own."""
+"""The worker's Prometheus metrics, in a registry of their own, and the queue probe.
+
+The probe (`QueueProbe`) measures, every `QUEUE_PROBE_INTERVAL_S` in a thread of its own
+with Kafka clients of its own, what the batch loop cannot see: the whole consumer group's
+lag on each served topic, the age of the oldest record the group has not committed, the
+rate at which the group commits, and from those the time the backlog needs to drain.
+Every replica measures the same group, so dashboards take `max by (topic)`, never a sum.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from inferfleet.settings import Settings
+from inferfleet.topics import model_topics
+
+log = logging.getLogger(__name__)
+
 BATCH_BUCKETS = (1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384)
+QUEUE_PROBE_INTERVAL_S = 15.0  # KEDA's pollingInterval in keda/: the same view, as often
+RATE_WINDOW_S = 60.0
+KAFKA_TIMEOUT_MS = 5000
+PEEK_TIMEOUT_S = 2.0  # how long one probe may wait for the oldest records
+
+P = TypeVar("P")
 
 
 class WorkerMetrics:
-    """What a batch did and how long it took; labels are bounded (model, version)."""
+    """What a batch did and how long it took, and what the queue holds.
+
+    Labels are bounded: model, version, provider, topic (the served models' topics).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -46,3 +78,249 @@ class WorkerMetrics:
             ["model", "version", "provider"],
             registry=self.registry,
         )
+        self.consumer_lag = Gauge(
+            "inferfleet_worker_consumer_lag_records",
+            "Records on the topic that the worker group has not committed (the whole group's "
+            "lag, as KEDA sees it).",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.oldest_unconsumed_age = Gauge(
+            "inferfleet_worker_oldest_unconsumed_age_seconds",
+            "Age of the oldest record on the topic that the group has not committed; 0 when "
+            "none waits.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.consumed_rate = Gauge(
+            "inferfleet_worker_consumed_records_per_second",
+            f"Records per second the whole group committed on the topic, over the last "
+            f"{RATE_WINDOW_S:.0f} s.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.drain_seconds = Gauge(
+            "inferfleet_worker_drain_time_seconds",
+            "Estimated time to drain the topic: its lag over the group's measured rate; "
+            "+Inf while records wait and none are consumed.",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.probe_errors = Counter(
+            "inferfleet_worker_queue_probe_errors_total",
+            "Queue measurements that failed because Kafka did not answer.",
+            registry=self.registry,
+        )
+
+
+def resume_offsets(
+    end: Mapping[P, int], beginning: Mapping[P, int], committed: Mapping[P, int]
+) -> dict[P, int]:
+    """Per partition, the offset the group consumes next.
+
+    Its committed offset, or the earliest one where it has none (the worker's consumers
+    start there) or where retention already deleted the committed one.
+    """
+    resume = {}
+    for partition, end_offset in end.items():
+        earliest = beginning.get(partition, 0)
+        resume[partition] = min(max(committed.get(partition, earliest), earliest), end_offset)
+    return resume
+
+
+def lag(end: Mapping[P, int], resume: Mapping[P, int]) -> int:
+    """Records waiting for the group: per partition, the end offset minus where it resumes."""
+    return sum(max(0, end_offset - resume.get(p, 0)) for p, end_offset in end.items())
+
+
+class Throughput:
+    """The rate at which a group consumes a topic, from how its resume offsets advance.
+
+    `add` takes the sum of the topic's resume offsets at a time; `rate` is their increase
+    per second over the samples of the last `window_s`. Offsets that go back (a topic
+    recreated, offsets reset) start the window again.
+    """
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, at: float, consumed: int) -> None:
+        if self._samples and consumed < self._samples[-1][1]:
+            self._samples.clear()
+        self._samples.append((at, consumed))
+        while len(self._samples) > 2 and at - self._samples[1][0] >= self._window_s:
+            self._samples.popleft()
+
+    def rate(self) -> float | None:
+        """Records per second, or None before two samples."""
+        if len(self._samples) < 2:
+            return None
+        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
+
+
+def drain_seconds(waiting: int, rate: float | None) -> float | None:
+    """Time to drain `waiting` records at `rate`: 0 with none waiting, +Inf at rate 0,
+    None while the rate is not known yet."""
+    if waiting == 0:
+        return 0.0
+    if rate is None:
+        return None
+    return waiting / rate if rate > 0 else math.inf
+
+
+class QueueProbe:
+    """Measures the worker group's backlog on the served topics into `metrics`.
+
+    `start()` runs `measure()` every `interval_s` in a daemon thread until `stop()`.
+    A measurement that fails (Kafka away) removes the topics' samples, so no stale value
+    is scraped, and counts in `inferfleet_worker_queue_probe_errors_total`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: WorkerMetrics,
+        interval_s: float = QUEUE_PROBE_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self.topics = [t for name in settings.worker_models for t in model_topics(name)]
+        self._throughput = {topic: Throughput() for topic in self.topics}
+        self._consumer: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="queue-probe", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop measuring; returns once the thread has closed its clients (or 5 s passed)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                self.measure()
+                failing = False
+            except (KafkaError, OSError) as e:
+                if not failing:
+                    log.warning("cannot measure the queue, retrying: %s: %s", type(e).__name__, e)
+                failing = True
+                self._forget()
+            except Exception:
+                log.exception("measuring the queue failed")
+                self._forget()
+            self._stop.wait(self._interval_s)
+        self.close()
+
+    def _forget(self) -> None:
+        self.close()
+        for gauge in (
+            self._metrics.consumer_lag,
+            self._metrics.oldest_unconsumed_age,
+            self._metrics.consumed_rate,
+            self._metrics.drain_seconds,
+        ):
+            gauge.clear()
+        self._metrics.probe_errors.inc()
+
+    def measure(self) -> None:
+        """One measurement of every served topic that exists; KafkaError if Kafka fails."""
+        consumer, admin = self._clients()
+        partitions = [
+            TopicPartition(topic, n)
+            for topic in self.topics
+            for n in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return
+        now = self._clock()
+        end = consumer.end_offsets(partitions, KAFKA_TIMEOUT_MS)
+        beginning = consumer.beginning_offsets(partitions, KAFKA_TIMEOUT_MS)
+        group = self._settings.worker_group
+        offsets = admin.list_group_offsets({group: partitions})[group]
+        committed = {p: o.offset for p, o in offsets.items() if o.offset >= 0}
+        resume = resume_offsets(end, beginning, committed)
+        oldest = self._oldest_timestamps({p: r for p, r in resume.items() if end[p] > r})
+        wall_now = self._wall_clock()
+        for topic in {p.topic for p in partitions}:
+            mine = [p for p in partitions if p.topic == topic]
+            waiting = lag({p: end[p] for p in mine}, resume)
+            throughput = self._throughput[topic]
+            throughput.add(now, sum(resume[p] for p in mine))
+            rate = throughput.rate()
+            stamps = [oldest[p] for p in mine if p in oldest]
+            age = max(0.0, wall_now - min(stamps) / 1000) if stamps and waiting else 0.0
+            self._metrics.consumer_lag.labels(topic).set(waiting)
+            self._metrics.oldest_unconsumed_age.labels(topic).set(age)
+            if rate is not None:
+                self._metrics.consumed_rate.labels(topic).set(rate)
+            drain = drain_seconds(waiting, rate)
+            if drain is not None:
+                self._metrics.drain_seconds.labels(topic).set(drain)
+
+    def _oldest_timestamps(self, resume: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The timestamp (ms) of the record at each partition's resume offset."""
+        if not resume:
+            return {}
+        consumer, _ = self._clients()
+        consumer.assign(list(resume))
+        for partition, offset in resume.items():
+            consumer.seek(partition, offset)
+        found: dict[TopicPartition, int] = {}
+        deadline = self._clock() + PEEK_TIMEOUT_S
+        try:
+            while len(found) < len(resume) and self._clock() < deadline:
+                polled: dict[Any, list[Any]] = consumer.poll(timeout_ms=200)
+                for partition, records in polled.items():
+                    if partition not in found and records and records[0].timestamp >= 0:
+                        found[partition] = records[0].timestamp
+                        consumer.pause(partition)
+        finally:
+            consumer.unsubscribe()
+        return found
+
+    def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                client_id="inferfleet-worker-probe",
+                group_id=None,
+                enable_auto_commit=False,
+                allow_auto_create_topics=False,
+                # A committed offset that retention deleted reads from the oldest record left.
+                auto_offset_reset="earliest",
+                # One record per partition is all a probe reads.
+                max_partition_fetch_bytes=64 * 1024,
+                fetch_max_wait_ms=100,
+                request_timeout_ms=KAFKA_TIMEOUT_MS,
+                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+            )
+        if self._admin is None:
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                client_id="inferfleet-worker-probe",
+                request_timeout_ms=KAFKA_TIMEOUT_MS,
+                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+            )
+        return self._consumer, self._admin
+
+    def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        admin, self._admin = self._admin, None
+        if consumer is not None:
+            consumer.close(autocommit=False)
+        if admin is not None:
+            admin.close()

@@ -25,6 +25,7 @@ CLAIM = text(
            started_at = CASE WHEN deadline <= now() THEN started_at ELSE now() END,
            attempts = CASE WHEN deadline <= now() THEN attempts ELSE attempts + 1 END,
            completed_at = CASE WHEN deadline <= now() THEN now() END,
+           produced_at = coalesce(produced_at, now()),
            error = CASE WHEN deadline <= now()
                         THEN jsonb_build_object('type', 'expired', 'message',
                                                 'the job was not started before its deadline')

@@ -7,11 +7,11 @@ retries happen within a test.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +23,8 @@ from sqlalchemy import Engine, text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from inferfleet import keys
+from inferfleet.ids import new_job_id
+from inferfleet.outbox import add_job_events
 from tests.integration.conftest import (
     ROOT,
     TEST_DATABASE_URL,
@@ -157,6 +159,14 @@ def event_state(engine: Engine, job_id: str) -> str | None:
         return state
 
 
+def past_deadline(engine: Engine, job_id: str) -> bool:
+    with engine.connect() as conn:
+        passed: bool = conn.execute(
+            text("SELECT deadline <= now() FROM jobs WHERE id = :id"), {"id": job_id}
+        ).scalar_one()
+        return passed
+
+
 def fail_first(n: int, status: int) -> Responder:
     """Answer `status` to the first `n` requests of each webhook-id, then 200."""
     seen: Counter[str] = Counter()
@@ -280,7 +290,12 @@ def test_an_event_still_refused_when_its_retry_window_ends_is_failed(
 
 
 def test_cancel_expiry_and_the_events_filter(
-    dispatcher: Path, tenant: Tenant, receiver: Receiver, publish_model, start_worker
+    dispatcher: Path,
+    tenant: Tenant,
+    receiver: Receiver,
+    engine: Engine,
+    publish_model,
+    start_worker,
 ) -> None:
     receiver.start()
     model = publish_model()
@@ -288,7 +303,7 @@ def test_cancel_expiry_and_the_events_filter(
     assert tenant.client.post(f"/v1/jobs/{cancelled}/cancel").status_code == 200
     expiring = tenant.submit(model.name, {"url": receiver.url}, ttl_seconds=1)
     filtered = tenant.submit(model.name, {"url": receiver.url, "events": ["job.failed"]})
-    time.sleep(1.5)  # let `expiring` pass its deadline before any worker runs
+    eventually(lambda: past_deadline(engine, expiring), "the deadline to pass before any worker")
     start_worker(model.name).wait_ready()
 
     for job_id in (cancelled, expiring):
@@ -344,3 +359,56 @@ def test_another_tenant_gets_404_for_deliveries(
         other.client.close()
     assert tenant.deliveries(job_id) == []
     assert tenant.client.post(f"/v1/jobs/{job_id}/deliveries/redeliver").status_code == 409
+
+
+def test_an_event_that_cannot_be_signed_fails_alone(
+    dispatcher: Path, tenant: Tenant, receiver: Receiver, engine: Engine, publish_model
+) -> None:
+    """An event of a tenant without a secret is never sent unsigned, and does not stop
+    the events beside it."""
+    receiver.start()
+    model = publish_model()
+    ghost_job = new_job_id()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO jobs (id, tenant, model, version, status, lane, inputs, webhook,
+                                  completed_at)
+                VALUES (:id, :tenant, :model, 1, 'cancelled', 'interactive', '{}',
+                        CAST(:webhook AS jsonb), now())
+                """
+            ),
+            {
+                "id": ghost_job,
+                "tenant": f"ghost-{os.urandom(4).hex()}",
+                "model": model.name,
+                "webhook": json.dumps({"url": receiver.url}),
+            },
+        )
+        assert add_job_events(conn, [ghost_job], 3600.0) == 1
+    job_id = tenant.submit(model.name, {"url": receiver.url})
+    tenant.client.post(f"/v1/jobs/{job_id}/cancel")
+
+    eventually(lambda: delivered(tenant.deliveries(job_id)), "the signable event")
+    with engine.connect() as conn:
+
+        def ghost_attempts() -> list[Any]:
+            return list(
+                conn.execute(
+                    text(
+                        """
+                        SELECT a.state, a.error FROM webhook_attempts AS a
+                          JOIN webhook_events AS e ON e.id = a.event_id
+                         WHERE e.job_id = :id AND a.state <> 'pending'
+                        """
+                    ),
+                    {"id": ghost_job},
+                )
+            )
+
+        eventually(lambda: ghost_attempts() != [], "the unsignable attempt to be recorded")
+        state, error = ghost_attempts()[0]
+    assert state == "failed"
+    assert "has no webhook secret" in error
+    assert {r.json()["data"]["id"] for r in receiver.snapshot()} == {job_id}

@@ -14,10 +14,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN: dict[str, set[str]] = {
-    "inferfleet": {"api", "worker", "scheduler"},
-    "api": {"worker", "scheduler"},
-    "worker": {"api", "scheduler"},
-    "scheduler": {"api", "worker"},
+    "inferfleet": {"api", "worker", "scheduler", "autoscaler"},
+    "api": {"worker", "scheduler", "autoscaler"},
+    "worker": {"api", "scheduler", "autoscaler"},
+    "scheduler": {"api", "worker", "autoscaler"},
+    "autoscaler": {"api", "worker", "scheduler"},
 }
 
 

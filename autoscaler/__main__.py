@@ -1,0 +1,5 @@
+"""`python -m autoscaler`: run the local autoscaler."""
+
+from autoscaler.main import main
+
+main()

@@ -1,0 +1,288 @@
+"""Sweeps: beat tasks that repair and trim what the request path leaves behind.
+
+- `reproduce_unproduced`: a `queued` job without `produced_at` past the grace period
+  lost its message to a crash between insert and produce; produce it to its lane.
+- `expire_overdue`: `queued` jobs past their deadline end `expired`, with their events.
+- `delete_old_results`: terminal jobs (a batch's only with their finished batch) older
+  than the retention go, with their webhook rows and the S3 objects the system wrote
+  for them; so do idempotency keys that old. Objects a client named stay.
+
+Every sweep takes its rows with `FOR UPDATE SKIP LOCKED` in chunks, one transaction
+each, so scheduler workers never take a row twice, and stops after
+`sweep_interval_s` of work (the next run goes on). `scheduler.sweep_tasks` runs them as
+Celery tasks and counts what they did. README.md, "Sweeps", says what each sweep does
+and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Engine, text
+
+from inferfleet import messages
+from inferfleet.broker import Record
+from inferfleet.objectstore import split_uri
+from inferfleet.outbox import add_job_events
+from inferfleet.settings import Settings
+from inferfleet.topics import LANES, Lane, job_topic
+
+log = logging.getLogger(__name__)
+
+# Prefixes of the objects the system writes itself: claim-checked inputs, large outputs.
+OWN_PREFIXES = ("claims/", "results/")
+S3_DELETE_MAX = 1000  # keys per DeleteObjects request
+
+UNPRODUCED = text(
+    """
+    SELECT j.id, j.tenant, j.model, j.version, j.lane, j.inputs, j.input_uri,
+           j.request_id, j.deadline, j.created_at
+      FROM jobs AS j
+     WHERE j.status = 'queued' AND j.produced_at IS NULL
+       AND j.created_at < now() - make_interval(secs => :grace)
+       AND (j.deadline IS NULL OR j.deadline > now())
+       AND NOT EXISTS (SELECT 1 FROM batches AS b
+                        WHERE b.id = j.batch_id AND b.status = 'validating')
+     ORDER BY j.created_at
+     LIMIT :limit
+       FOR UPDATE OF j SKIP LOCKED
+    """
+)
+MARK_PRODUCED = text("UPDATE jobs SET produced_at = now() WHERE id = ANY(:ids)")
+
+EXPIRE = text(
+    """
+    WITH due AS (
+        SELECT id FROM jobs
+         WHERE status = 'queued' AND deadline <= now()
+         ORDER BY deadline
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobs AS j
+       SET status = 'expired', completed_at = now(),
+           error = jsonb_build_object('type', 'expired', 'message',
+                                      'the job was not started before its deadline')
+      FROM due
+     WHERE j.id = due.id
+    RETURNING j.id
+    """
+)
+
+OLD_JOBS = text(
+    """
+    SELECT id, input_uri, output_uri FROM jobs
+     WHERE batch_id IS NULL
+       AND status IN ('succeeded', 'failed', 'cancelled', 'expired')
+       AND completed_at < now() - make_interval(secs => :age)
+     ORDER BY completed_at
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+    """
+)
+OLD_BATCH = text(
+    """
+    SELECT id FROM batches
+     WHERE status IN ('completed', 'failed', 'cancelled')
+       AND completed_at < now() - make_interval(secs => :age)
+     ORDER BY completed_at
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+    """
+)
+BATCH_JOBS = text(
+    """
+    SELECT id, input_uri, output_uri FROM jobs
+     WHERE batch_id = :batch_id
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+    """
+)
+DELETE_JOBS = (
+    text(
+        "DELETE FROM webhook_attempts WHERE event_id IN "
+        "(SELECT id FROM webhook_events WHERE job_id = ANY(:ids))"
+    ),
+    text("DELETE FROM webhook_events WHERE job_id = ANY(:ids)"),
+    text("DELETE FROM jobs WHERE id = ANY(:ids)"),
+)
+DELETE_BATCH = (
+    text(
+        "DELETE FROM webhook_attempts WHERE event_id IN "
+        "(SELECT id FROM webhook_events WHERE batch_id = :batch_id)"
+    ),
+    text("DELETE FROM webhook_events WHERE batch_id = :batch_id"),
+    text(
+        "DELETE FROM batches AS b WHERE b.id = :batch_id "
+        "AND NOT EXISTS (SELECT 1 FROM jobs WHERE batch_id = b.id)"
+    ),
+)
+# idempotency_keys has no index but its primary key; ctid keeps each chunk bounded.
+DELETE_KEYS = text(
+    """
+    DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM idempotency_keys
+         WHERE created_at < now() - make_interval(secs => :age)
+         LIMIT :limit))
+    """
+)
+
+
+class Chunks:
+    """Runs chunks until one comes back short or the run's time is up."""
+
+    def __init__(self, size: int, budget_s: float) -> None:
+        self.size = size
+        self._until = time.monotonic() + budget_s
+
+    def more(self, last: int) -> bool:
+        """Whether to run another chunk after one that handled `last` rows."""
+        return last >= self.size and self.time_left()
+
+    def time_left(self) -> bool:
+        return time.monotonic() < self._until
+
+
+def job_record(row: Any) -> Record:
+    """The job's message, as the API produced it (or would have), on its lane's topic."""
+    lane: Lane = row.lane if row.lane in LANES else "interactive"
+    message = messages.JobMessage(
+        job_id=row.id,
+        tenant=row.tenant,
+        model=row.model,
+        version=row.version,
+        inputs=row.inputs if row.input_uri is None else None,
+        input_uri=row.input_uri,
+        enqueued_at=cast(datetime, row.created_at),
+        deadline=row.deadline,
+        request_id=row.request_id,
+    )
+    return Record(job_topic(row.model, lane), row.id.encode(), messages.encode(message))
+
+
+def reproduce_unproduced(
+    engine: Engine, send: Callable[[Sequence[Record]], None], settings: Settings
+) -> int:
+    """Produce the messages of `queued` jobs that never got one; returns how many.
+
+    Each chunk's rows stay locked until their messages are acknowledged and
+    `produced_at` is set; if Kafka does not take them, the transaction rolls back and
+    the next run tries again. A crash between the acks and the commit produces those
+    messages once more next time, which the worker's status guards make harmless.
+    """
+    total = 0
+    chunks = Chunks(settings.sweep_chunk, settings.sweep_interval_s)
+    while True:
+        with engine.begin() as conn:
+            params = {"grace": settings.sweep_unproduced_after_s, "limit": chunks.size}
+            rows = conn.execute(UNPRODUCED, params).all()
+            if rows:
+                send([job_record(r) for r in rows])
+                conn.execute(MARK_PRODUCED, {"ids": [r.id for r in rows]})
+        if rows:
+            log.warning(
+                "produced %d job message(s) that were never produced (first %s)",
+                len(rows),
+                rows[0].id,
+            )
+        total += len(rows)
+        if not chunks.more(len(rows)):
+            return total
+
+
+def expire_overdue(engine: Engine, settings: Settings) -> int:
+    """Expire `queued` jobs past their deadline, with their events; returns how many."""
+    total = 0
+    chunks = Chunks(settings.sweep_chunk, settings.sweep_interval_s)
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.execute(EXPIRE, {"limit": chunks.size}).scalars())
+            add_job_events(conn, ids, settings.webhook_retry_window_s)
+        total += len(ids)
+        if not chunks.more(len(ids)):
+            return total
+
+
+def delete_old_results(engine: Engine, s3: Any, settings: Settings) -> dict[str, int]:
+    """Delete what is older than the retention (module docstring); counts by kind.
+
+    A batch's jobs go only once the batch is finished and that old, so a batch never
+    shows partial counts; the batch row goes with its last chunk of jobs.
+    """
+    counts = dict.fromkeys(("jobs_deleted", "batches_deleted", "idempotency_keys_deleted"), 0)
+    if settings.result_retention_days <= 0:
+        return counts
+    age = settings.result_retention_days * 86400
+    chunks = Chunks(settings.sweep_chunk, settings.sweep_interval_s)
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(OLD_JOBS, {"age": age, "limit": chunks.size}).all()
+            _delete_jobs(conn, s3, settings, rows)
+        counts["jobs_deleted"] += len(rows)
+        if not chunks.more(len(rows)):
+            break
+    while chunks.time_left():
+        with engine.begin() as conn:
+            batch_id = conn.execute(OLD_BATCH, {"age": age}).scalar_one_or_none()
+            if batch_id is None:
+                break
+            params = {"batch_id": batch_id, "limit": chunks.size}
+            rows = conn.execute(BATCH_JOBS, params).all()
+            _delete_jobs(conn, s3, settings, rows)
+            if len(rows) < chunks.size:  # the batch's last chunk: the batch goes too
+                for statement in DELETE_BATCH:
+                    deleted = conn.execute(statement, {"batch_id": batch_id}).rowcount
+                counts["batches_deleted"] += deleted
+        counts["jobs_deleted"] += len(rows)
+    while True:
+        with engine.begin() as conn:
+            keys = conn.execute(DELETE_KEYS, {"age": age, "limit": chunks.size}).rowcount
+        counts["idempotency_keys_deleted"] += keys
+        if not chunks.more(keys):
+            break
+    return counts
+
+
+def _delete_jobs(conn: Connection, s3: Any, settings: Settings, rows: Sequence[Any]) -> None:
+    """Delete the jobs' own S3 objects, then their webhook rows and the jobs themselves.
+
+    Objects go first: if the rows' transaction then fails, the next run deletes the
+    (already gone) objects again, while the other order could leave objects no row
+    names any more.
+    """
+    if not rows:
+        return
+    keys = [
+        (key, row.id)
+        for row in rows
+        for uri in (row.input_uri, row.output_uri)
+        if uri is not None and (key := _own_key(uri, settings.s3_bucket)) is not None
+    ]
+    kept: set[str] = set()
+    for start in range(0, len(keys), S3_DELETE_MAX):
+        part = keys[start : start + S3_DELETE_MAX]
+        answer = s3.delete_objects(
+            Bucket=settings.s3_bucket,
+            Delete={"Objects": [{"Key": key} for key, _ in part], "Quiet": True},
+        )
+        failed = {e["Key"]: e.get("Message") for e in answer.get("Errors", [])}
+        for key, job_id in part:
+            if key in failed:  # the row stays, so the next run tries the object again
+                log.warning("cannot delete s3://%s/%s: %s", settings.s3_bucket, key, failed[key])
+                kept.add(job_id)
+    ids = [r.id for r in rows if r.id not in kept]
+    for statement in DELETE_JOBS:
+        conn.execute(statement, {"ids": ids})
+
+
+def _own_key(uri: str, bucket: str) -> str | None:
+    """The key of `uri` if the system wrote that object itself, else None."""
+    try:
+        found_bucket, key = split_uri(uri)
+    except ValueError:
+        return None
+    return key if found_bucket == bucket and key.startswith(OWN_PREFIXES) else None

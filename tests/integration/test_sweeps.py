@@ -1,0 +1,488 @@
+"""Sweeps against the real stack: unproduced jobs, expiry, retention, and their metrics.
+
+Most tests call the sweep functions in-process against the test database, the real
+Kafka and the S3 server; one runs them the way production does, as beat tasks of a real
+`python -m scheduler worker -B` process, and reads its `/metrics`. Other sweepers may
+run against the same database at the same time (other test sessions), so the tests
+check what is on Kafka and in Postgres, never how many rows one call handled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import Engine, select
+
+from inferfleet import messages
+from inferfleet.ids import new_job_id
+from inferfleet.messages import JobMessage
+from inferfleet.objectstore import exists, put_bytes
+from inferfleet.settings import Settings
+from inferfleet.tables import batches, idempotency_keys, jobs, webhook_attempts, webhook_events
+from inferfleet.topics import Lane, job_topic
+from scheduler.sweep_tasks import Producer
+from scheduler.sweeps import delete_old_results, expire_overdue, reproduce_unproduced
+from tests.integration.conftest import ROOT, TEST_DATABASE_URL, eventually, free_port
+
+pytestmark = pytest.mark.integration
+
+INPUTS = {
+    "transaction_amount": 245.5,
+    "merchant_category": "electronics",
+    "user_account_age_days": 847,
+    "hour_of_day": 14,
+}
+HOOK = {"url": "http://127.0.0.1:9/hooks"}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def insert_job(engine: Engine, model: str, version: int = 1, **values: Any) -> str:
+    """A job row as the API (or a batch ingest) would write it, `values` overriding."""
+    row: dict[str, Any] = {
+        "id": new_job_id(),
+        "tenant": f"sweeps-{model}",
+        "model": model,
+        "version": version,
+        "status": "queued",
+        "lane": "interactive",
+        "inputs": INPUTS,
+        "metadata": {},
+        "created_at": now(),
+    } | values
+    with engine.begin() as conn:
+        conn.execute(jobs.insert().values(**row))
+    return str(row["id"])
+
+
+def job(engine: Engine, job_id: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
+
+
+def on_topic(bootstrap: str, topic: str) -> list[JobMessage]:
+    """Every message on `topic`, read from the beginning without a group."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        found: list[JobMessage] = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                found.extend(messages.decode(r.value) for r in records)
+        return found
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def sweep_settings(settings: Settings) -> Settings:
+    # Only rows older than five minutes count as never produced, so submits of tests
+    # running beside this one are never swept.
+    return settings.model_copy(update={"sweep_unproduced_after_s": 300.0, "sweep_chunk": 50})
+
+
+@pytest.fixture
+def producer(sweep_settings: Settings) -> Producer:
+    return Producer(sweep_settings)
+
+
+def test_a_job_never_produced_is_produced_once_to_its_lane_and_then_runs(
+    engine: Engine,
+    kafka: str,
+    sweep_settings: Settings,
+    producer: Producer,
+    publish_model,
+    start_worker,
+) -> None:
+    model = publish_model()
+    created = now() - timedelta(hours=1)
+    deadline = now() + timedelta(hours=1)
+    lost = insert_job(
+        engine, model.name, created_at=created, deadline=deadline, request_id="req-lost"
+    )
+    lost_batch = insert_job(
+        engine, model.name, created_at=created, lane="batch", batch_id="bat_sweeptest"
+    )
+    produced = insert_job(engine, model.name, created_at=created, produced_at=created)
+    fresh = insert_job(engine, model.name)  # its submit may still be producing it
+
+    reproduce_unproduced(engine, producer.send, sweep_settings)
+
+    interactive = on_topic(kafka, job_topic(model.name, "interactive"))
+    assert [m.job_id for m in interactive] == [lost]
+    (message,) = interactive
+    assert message.inputs == INPUTS
+    assert message.input_uri is None
+    assert (message.tenant, message.model, message.version) == (
+        f"sweeps-{model.name}",
+        model.name,
+        model.version,
+    )
+    assert message.request_id == "req-lost"
+    assert message.deadline == deadline
+    assert message.enqueued_at == created
+    assert [m.job_id for m in on_topic(kafka, job_topic(model.name, "batch"))] == [lost_batch]
+    assert job(engine, lost).produced_at is not None
+    assert job(engine, fresh).produced_at is None
+
+    reproduce_unproduced(engine, producer.send, sweep_settings)  # nothing twice
+    assert len(on_topic(kafka, job_topic(model.name, "interactive"))) == 1
+
+    start_worker(model.name).wait_ready()
+    eventually(lambda: job(engine, lost).status == "succeeded", "the recovered job to run")
+    assert job(engine, lost_batch).status == "succeeded"
+    assert job(engine, produced).status == "queued", "a produced job is never produced again"
+
+
+def test_the_api_records_when_a_message_was_produced(
+    engine: Engine, kafka: str, client: httpx.Client, publish_model
+) -> None:
+    model = publish_model()
+    one = client.post("/v1/jobs", json={"model": model.name, "inputs": INPUTS})
+    bulk = client.post(
+        "/v1/jobs/bulk", json={"model": model.name, "items": [{"inputs": INPUTS}] * 3}
+    )
+    assert one.status_code == 202, one.text
+    assert bulk.status_code == 202, bulk.text
+    ids = [one.json()["id"], *bulk.json()["ids"]]
+
+    assert all(job(engine, i).produced_at is not None for i in ids)
+    assert sorted(m.job_id for m in on_topic(kafka, job_topic(model.name))) == sorted(ids)
+
+
+def test_two_sweepers_at_once_produce_each_message_once(
+    engine: Engine, kafka: str, sweep_settings: Settings, publish_model
+) -> None:
+    model = publish_model()
+    created = now() - timedelta(hours=1)
+    ids = {insert_job(engine, model.name, created_at=created) for _ in range(300)}
+
+    def sweep() -> None:
+        reproduce_unproduced(engine, Producer(sweep_settings).send, sweep_settings)
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    found = [m.job_id for m in on_topic(kafka, job_topic(model.name))]
+    assert sorted(found) == sorted(ids)
+
+
+def test_overdue_queued_jobs_expire_with_their_events(
+    engine: Engine, sweep_settings: Settings, publish_model
+) -> None:
+    model = publish_model()
+    past = now() - timedelta(minutes=1)
+    overdue = insert_job(engine, model.name, deadline=past, webhook=HOOK)
+    of_batch = insert_job(engine, model.name, deadline=past, webhook=HOOK, batch_id="bat_x")
+    in_time = insert_job(engine, model.name, deadline=now() + timedelta(hours=1))
+    running = insert_job(engine, model.name, deadline=past, status="running")
+
+    expire_overdue(engine, sweep_settings)
+
+    for job_id in (overdue, of_batch):
+        row = job(engine, job_id)
+        assert row.status == "expired"
+        assert row.error["type"] == "expired"
+        assert row.completed_at is not None
+    assert job(engine, in_time).status == "queued"
+    assert job(engine, running).status == "running", "a started job is the worker's"
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(webhook_events.c.job_id, webhook_events.c.type).where(
+                webhook_events.c.job_id.in_([overdue, of_batch])
+            )
+        ).all()
+        attempts = conn.execute(
+            select(webhook_attempts.c.state).where(
+                webhook_attempts.c.event_id == "msg_" + overdue[4:]
+            )
+        ).all()
+    assert [tuple(e) for e in events] == [(overdue, "job.expired")]  # batch jobs fire none
+    assert [a.state for a in attempts] == ["pending"]
+
+
+@dataclass
+class Aged:
+    """Rows of every kind the retention sweep decides about."""
+
+    old: str
+    old_tenant_input: str
+    recent: str
+    old_queued: str
+    old_batch: str
+    old_batch_jobs: list[str]
+    running_batch: str
+    running_batch_job: str
+    key: str
+    objects: dict[str, str]
+
+
+def add_event(engine: Engine, tenant: str, job_id: str | None, batch_id: str | None) -> str:
+    event_id = f"msg_{uuid.uuid4().hex}"
+    with engine.begin() as conn:
+        conn.execute(
+            webhook_events.insert().values(
+                id=event_id,
+                tenant=tenant,
+                job_id=job_id,
+                batch_id=batch_id,
+                type="batch.completed" if batch_id else "job.succeeded",
+                url=HOOK["url"],
+                state="delivered",
+                retry_until=now(),
+            )
+        )
+        for attempt in (1, 2):
+            conn.execute(
+                webhook_attempts.insert().values(
+                    id=f"dlv_{uuid.uuid4().hex}",
+                    event_id=event_id,
+                    attempt=attempt,
+                    state="failed" if attempt == 1 else "delivered",
+                    due_at=now(),
+                )
+            )
+    return event_id
+
+
+def add_batch(engine: Engine, model: str, status: str, completed: datetime | None) -> str:
+    batch_id = f"bat_{uuid.uuid4().hex}"
+    with engine.begin() as conn:
+        conn.execute(
+            batches.insert().values(
+                id=batch_id,
+                tenant=f"sweeps-{model}",
+                model=model,
+                version="1",
+                status=status,
+                input_uri=f"s3://inferfleet/tenants/sweeps-{model}/in.jsonl",
+                output_prefix=f"s3://inferfleet/tenants/sweeps-{model}/out/",
+                created_at=now() - timedelta(days=41),
+                completed_at=completed,
+            )
+        )
+    return batch_id
+
+
+@pytest.fixture
+def aged(engine: Engine, s3: Any, settings: Settings, publish_model) -> Aged:
+    model = publish_model().name
+    tenant = f"sweeps-{model}"
+    bucket = settings.s3_bucket
+    long_ago = now() - timedelta(days=40)
+    lately = now() - timedelta(days=10)
+
+    def done(at: datetime, **values: Any) -> str:
+        values = {"status": "succeeded", "outputs": {"label": 0}, "created_at": at} | values
+        return insert_job(engine, model, completed_at=at, produced_at=at, **values)
+
+    old_id = new_job_id()
+    objects = {
+        "output": f"s3://{bucket}/results/{tenant}/{old_id}.json",
+        "claim": f"s3://{bucket}/claims/{old_id}.json",
+        "tenant_input": f"s3://{bucket}/tenants/{tenant}/keep-{old_id}.json",
+    }
+    for uri in objects.values():
+        put_bytes(s3, uri, json.dumps(INPUTS).encode())
+    old = done(
+        long_ago,
+        id=old_id,
+        inputs=None,
+        input_uri=objects["claim"],
+        outputs=None,
+        output_uri=objects["output"],
+    )
+    add_event(engine, tenant, old, None)
+    key = f"key-{uuid.uuid4().hex}"
+    with engine.begin() as conn:
+        conn.execute(
+            idempotency_keys.insert().values(
+                tenant=tenant, key=key, request_hash="h", job_id=old, created_at=long_ago
+            )
+        )
+    old_tenant_input = done(
+        long_ago, status="failed", inputs=None, input_uri=objects["tenant_input"]
+    )
+    recent = done(lately)
+    add_event(engine, tenant, recent, None)
+    old_queued = insert_job(engine, model, created_at=long_ago)
+
+    old_batch = add_batch(engine, model, "completed", long_ago)
+    old_batch_jobs = [done(long_ago, batch_id=old_batch, lane="batch", line=i) for i in range(1, 4)]
+    add_event(engine, tenant, None, old_batch)
+    running_batch = add_batch(engine, model, "running", None)
+    running_batch_job = done(long_ago, batch_id=running_batch, lane="batch", line=1)
+    return Aged(
+        old,
+        old_tenant_input,
+        recent,
+        old_queued,
+        old_batch,
+        old_batch_jobs,
+        running_batch,
+        running_batch_job,
+        key,
+        objects,
+    )
+
+
+def test_retention_deletes_only_old_finished_jobs_and_what_belongs_to_them(
+    engine: Engine, s3: Any, sweep_settings: Settings, aged: Aged
+) -> None:
+    # Chunks of two, so the batch of three goes in two steps.
+    delete_old_results(engine, s3, sweep_settings.model_copy(update={"sweep_chunk": 2}))
+
+    gone = [aged.old, aged.old_tenant_input, *aged.old_batch_jobs]
+    kept = [aged.recent, aged.old_queued, aged.running_batch_job]
+    assert [j for j in gone if job(engine, j) is not None] == []
+    assert [j for j in kept if job(engine, j) is None] == []
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(webhook_events.c.job_id, webhook_events.c.batch_id).where(
+                webhook_events.c.tenant == f"sweeps-{job(engine, aged.recent).model}"
+            )
+        ).all()
+        batch_ids = set(
+            conn.execute(
+                select(batches.c.id).where(batches.c.id.in_([aged.old_batch, aged.running_batch]))
+            ).scalars()
+        )
+        key = conn.execute(
+            select(idempotency_keys).where(idempotency_keys.c.key == aged.key)
+        ).one_or_none()
+    assert [tuple(e) for e in events] == [(aged.recent, None)]
+    assert batch_ids == {aged.running_batch}
+    assert key is None
+    assert not exists(s3, aged.objects["output"])
+    assert not exists(s3, aged.objects["claim"])
+    assert exists(s3, aged.objects["tenant_input"]), "a client's own object stays"
+
+
+def test_retention_zero_keeps_everything(
+    engine: Engine, s3: Any, sweep_settings: Settings, aged: Aged
+) -> None:
+    off = sweep_settings.model_copy(update={"result_retention_days": 0.0})
+    assert sum(delete_old_results(engine, s3, off).values()) == 0
+    assert job(engine, aged.old) is not None
+
+
+METRIC = re.compile(r'^(inferfleet_\w+)\{(\w+)="(\w+)"\} ([\d.e+]+)$', re.MULTILINE)
+
+
+@dataclass
+class Scheduler:
+    log_path: Path
+    metrics_url: str
+
+    def metrics(self) -> dict[tuple[str, str], float]:
+        body = httpx.get(self.metrics_url, timeout=5).text
+        return {(name, label): float(value) for name, _, label, value in METRIC.findall(body)}
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path, engine: Engine, kafka: str) -> Iterator[Scheduler]:
+    """`python -m scheduler worker -B` sweeping every half second, metrics on a port."""
+    log_path = tmp_path / "scheduler.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
+        "INFERFLEET_REDIS_URL": "redis://127.0.0.1:6379/13",
+        "INFERFLEET_TOPIC_PARTITIONS": "4",
+        "INFERFLEET_SWEEP_INTERVAL_S": "0.5",
+        "INFERFLEET_SWEEP_UNPRODUCED_AFTER_S": "300",
+        "INFERFLEET_SCHEDULER_METRICS_PORT": str(port),
+        # This process is here for the sweeps; other tests' webhooks, schedules and
+        # batches are their own scheduler processes' business.
+        "INFERFLEET_DISPATCH_INTERVAL_S": "1000000000",
+        "INFERFLEET_SCHEDULE_TICK_S": "1000000000",
+        "INFERFLEET_BATCH_POLL_S": "1000000000",
+    }
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scheduler",
+                "worker",
+                "-B",
+                "--concurrency",
+                "2",
+                "--schedule-filename",
+                str(tmp_path / "beat-schedule"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    running = Scheduler(log_path, f"http://127.0.0.1:{port}/metrics")
+    try:
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.returncode not in (0, -15):
+            print(log_path.read_text(errors="replace"))
+
+
+def test_the_scheduler_process_recovers_a_job_never_produced_and_counts_it(
+    scheduler: Scheduler, engine: Engine, kafka: str, publish_model, start_worker
+) -> None:
+    def served() -> dict[tuple[str, str], float] | None:
+        try:
+            found = scheduler.metrics()
+        except httpx.TransportError:
+            return None
+        return (
+            found
+            if ("inferfleet_sweep_last_run_timestamp_seconds", "unproduced") in found
+            else None
+        )
+
+    before = eventually(served, "the scheduler's first unproduced sweep on /metrics")
+    model = publish_model()
+    start_worker(model.name).wait_ready()
+    lane: Lane = "interactive"
+    lost = insert_job(engine, model.name, created_at=now() - timedelta(hours=1), lane=lane)
+
+    eventually(lambda: job(engine, lost).status == "succeeded", "the swept job to run", 120)
+    assert job(engine, lost).produced_at is not None
+    assert [m.job_id for m in on_topic(kafka, job_topic(model.name, lane))] == [lost]
+
+    after = scheduler.metrics()
+    last_run = ("inferfleet_sweep_last_run_timestamp_seconds", "unproduced")
+    assert after[last_run] > before[last_run]
+    reproduced = ("inferfleet_swept_total", "jobs_reproduced")
+    # Another session's sweeper may have taken the row first; then ours counted nothing.
+    assert after[reproduced] >= before.get(reproduced, 0.0)
+    assert ("inferfleet_swept_total", "jobs_expired") in after
+    assert ("inferfleet_sweep_last_run_timestamp_seconds", "expiry") in after
