@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 from api import (
     batches,
@@ -20,7 +21,7 @@ from api import (
     uploads,
 )
 from api.admission import Admission, KafkaBacklog
-from api.deps import Services, admin_within_limits, caller_within_limits
+from api.deps import Services, admin_within_limits, caller_within_limits, get_principal
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.openapi import documented_openapi
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, dependencies=[Depends(caller_within_limits)])
     for router in (models.router, keys.router, tenants.router, schedules.router):
         app.include_router(router, dependencies=[Depends(admin_within_limits)])
-    problems.install(app, settings.retry_after_s)
+    problems.install(app, settings.retry_after_s, auth_problem)
 
     def limit_for(path: str) -> int:
         if path == "/v1/jobs/bulk":
@@ -96,3 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+async def auth_problem(request: Request) -> problems.ProblemError | None:
+    """The 401 a request's credentials earn, or None when its key is valid."""
+    services = request.app.state.services
+    try:
+        await run_in_threadpool(get_principal, services, request.headers.get("authorization"))
+    except problems.ProblemError as refused:
+        return refused
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -182,7 +183,13 @@ def _body_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(loc[1:]) if loc and loc[0] == "body" else tuple(loc)
 
 
-def install(app: FastAPI, retry_after_s: int) -> None:
+# Whether the caller failed auth: its 401 problem, or None. FastAPI reads and parses a
+# request's body before any dependency runs, so a body that is not JSON would answer 422
+# before the auth dependency could answer 401; the 422 handler asks this first.
+AuthCheck = Callable[[Request], Awaitable[ProblemError | None]]
+
+
+def install(app: FastAPI, retry_after_s: int, auth_problem: AuthCheck | None = None) -> None:
     """Register the handlers that turn exceptions into problem documents."""
 
     @app.exception_handler(ProblemError)
@@ -191,6 +198,10 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if auth_problem is not None and request.url.path.startswith("/v1/"):
+            refused = await auth_problem(request)
+            if refused is not None:
+                return problem_response(request, refused)
         errors = [
             FieldError(
                 _body_loc(tuple(e["loc"])),

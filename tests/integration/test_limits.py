@@ -91,6 +91,21 @@ def test_an_oversized_body_without_a_valid_key_answers_401(
         assert r.headers["www-authenticate"] == "Bearer"
 
 
+def test_a_body_that_is_not_json_answers_401_without_a_valid_key_and_422_with_one(
+    limited_api: str, engine: Engine
+) -> None:
+    """FastAPI parses the body before any dependency; the 401 still comes first."""
+    key = make_key(engine, new_tenant(), "jobs")
+    for headers, status in (({}, 401), (bearer("ifk_unknown"), 401), (bearer(key), 422)):
+        r = httpx.post(
+            f"{limited_api}/v1/jobs",
+            content=b'{"model": "fraud", "inputs": {',
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert_problem(r, status)
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
