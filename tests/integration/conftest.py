@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,63 @@ def start_worker(
         if worker.proc.poll() is None:
             worker.proc.send_signal(signal.SIGKILL)
             worker.proc.wait(timeout=10)
+
+
+@dataclass
+class SchedulerProcess:
+    """A real `python -m scheduler worker -B` process (Celery with embedded beat)."""
+
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Terminate it (killed after 30 s); print its log if it did not exit cleanly."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.returncode not in (0, -signal.SIGTERM):
+            print(self.log())
+
+
+def start_scheduler(
+    folder: Path,
+    name: str,
+    env: dict[str, str],
+    *,
+    concurrency: int = 2,
+    args: Sequence[str] = (),
+) -> SchedulerProcess:
+    """Start a scheduler on the test database, `env` over this environment.
+
+    Its log is `folder/<name>.log` and its beat schedule file `folder/<name>-beat-schedule`.
+    """
+    log_path = folder / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scheduler",
+                "worker",
+                "-B",
+                "--concurrency",
+                str(concurrency),
+                *args,
+                "--schedule-filename",
+                str(folder / f"{name}-beat-schedule"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return SchedulerProcess(log_path, proc)
 
 
 def serve_app(settings: Settings) -> Iterator[str]:

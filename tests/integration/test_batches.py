@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -34,12 +32,11 @@ from inferfleet.settings import Settings
 from inferfleet.tables import batches, jobs
 from inferfleet.topics import job_topic
 from tests.integration.conftest import (
-    ROOT,
-    TEST_DATABASE_URL,
     bearer,
     eventually,
     free_port,
     serve_app,
+    start_scheduler,
 )
 from tests.integration.receiver import Receiver
 
@@ -54,10 +51,7 @@ FINISHED = ("completed", "failed", "cancelled")
 def scheduler(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Iterator[Path]:
     """`python -m scheduler worker -B`: ingest, results writer and webhook dispatch."""
     folder = tmp_path_factory.mktemp("batch-scheduler")
-    log_path = folder / "scheduler.log"
     env = {
-        **os.environ,
-        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
         "INFERFLEET_REDIS_URL": "redis://127.0.0.1:6379/11",
         "INFERFLEET_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "INFERFLEET_WEBHOOK_ALLOWLIST": "127.0.0.1",
@@ -68,35 +62,11 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> I
         "INFERFLEET_BATCH_LEASE_S": "4",
         "INFERFLEET_BATCH_CHUNK_ROWS": "2000",
     }
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scheduler",
-                "worker",
-                "-B",
-                "--concurrency",
-                "2",
-                "--schedule-filename",
-                str(folder / "beat-schedule"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    running = start_scheduler(folder, "scheduler", env)
     try:
-        yield log_path
+        yield running.log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.returncode not in (0, -15):
-            print(log_path.read_text(errors="replace"))
+        running.stop()
 
 
 @pytest.fixture(scope="module")

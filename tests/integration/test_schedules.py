@@ -10,9 +10,6 @@ waiting for a wall-clock minute, and assert on the `batches` rows the firings in
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,11 +27,12 @@ from inferfleet.schedules import get_schedule, insert_firing, latest_run, make_c
 from inferfleet.settings import Settings
 from scheduler.firing import fire_due
 from tests.integration.conftest import (
-    ROOT,
     TEST_DATABASE_URL,
+    SchedulerProcess,
     bearer,
     eventually,
     make_key,
+    start_scheduler,
 )
 
 pytestmark = pytest.mark.integration
@@ -46,14 +44,8 @@ TICK_DONE = "Task inferfleet.fire_schedules["
 
 
 @dataclass
-class Scheduler:
+class Scheduler(SchedulerProcess):
     """One `python -m scheduler worker -B` process and its log."""
-
-    log_path: Path
-    proc: subprocess.Popen[bytes]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def ticks(self) -> int:
         """How many schedule ticks this process has finished."""
@@ -62,40 +54,27 @@ class Scheduler:
         return sum(TICK_DONE in line and "succeeded" in line for line in self.log().splitlines())
 
 
-def start_scheduler(folder: Path, name: str) -> Scheduler:
+def start_beat(folder: Path, name: str) -> Scheduler:
     env = {
-        **os.environ,
-        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
         "INFERFLEET_REDIS_URL": REDIS_URL,
         "INFERFLEET_SCHEDULE_TICK_S": str(TICK_S),
         # These processes are here for schedules; other tests' webhooks are not theirs.
         "INFERFLEET_DISPATCH_INTERVAL_S": "3600",
     }
-    log_path = folder / f"{name}.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scheduler",
-                "worker",
-                "-B",
-                "--concurrency",
-                "1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--hostname",
-                f"{name}@%h",
-                "--schedule-filename",
-                str(folder / f"{name}-beat-schedule"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return Scheduler(log_path, proc)
+    started = start_scheduler(
+        folder,
+        name,
+        env,
+        concurrency=1,
+        args=(
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            f"{name}@%h",
+        ),
+    )
+    return Scheduler(started.log_path, started.proc)
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +83,13 @@ def schedulers(
 ) -> Iterator[list[Scheduler]]:
     """Two scheduler processes with beat, both ticking; yields them once both have ticked."""
     folder = tmp_path_factory.mktemp("schedulers")
-    pair = [start_scheduler(folder, "beat-a"), start_scheduler(folder, "beat-b")]
+    pair = [start_beat(folder, "beat-a"), start_beat(folder, "beat-b")]
     try:
         eventually(lambda: all(s.ticks() > 0 for s in pair), "both schedulers to tick", 120)
         yield pair
     finally:
         for s in pair:
-            s.proc.terminate()
-        for s in pair:
-            try:
-                s.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                s.proc.kill()
-                s.proc.wait()
+            s.stop()
 
 
 def wait_ticks(pair: list[Scheduler], n: int) -> None:

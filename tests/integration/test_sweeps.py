@@ -10,10 +10,7 @@ check what is on Kafka and in Postgres, never how many rows one call handled.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -36,7 +33,12 @@ from inferfleet.tables import batches, idempotency_keys, jobs, webhook_attempts,
 from inferfleet.topics import Lane, job_topic
 from scheduler.sweep_tasks import Producer
 from scheduler.sweeps import delete_old_results, expire_overdue, reproduce_unproduced
-from tests.integration.conftest import ROOT, TEST_DATABASE_URL, eventually, free_port
+from tests.integration.conftest import (
+    SchedulerProcess,
+    eventually,
+    free_port,
+    start_scheduler,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -394,8 +396,7 @@ METRIC = re.compile(r'^(inferfleet_\w+)\{(\w+)="(\w+)"\} ([\d.e+]+)$', re.MULTIL
 
 
 @dataclass
-class Scheduler:
-    log_path: Path
+class Scheduler(SchedulerProcess):
     metrics_url: str
 
     def metrics(self) -> dict[tuple[str, str], float]:
@@ -406,11 +407,8 @@ class Scheduler:
 @pytest.fixture
 def scheduler(tmp_path: Path, engine: Engine, kafka: str) -> Iterator[Scheduler]:
     """`python -m scheduler worker -B` sweeping every half second, metrics on a port."""
-    log_path = tmp_path / "scheduler.log"
     port = free_port()
     env = {
-        **os.environ,
-        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
         "INFERFLEET_REDIS_URL": "redis://127.0.0.1:6379/13",
         "INFERFLEET_TOPIC_PARTITIONS": "4",
         "INFERFLEET_SWEEP_INTERVAL_S": "0.5",
@@ -422,36 +420,12 @@ def scheduler(tmp_path: Path, engine: Engine, kafka: str) -> Iterator[Scheduler]
         "INFERFLEET_SCHEDULE_TICK_S": "1000000000",
         "INFERFLEET_BATCH_POLL_S": "1000000000",
     }
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scheduler",
-                "worker",
-                "-B",
-                "--concurrency",
-                "2",
-                "--schedule-filename",
-                str(tmp_path / "beat-schedule"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    running = Scheduler(log_path, f"http://127.0.0.1:{port}/metrics")
+    started = start_scheduler(tmp_path, "scheduler", env)
+    running = Scheduler(started.log_path, started.proc, f"http://127.0.0.1:{port}/metrics")
     try:
         yield running
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.returncode not in (0, -15):
-            print(log_path.read_text(errors="replace"))
+        running.stop()
 
 
 def test_the_scheduler_process_recovers_a_job_never_produced_and_counts_it(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -26,12 +24,11 @@ from inferfleet import keys
 from inferfleet.ids import new_job_id
 from inferfleet.outbox import add_job_events
 from tests.integration.conftest import (
-    ROOT,
-    TEST_DATABASE_URL,
     bearer,
     eventually,
     free_port,
     serve_app,
+    start_scheduler,
 )
 from tests.integration.receiver import Receiver, Responder, always
 
@@ -49,10 +46,7 @@ INPUTS = {
 def dispatcher(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Path]:
     """The webhook dispatcher as a real Celery worker with embedded beat; yields its log."""
     folder = tmp_path_factory.mktemp("dispatcher")
-    log_path = folder / "dispatcher.log"
     env = {
-        **os.environ,
-        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
         "INFERFLEET_REDIS_URL": "redis://127.0.0.1:6379/5",
         "INFERFLEET_WEBHOOK_ALLOWLIST": "127.0.0.1",
         "INFERFLEET_DISPATCH_INTERVAL_S": "0.2",
@@ -60,35 +54,11 @@ def dispatcher(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iter
         "INFERFLEET_WEBHOOK_BACKOFF_MAX_S": "0.8",
         "INFERFLEET_WEBHOOK_TIMEOUT_S": "3",
     }
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scheduler",
-                "worker",
-                "-B",
-                "--concurrency",
-                "2",
-                "--schedule-filename",
-                str(folder / "beat-schedule"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    running = start_scheduler(folder, "dispatcher", env)
     try:
-        yield log_path
+        yield running.log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.returncode not in (0, -15):
-            print(log_path.read_text(errors="replace"))
+        running.stop()
 
 
 @pytest.fixture(scope="module")
