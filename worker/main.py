@@ -7,7 +7,6 @@ second pass write nothing twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -23,8 +22,6 @@ from kafka.errors import KafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from inferfleet import messages
-from inferfleet.broker import Record
 from inferfleet.db import make_engine
 from inferfleet.errors import ArtifactError, InferfleetError, NotFoundError
 from inferfleet.messages import JobMessage
@@ -32,11 +29,10 @@ from inferfleet.objectstore import make_s3_client
 from inferfleet.preprocessing import split_outputs
 from inferfleet.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
-from inferfleet.topics import dlq_topic, ensure_topics, job_topic, model_topics
+from inferfleet.topics import dlq_topic, ensure_topics, model_topics
 from worker import logs, persist
 from worker.batching import (
     Outcome,
-    Poison,
     chunks,
     decode_records,
     group_by_version,
@@ -48,11 +44,10 @@ from worker.health import Readiness, serve
 from worker.metrics import QueueProbe, WorkerMetrics
 from worker.models import ModelStore
 from worker.payloads import Payloads
+from worker.requeue import dead_letters, resend
 from worker.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
-
-ERROR_HEADER = "inferfleet-error"
 
 # Failures of a service the worker depends on; the same work is tried again later.
 TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, KafkaError, BotoCoreError, ClientError)
@@ -233,7 +228,7 @@ class Worker:
             self.engine, final, requeued=retry, retry_window_s=self.settings.webhook_retry_window_s
         )
         # Dead letters and retries are on Kafka before the offsets move past the batch.
-        consumer.send(_dead_letters(poison) + self._resend(records, runnable, final, retry))
+        consumer.send(dead_letters(poison) + resend(records, runnable, final, retry))
         consumer.commit()
 
         failed = sum(1 for o in final if o.error is not None)
@@ -268,42 +263,6 @@ class Worker:
             elapsed,
         )
         return summary
-
-    def _resend(
-        self,
-        records: Sequence[Any],
-        runnable: Sequence[JobMessage],
-        final: Sequence[Outcome],
-        retry: Sequence[str],
-    ) -> list[Record]:
-        """Retries back onto their topic; final failures copied to its DLQ with the error."""
-        # Job messages are keyed by job ID, so a record's key names its job.
-        topic_of = {r.key.decode(): r.topic for r in records if r.key}
-        by_id = {j.job_id: j for j in runnable}
-
-        def topic(job: JobMessage) -> str:
-            return topic_of.get(job.job_id) or job_topic(job.model)
-
-        out = [Record(topic(by_id[i]), i.encode(), messages.encode(by_id[i])) for i in retry]
-        for i in retry:
-            log.info("attempt failed; requeued to run again", extra=logs.job_fields(by_id[i]))
-        for o in final:
-            if o.error is not None:
-                job = by_id[o.job_id]
-                log.warning(
-                    "failed for good; dead-lettered: %s",
-                    o.error["message"],
-                    extra=logs.job_fields(job),
-                )
-                out.append(
-                    Record(
-                        dlq_topic(topic(job)),
-                        job.job_id.encode(),
-                        messages.encode(job),
-                        headers=((ERROR_HEADER, json.dumps(o.error).encode()),),
-                    )
-                )
-        return out
 
     def _run_group(self, name: str, version: int, jobs: list[JobMessage]) -> list[Outcome]:
         try:
@@ -354,19 +313,6 @@ def _log_expired(jobs: Sequence[JobMessage], expired: set[str]) -> None:
     for job in jobs:
         if job.job_id in expired:
             log.info("expired before it started", extra=logs.job_fields(job))
-
-
-def _dead_letters(poison: Sequence[Poison]) -> list[Record]:
-    """Undecodable records, copied to their topic's DLQ with why."""
-    return [
-        Record(
-            dlq_topic(p.topic),
-            p.key or b"",
-            p.value or b"",
-            headers=((ERROR_HEADER, p.error.encode()),),
-        )
-        for p in poison
-    ]
 
 
 def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:

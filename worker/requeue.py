@@ -1,0 +1,70 @@
+"""What a batch sends back to Kafka before its offsets are committed: jobs to try again
+(onto their own topic), and final failures and undecodable records copied to the
+topic's dead-letter topic with the reason in the `inferfleet-error` header."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from inferfleet import messages
+from inferfleet.broker import Record
+from inferfleet.messages import JobMessage
+from inferfleet.topics import dlq_topic, job_topic
+from worker import logs
+from worker.batching import Outcome, Poison
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "inferfleet-error"
+
+
+def resend(
+    records: Sequence[Any],
+    runnable: Sequence[JobMessage],
+    final: Sequence[Outcome],
+    retry: Sequence[str],
+) -> list[Record]:
+    """Retries back onto their topic; final failures copied to its DLQ with the error."""
+    # Job messages are keyed by job ID, so a record's key names its job.
+    topic_of = {r.key.decode(): r.topic for r in records if r.key}
+    by_id = {j.job_id: j for j in runnable}
+
+    def topic(job: JobMessage) -> str:
+        return topic_of.get(job.job_id) or job_topic(job.model)
+
+    out = [Record(topic(by_id[i]), i.encode(), messages.encode(by_id[i])) for i in retry]
+    for i in retry:
+        log.info("attempt failed; requeued to run again", extra=logs.job_fields(by_id[i]))
+    for o in final:
+        if o.error is not None:
+            job = by_id[o.job_id]
+            log.warning(
+                "failed for good; dead-lettered: %s",
+                o.error["message"],
+                extra=logs.job_fields(job),
+            )
+            out.append(
+                Record(
+                    dlq_topic(topic(job)),
+                    job.job_id.encode(),
+                    messages.encode(job),
+                    headers=((ERROR_HEADER, json.dumps(o.error).encode()),),
+                )
+            )
+    return out
+
+
+def dead_letters(poison: Sequence[Poison]) -> list[Record]:
+    """Undecodable records, copied to their topic's DLQ with why."""
+    return [
+        Record(
+            dlq_topic(p.topic),
+            p.key or b"",
+            p.value or b"",
+            headers=((ERROR_HEADER, p.error.encode()),),
+        )
+        for p in poison
+    ]
