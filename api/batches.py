@@ -18,13 +18,13 @@ from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
 from api.problems import ProblemError, problem_responses
 from api.uploads import tenant_uri
 from inferfleet import registry
+from inferfleet.batchschemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
 from inferfleet.batchview import get_batch, job_counts, list_batches, load_view, views
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.ids import new_batch_id
 from inferfleet.jobview import Presigner
 from inferfleet.objectstore import presigned_get
 from inferfleet.outbox import add_batch_event
-from inferfleet.schemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
 from inferfleet.tables import batches, jobs
 from inferfleet.webhooks import url_problem
 

@@ -16,6 +16,13 @@ from api.deps import RequestIdDep, ServicesDep, require_admin
 from api.problems import ProblemError, problem_responses
 from api.uploads import tenant_uri
 from inferfleet import registry
+from inferfleet.batchschemas import (
+    BatchWebhook,
+    ScheduleCreate,
+    ScheduleFired,
+    ScheduleList,
+    ScheduleView,
+)
 from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
 from inferfleet.schedules import (
     Schedule,
@@ -26,13 +33,6 @@ from inferfleet.schedules import (
     make_cron,
     next_runs,
     placeholder_problem,
-)
-from inferfleet.schemas import (
-    ScheduleCreate,
-    ScheduleFired,
-    ScheduleList,
-    ScheduleView,
-    ScheduleWebhook,
 )
 from inferfleet.tables import schedules, tenants
 from inferfleet.webhooks import url_problem
@@ -196,7 +196,7 @@ def _view(schedule: Schedule) -> ScheduleView:
         version=schedule.version,
         input_uri=schedule.input_uri,
         output_prefix=schedule.output_prefix,
-        webhook=ScheduleWebhook.model_validate(schedule.webhook) if schedule.webhook else None,
+        webhook=BatchWebhook.model_validate(schedule.webhook) if schedule.webhook else None,
         catch_up=schedule.catch_up,
         last_fired_for=schedule.last_fired_for,
         next_run_at=upcoming[0] if upcoming else None,

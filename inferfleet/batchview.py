@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text, true
 
+from inferfleet.batchschemas import BatchCounts, BatchView, InvalidLine
 from inferfleet.jobview import Presigner
-from inferfleet.schemas import BatchCounts, BatchView, InvalidLine, JobError
+from inferfleet.schemas import JobError
 from inferfleet.tables import batches
 
 COUNTS = text(
