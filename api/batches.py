@@ -9,10 +9,10 @@ after the answer (scheduler/batches.py); its results writer completes the batch
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import Connection, func, true
+from sqlalchemy import Connection, func
 
 from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
 from api.problems import ProblemError, problem_responses
@@ -23,8 +23,9 @@ from inferfleet.batchview import get_batch, job_counts, list_batches, load_view,
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.ids import new_batch_id
 from inferfleet.jobview import Presigner
-from inferfleet.objectstore import presigned_get
+from inferfleet.objectstore import presigner
 from inferfleet.outbox import add_batch_event
+from inferfleet.paging import owned_by
 from inferfleet.tables import batches, jobs
 from inferfleet.webhooks import url_problem
 
@@ -127,7 +128,11 @@ def cancel_batch(batch_id: str, services: ServicesDep, principal: PrincipalDep) 
     with services.engine.begin() as conn:
         ended = conn.execute(
             batches.update()
-            .where(batches.c.id == batch_id, _of(principal.reads), batches.c.status.in_(ACTIVE))
+            .where(
+                batches.c.id == batch_id,
+                owned_by(batches, principal.reads),
+                batches.c.status.in_(ACTIVE),
+            )
             .values(status="cancelled", completed_at=func.now(), lease_until=None)
             .returning(batches.c.id)
         ).one_or_none()
@@ -217,12 +222,6 @@ def _refuse(conn: Connection, tenant: str | None, batch_id: str, allowed: str) -
     )
 
 
-def _of(tenant: str | None) -> Any:
-    """The condition that a batch belongs to `tenant` (None: any tenant, for admin keys)."""
-    return true() if tenant is None else batches.c.tenant == tenant
-
-
 def _presigner(services: Services) -> Presigner:
     """Presigned GET URLs for the results files answers name."""
-    expiry = services.settings.presign_expiry_s
-    return lambda uri: presigned_get(services.s3, uri, expiry)
+    return presigner(services.s3, services.settings.presign_expiry_s)

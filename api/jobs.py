@@ -19,7 +19,7 @@ from api.submit import Item, submit
 from api.uploads import tenant_uri
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.jobview import Presigner, job_view
-from inferfleet.objectstore import presigned_get
+from inferfleet.objectstore import presigner
 from inferfleet.schemas import (
     BulkCreated,
     BulkSubmit,
@@ -230,5 +230,4 @@ async def read_job(
 
 def _presigner(services: Services) -> Presigner:
     """Presigned GET URLs for the `s3://` result URIs an answer returns."""
-    expiry = services.settings.presign_expiry_s
-    return lambda uri: presigned_get(services.s3, uri, expiry)
+    return presigner(services.s3, services.settings.presign_expiry_s)

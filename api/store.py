@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, true
+from sqlalchemy import Connection, Engine, func, select
 
 from inferfleet.outbox import add_job_events
+from inferfleet.paging import newest_first, owned_by
 from inferfleet.tables import jobs
 
 
@@ -34,14 +35,11 @@ def fail_unqueued(engine: Engine, ids: Sequence[str], message: str) -> None:
         )
 
 
-def _of(tenant: str | None) -> Any:
-    """The condition that a job belongs to `tenant` (None: any tenant, for admin keys)."""
-    return true() if tenant is None else jobs.c.tenant == tenant
-
-
 def get_job(conn: Connection, tenant: str | None, job_id: str) -> Any | None:
     """The job row if it exists and belongs to `tenant` (None: any), else None."""
-    return conn.execute(select(jobs).where(jobs.c.id == job_id, _of(tenant))).one_or_none()
+    return conn.execute(
+        select(jobs).where(jobs.c.id == job_id, owned_by(jobs, tenant))
+    ).one_or_none()
 
 
 def list_jobs(
@@ -54,24 +52,15 @@ def list_jobs(
     model: str | None = None,
     batch_id: str | None = None,
 ) -> tuple[list[Any], str | None]:
-    """A page of `tenant`'s jobs, newest first, and the cursor of the next page (or None).
-
-    Job IDs are time-ordered, so the cursor is the last ID of the page: the next page
-    starts below it, and jobs created meanwhile never shift what a client pages through.
-    """
-    query = select(jobs).where(_of(tenant)).order_by(jobs.c.id.desc())
-    if cursor is not None:
-        query = query.where(jobs.c.id < cursor)
+    """A page of `tenant`'s jobs, newest first, and the cursor of the next page (or None)."""
+    query = select(jobs).where(owned_by(jobs, tenant))
     if status is not None:
         query = query.where(jobs.c.status == status)
     if model is not None:
         query = query.where(jobs.c.model == model)
     if batch_id is not None:
         query = query.where(jobs.c.batch_id == batch_id)
-    rows = list(conn.execute(query.limit(limit + 1)))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return newest_first(conn, query, jobs, limit, cursor)
 
 
 def cancel_job(
@@ -85,7 +74,7 @@ def cancel_job(
     """
     row = conn.execute(
         jobs.update()
-        .where(jobs.c.id == job_id, _of(tenant), jobs.c.status == "queued")
+        .where(jobs.c.id == job_id, owned_by(jobs, tenant), jobs.c.status == "queued")
         .values(status="cancelled", completed_at=func.now())
         .returning(jobs)
     ).one_or_none()

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select, text, true
+from sqlalchemy import Connection, select, text
 
 from inferfleet.batchschemas import BatchCounts, BatchView, InvalidLine
 from inferfleet.jobview import Presigner
+from inferfleet.paging import newest_first, owned_by
 from inferfleet.schemas import JobError
 from inferfleet.tables import batches
 
@@ -79,14 +80,11 @@ def batch_view(row: Any, counts: Mapping[str, int], presign: Presigner | None = 
     )
 
 
-def _of(tenant: str | None) -> Any:
-    """The condition that a batch belongs to `tenant` (None: any tenant, for admin keys)."""
-    return true() if tenant is None else batches.c.tenant == tenant
-
-
 def get_batch(conn: Connection, tenant: str | None, batch_id: str) -> Any | None:
     """The batch row if it exists and belongs to `tenant` (None: any), else None."""
-    return conn.execute(select(batches).where(batches.c.id == batch_id, _of(tenant))).one_or_none()
+    return conn.execute(
+        select(batches).where(batches.c.id == batch_id, owned_by(batches, tenant))
+    ).one_or_none()
 
 
 def views(conn: Connection, rows: Sequence[Any], presign: Presigner | None) -> list[BatchView]:
@@ -114,15 +112,10 @@ def list_batches(
     model: str | None = None,
 ) -> tuple[list[Any], str | None]:
     """A page of `tenant`'s batches, newest first, and the cursor of the next page (or
-    None); batch IDs are time-ordered, so the cursor is the page's last ID."""
-    query = select(batches).where(_of(tenant)).order_by(batches.c.id.desc())
-    if cursor is not None:
-        query = query.where(batches.c.id < cursor)
+    None)."""
+    query = select(batches).where(owned_by(batches, tenant))
     if status is not None:
         query = query.where(batches.c.status == status)
     if model is not None:
         query = query.where(batches.c.model == model)
-    rows = list(conn.execute(query.limit(limit + 1)))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+    return newest_first(conn, query, batches, limit, cursor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -81,6 +82,12 @@ def presigned_get(s3: Any, uri: str, expiry_s: int) -> str:
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry_s
     )
     return url
+
+
+def presigner(s3: Any, expiry_s: int) -> Callable[[str], str]:
+    """`presigned_get` with its client and lifetime bound: what views take to fill in
+    their `…_url` fields."""
+    return lambda uri: presigned_get(s3, uri, expiry_s)
 
 
 def presigned_put(s3: Any, uri: str, expiry_s: int) -> str:

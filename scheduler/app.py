@@ -30,7 +30,7 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client, presigned_get
+from inferfleet.objectstore import make_s3_client, presigner
 from inferfleet.settings import Settings
 from scheduler.batches import register as register_batches
 from scheduler.dispatch import dispatch_once, make_http
@@ -50,9 +50,6 @@ class Connections:
     http: httpx.Client
     pool: ThreadPoolExecutor
     s3: Any
-
-    def presign(self, uri: str, expiry_s: int) -> str:
-        return presigned_get(self.s3, uri, expiry_s)
 
 
 def make_app(settings: Settings) -> Celery:
@@ -96,10 +93,7 @@ def make_app(settings: Settings) -> Celery:
     @app.task(name=DISPATCH_TASK)  # type: ignore[untyped-decorator]
     def dispatch_webhooks() -> int:
         c = connections()
-
-        def presign(uri: str) -> str:
-            return c.presign(uri, settings.presign_expiry_s)
-
+        presign = presigner(c.s3, settings.presign_expiry_s)
         return dispatch_once(c.engine, c.http, settings, presign=presign, pool=c.pool)
 
     @app.task(name=SCHEDULES_TASK)  # type: ignore[untyped-decorator]
