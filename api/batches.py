@@ -27,7 +27,7 @@ from inferfleet.objectstore import presigner
 from inferfleet.outbox import add_batch_event
 from inferfleet.paging import owned_by
 from inferfleet.tables import batches, jobs
-from inferfleet.webhooks import url_problem
+from inferfleet.webhooks import dns, url_problem
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -65,7 +65,7 @@ def create_batch(
     with services.engine.connect() as conn:
         version = registry.resolve(conn, body.model, body.version)
     if body.webhook is not None:
-        problem = url_problem(str(body.webhook.url), settings.webhook_allowlist)
+        problem = url_problem(str(body.webhook.url), settings.webhook_allowlist, dns(settings))
         if problem is not None:
             url = str(body.webhook.url)
             raise InvalidInputError([FieldError(("webhook", "url"), problem, "url_refused", url)])

@@ -35,7 +35,7 @@ from inferfleet.schedules import (
     placeholder_problem,
 )
 from inferfleet.tables import schedules, tenants
-from inferfleet.webhooks import url_problem
+from inferfleet.webhooks import dns, url_problem
 
 router = APIRouter(
     prefix="/v1/schedules",
@@ -72,7 +72,7 @@ def create_schedule(
         errors.append(FieldError(("output_prefix",), msg, "placeholder", body.output_prefix))
     if body.webhook is not None:
         url = str(body.webhook.url)
-        problem = url_problem(url, settings.webhook_allowlist)
+        problem = url_problem(url, settings.webhook_allowlist, dns(settings))
         if problem is not None:
             errors.append(FieldError(("webhook", "url"), problem, "url_refused", url))
     with services.engine.begin() as conn:

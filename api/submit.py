@@ -35,7 +35,7 @@ from inferfleet.produced import mark_produced
 from inferfleet.schemas import Webhook
 from inferfleet.topics import Lane, job_topic
 from inferfleet.validation import validate_instance, validator_for
-from inferfleet.webhooks import url_problem
+from inferfleet.webhooks import dns, url_problem
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ def submit(
         if item.inputs is not None:
             errors.extend(validate_instance(validator, item.inputs, item.loc))
     if webhook is not None:
-        problem = url_problem(str(webhook.url), services.settings.webhook_allowlist)
+        problem = url_problem(
+            str(webhook.url), services.settings.webhook_allowlist, dns(services.settings)
+        )
         if problem is not None:
             errors.append(FieldError(("webhook", "url"), problem, "url_refused", str(webhook.url)))
     if errors:

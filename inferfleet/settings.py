@@ -130,6 +130,18 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0)  # 0 = ONNX Runtime's choice
     registry_poll_s: float = Field(default=2.0, gt=0)
 
+    # Webhook targets and receivers (inferfleet/webhooktargets.py, scheduler/dispatch.py).
+    # The longest wait for a webhook host's addresses, at submit and at each attempt.
+    webhook_dns_timeout_s: float = Field(default=2.0, gt=0)
+    # An egress proxy (http://host:port, e.g. smokescreen) every delivery goes through;
+    # it then does the address checks. Unset: the dispatcher connects to checked
+    # addresses itself.
+    webhook_proxy: str | None = None
+    # Delivery threads per dispatcher process, and how many of them one tenant's
+    # attempts may hold at once (fewer, so other tenants always find a free one).
+    dispatch_threads: int = Field(default=64, ge=2)
+    webhook_tenant_inflight: int = Field(default=16, ge=1)
+
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, value: list[str]) -> list[str]:

@@ -4,25 +4,21 @@ Signatures are made by the `standardwebhooks` library: `v1,` + base64 HMAC-SHA25
 `{id}.{timestamp}.{body}`, keyed by the base64-decoded part of the tenant's `whsec_`
 secret. During a secret rotation every delivery carries both signatures.
 
-A webhook URL must be http(s), and its host must not be, or resolve to, a loopback,
-private, link-local (cloud metadata), multicast, reserved or unspecified address,
-unless the allowlist names the host or a block holding the address. A name that does
-not resolve is accepted here and checked again at delivery.
+A webhook URL must be http(s), and its host must not be, or resolve to, an address that
+is not globally routable (`inferfleet.webhooktargets` holds the rule), unless the
+allowlist names the host or a block holding the address. A name that does not resolve
+is accepted at submit; the dispatcher resolves and checks it again at every attempt.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
-Resolver = Callable[[str], list[str]]
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+from inferfleet.settings import Settings
+from inferfleet.webhooktargets import Refusal, Resolver, bounded_resolver, check_url
 
 
 def signed_headers(
@@ -39,57 +35,20 @@ def signed_headers(
     }
 
 
-def resolve(host: str) -> list[str]:
-    """Every address `host` resolves to (empty when it does not resolve)."""
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return []
-    return sorted({str(info[4][0]) for info in infos})
+def dns(settings: Settings) -> Resolver:
+    """The system resolver, waiting at most `INFERFLEET_WEBHOOK_DNS_TIMEOUT_S`."""
+    return bounded_resolver(settings.webhook_dns_timeout_s)
 
 
-def refused_kind(address: Address) -> str | None:
-    """Why an address may not be a webhook target, or None if it may."""
-    checks: list[tuple[str, Any]] = [
-        ("loopback", address.is_loopback),
-        ("unspecified", address.is_unspecified),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
-        # Python counts every block that is not globally reachable here, documentation
-        # and carrier-grade NAT ranges included.
-        ("private", address.is_private),
-    ]
-    return next((kind for kind, refused in checks if refused), None)
+def url_problem(url: str, allowlist: Sequence[str], resolver: Resolver | None = None) -> str | None:
+    """Why `url` may not receive webhooks, or None if it may (checked at submit).
 
-
-def url_problem(url: str, allowlist: Sequence[str], resolver: Resolver = resolve) -> str | None:
-    """Why `url` may not receive webhooks, or None if it may."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return f"webhook URLs must be http or https, not {parts.scheme or 'missing'!r}"
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
-        return "the webhook URL has no host"
-    if host in {entry.lower() for entry in allowlist}:
-        return None
-    blocks = [ipaddress.ip_network(e, strict=False) for e in allowlist if _is_network(e)]
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolver(host)]
-    for address in addresses:
-        if any(address in block for block in blocks):
-            continue
-        kind = refused_kind(address)
-        if kind is not None:
-            return f"{host} is a {kind} address ({address}); webhooks may not target it"
+    A name that does not resolve (or not within the resolver's wait) is accepted here:
+    the dispatcher resolves it again at each attempt and posts only to addresses it
+    checked then. Without `resolver`, the system's with the setting's default wait.
+    """
+    default_wait = Settings.model_fields["webhook_dns_timeout_s"].default
+    found = check_url(url, allowlist, resolver or bounded_resolver(default_wait))
+    if isinstance(found, Refusal) and not found.unresolved:
+        return found.reason
     return None
-
-
-def _is_network(entry: str) -> bool:
-    try:
-        ipaddress.ip_network(entry, strict=False)
-    except ValueError:
-        return False
-    return True

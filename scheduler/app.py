@@ -1,9 +1,16 @@
 """The Celery application: a worker on Redis runs the tasks, beat schedules them.
 
+Two queues keep deliveries apart from everything else: `webhooks` holds only the
+dispatcher's task, `celery` (the default) holds ingest, sweeps and schedule firing. A
+worker started without `-Q` consumes both (local runs, tests); deployments run one
+worker per queue, so ingest, sweeps and firing never wait behind deliveries.
+
 Tasks:
-- `inferfleet.dispatch_webhooks`, every `INFERFLEET_DISPATCH_INTERVAL_S`: one pass of
-  the webhook dispatcher over the outbox. Passes that pile up behind a slow one expire
-  instead of queueing; several workers share the outbox safely (`SKIP LOCKED`).
+- `inferfleet.dispatch_webhooks` (queue `webhooks`), every `INFERFLEET_DISPATCH_INTERVAL_S`:
+  claim due attempts for the process's free delivery threads and start them
+  (`scheduler.dispatch.Dispatcher`); it returns at once, the threads post and record.
+  Calls that pile up expire instead of queueing; several workers share the outbox
+  safely (`SKIP LOCKED`).
 - `inferfleet.fire_schedules`, every `INFERFLEET_SCHEDULE_TICK_S`: evaluate every
   schedule and insert the batch of each firing that is due (`scheduler.firing`); one
   batch per firing however many beat processes run.
@@ -21,25 +28,26 @@ Connections are made per process on first use, after Celery's prefork pool has f
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import httpx
 from celery import Celery
+from kombu.entity import Queue
 from sqlalchemy import Engine
 
 from inferfleet.db import make_engine
 from inferfleet.objectstore import make_s3_client, presigner
 from inferfleet.settings import Settings
 from scheduler.batches import register as register_batches
-from scheduler.dispatch import dispatch_once, make_http
+from scheduler.dispatch import Dispatcher
 from scheduler.firing import fire_due
 from scheduler.sweep_tasks import register as register_sweeps
 
 DISPATCH_TASK = "inferfleet.dispatch_webhooks"
 SCHEDULES_TASK = "inferfleet.fire_schedules"
-DELIVERY_THREADS = 16
+WEBHOOK_QUEUE = "webhooks"
+DEFAULT_QUEUE = "celery"
+QUEUES = (DEFAULT_QUEUE, WEBHOOK_QUEUE)
 
 
 @dataclass
@@ -47,9 +55,8 @@ class Connections:
     """What the tasks of one worker process share."""
 
     engine: Engine
-    http: httpx.Client
-    pool: ThreadPoolExecutor
     s3: Any
+    dispatcher: Dispatcher
 
 
 def make_app(settings: Settings) -> Celery:
@@ -61,6 +68,9 @@ def make_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        task_default_queue=DEFAULT_QUEUE,
+        task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        task_routes={DISPATCH_TASK: {"queue": WEBHOOK_QUEUE}},
         beat_schedule={
             "dispatch-webhooks": {
                 "task": DISPATCH_TASK,
@@ -80,21 +90,15 @@ def make_app(settings: Settings) -> Celery:
     def connections() -> Connections:
         with lock:
             if not made:
-                made.append(
-                    Connections(
-                        engine=make_engine(settings),
-                        http=make_http(settings),
-                        pool=ThreadPoolExecutor(DELIVERY_THREADS, "webhook"),
-                        s3=make_s3_client(settings),
-                    )
-                )
+                engine = make_engine(settings)
+                s3 = make_s3_client(settings)
+                presign = presigner(s3, settings.presign_expiry_s)
+                made.append(Connections(engine, s3, Dispatcher(engine, settings, presign)))
             return made[0]
 
     @app.task(name=DISPATCH_TASK)  # type: ignore[untyped-decorator]
     def dispatch_webhooks() -> int:
-        c = connections()
-        presign = presigner(c.s3, settings.presign_expiry_s)
-        return dispatch_once(c.engine, c.http, settings, presign=presign, pool=c.pool)
+        return connections().dispatcher.top_up()
 
     @app.task(name=SCHEDULES_TASK)  # type: ignore[untyped-decorator]
     def fire_schedules() -> dict[str, int]:

@@ -1,54 +1,88 @@
 """The webhook dispatcher: drain due attempts from the outbox, POST them, record each.
 
-One pass (`dispatch_once`) takes up to `dispatch_batch` due attempts with `FOR UPDATE
-SKIP LOCKED`, so any number of dispatchers share the work without taking the same row,
-and leases them (pushes `due_at` past the HTTP timeout) before it commits. It then posts
-them in parallel, outside any transaction, and records each result. A dispatcher that
-dies mid-pass leaves its leased rows to come due again: the receiver may then see an
-attempt twice, under the same `webhook-id`, which is what that header is for.
+A `Dispatcher` owns `dispatch_threads` delivery threads. `top_up()` claims only as many
+due attempts as it has free threads, with `FOR UPDATE SKIP LOCKED` (dispatchers never
+take the same row), and at most `webhook_tenant_inflight` of one tenant's attempts in
+flight at once, so a tenant whose receiver is slow holds at most that many threads and
+every other tenant still finds free ones. Each claimed attempt starts at once, so its
+lease (`lease_s`, the one rule for it) is one attempt's deadline plus a margin for
+rendering and recording: a lease never runs out under an attempt still waiting for a
+thread. A dispatcher that dies mid-attempt leaves its leased rows to come due again:
+the receiver may then see an attempt twice, under the same `webhook-id`, which is what
+that header is for.
 
-Each attempt is signed afresh (a new `webhook-timestamp`) with the tenant's secret, and
-during a rotation with the previous one too. The URL is checked again before each POST
-(DNS may have changed since submit), and redirects are never followed.
+Every attempt is rendered afresh (a new presigned `output_url`) and signed afresh (a new
+`webhook-timestamp`) with the tenant's secret, and during a rotation with the previous
+one too. The URL's host is resolved and checked at every attempt and the POST goes to
+the checked addresses only (`scheduler.sending`), or through `INFERFLEET_WEBHOOK_PROXY`;
+redirects are never followed. The deliveries list records only a status or a generic
+reason (`REFUSED`, `UNREACHABLE`, `TIMEOUT`); the detail goes to the log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import httpcore
 import httpx
 from sqlalchemy import Connection, Engine, select, text
 
 from inferfleet.batchview import load_view
+from inferfleet.errors import ConfigError
 from inferfleet.jobview import Presigner, job_view
 from inferfleet.settings import Settings
 from inferfleet.tables import jobs, tenants, webhook_events
-from inferfleet.webhooks import signed_headers, url_problem
+from inferfleet.webhooks import signed_headers
+from inferfleet.webhooktargets import Refusal, Resolver, bounded_resolver, check_url
+from scheduler import sending
 from scheduler.retries import AttemptResult, next_step, retry_after_s
 
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_S = 30.0
-MAX_ERROR_CHARS = 500
+# What the deliveries list says when there was no HTTP status: nothing more, so that a
+# tenant cannot map the fleet's network through it.
+REFUSED = "refused target"
+UNREACHABLE = "unreachable"
+TIMEOUT = "timeout"
 
+# Due attempts in due order, at most `cap` in flight per tenant counting the ones this
+# dispatcher already has (`busy`), and no more than `limit` in all.
 CLAIM_DUE = text(
     """
-    WITH due AS (
-        SELECT id FROM webhook_attempts
-         WHERE state = 'pending' AND due_at <= now()
-         ORDER BY due_at
+    WITH busy AS (
+        SELECT * FROM unnest(CAST(:busy_tenants AS text[]), CAST(:busy_counts AS int[]))
+            AS b(tenant, n)
+    ),
+    ranked AS (
+        SELECT a.id, a.due_at,
+               row_number() OVER (PARTITION BY e.tenant ORDER BY a.due_at, a.id)
+                   + coalesce(b.n, 0) AS slot
+          FROM webhook_attempts AS a
+          JOIN webhook_events AS e ON e.id = a.event_id
+          LEFT JOIN busy AS b ON b.tenant = e.tenant
+         WHERE a.state = 'pending' AND a.due_at <= now()
+    ),
+    due AS (
+        SELECT a.id FROM webhook_attempts AS a
+          JOIN ranked AS r ON r.id = a.id
+         WHERE r.slot <= :cap AND a.state = 'pending' AND a.due_at <= now()
+         ORDER BY r.due_at
          LIMIT :limit
-           FOR UPDATE SKIP LOCKED
+           FOR UPDATE OF a SKIP LOCKED
     )
     UPDATE webhook_attempts AS a
        SET due_at = now() + make_interval(secs => :lease)
       FROM due, webhook_events AS e
      WHERE a.id = due.id AND e.id = a.event_id
-    RETURNING a.id, a.attempt, a.event_id, e.tenant, e.job_id, e.type, e.url, e.body,
+    RETURNING a.id, a.attempt, a.event_id, e.tenant, e.job_id, e.type, e.url,
               e.created_at, e.retry_until
     """
 )
@@ -72,6 +106,13 @@ NEXT_ATTEMPT = text(
 EVENT_STATE = text("UPDATE webhook_events SET state = :state WHERE id = :id")
 
 
+def lease_s(settings: Settings) -> float:
+    """How long a claimed attempt stays this dispatcher's. Attempts are claimed only
+    for free threads and start at once, so one attempt's whole deadline plus a margin
+    (render, sign, record) always covers it."""
+    return settings.webhook_timeout_s + LEASE_MARGIN_S
+
+
 @dataclass(frozen=True)
 class Due:
     """One attempt to make now, with what its event says."""
@@ -83,15 +124,24 @@ class Due:
     job_id: str | None
     type: str
     url: str
-    body: str | None
     created_at: datetime
     retry_until: datetime
 
 
-def claim_due(engine: Engine, limit: int, lease_s: float) -> list[Due]:
-    """Take up to `limit` due attempts for this dispatcher, leased for `lease_s`."""
+def claim_due(
+    engine: Engine, limit: int, lease: float, cap: int, busy: dict[str, int]
+) -> list[Due]:
+    """Take up to `limit` due attempts, leased for `lease` seconds, leaving out any that
+    would put a tenant over `cap` attempts in flight (`busy`: those already are)."""
+    params = {
+        "limit": limit,
+        "lease": lease,
+        "cap": cap,
+        "busy_tenants": list(busy),
+        "busy_counts": list(busy.values()),
+    }
     with engine.begin() as conn:
-        rows = conn.execute(CLAIM_DUE, {"limit": limit, "lease": lease_s})
+        rows = conn.execute(CLAIM_DUE, params)
         return [
             Due(
                 attempt_id=r.id,
@@ -101,7 +151,6 @@ def claim_due(engine: Engine, limit: int, lease_s: float) -> list[Due]:
                 job_id=r.job_id,
                 type=r.type,
                 url=r.url,
-                body=r.body,
                 created_at=r.created_at,
                 retry_until=r.retry_until,
             )
@@ -110,9 +159,8 @@ def claim_due(engine: Engine, limit: int, lease_s: float) -> list[Due]:
 
 
 def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
-    """The event's JSON body: rendered once, at its first attempt, then reused as is."""
-    if due.body is not None:
-        return due.body
+    """The event's JSON body as of now: the job (or batch) as the API returns it, with
+    a presigned `output_url` made for this attempt."""
     if due.job_id is not None:
         job = conn.execute(select(jobs).where(jobs.c.id == due.job_id)).one()
         data = job_view(job, presign).model_dump(mode="json")
@@ -123,7 +171,7 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
         view = load_view(conn, None, batch_id, presign)
         assert view is not None, f"event {due.event_id} names batch {batch_id}, which is gone"
         data = view.model_dump(mode="json")
-    body = json.dumps(
+    return json.dumps(
         {
             "type": due.type,
             "timestamp": due.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
@@ -131,11 +179,6 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
         },
         separators=(",", ":"),
     )
-    conn.execute(
-        text("UPDATE webhook_events SET body = :body WHERE id = :id AND body IS NULL"),
-        {"body": body, "id": due.event_id},
-    )
-    return body
 
 
 def signing_secrets(conn: Connection, tenant: str) -> list[str]:
@@ -151,29 +194,68 @@ def signing_secrets(conn: Connection, tenant: str) -> list[str]:
     return found
 
 
-def post(
-    http: httpx.Client, url: str, headers: dict[str, str], body: str, allowlist: list[str]
-) -> AttemptResult:
-    """POST one attempt; refused URLs, timeouts and connection errors are results too."""
-    problem = url_problem(url, allowlist)
-    if problem is not None:
-        return AttemptResult(status=None, error=problem)
-    try:
-        response = http.post(url, content=body.encode(), headers=headers)
-    except httpx.TimeoutException:
-        return AttemptResult(status=None, error="no answer before the timeout")
-    except httpx.HTTPError as e:
-        return AttemptResult(status=None, error=f"{type(e).__name__}: {e}"[:MAX_ERROR_CHARS])
-    error = None
-    if not 200 <= response.status_code < 300:
-        error = f"the receiver answered {response.status_code}"
-        if 300 <= response.status_code < 400:
-            error += " (redirects are not followed)"
-    return AttemptResult(
-        status=response.status_code,
-        error=error,
-        retry_after_s=retry_after_s(response.headers.get("retry-after"), datetime.now(UTC)),
-    )
+@dataclass(frozen=True)
+class Sender:
+    """How attempts reach receivers: the address rule, the resolver, the TLS context,
+    the deadline of one attempt, and the egress proxy if the operator named one."""
+
+    allowlist: list[str]
+    resolver: Resolver
+    ssl_context: ssl.SSLContext
+    deadline_s: float
+    proxy: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, resolver: Resolver | None = None) -> Sender:
+        return cls(
+            allowlist=settings.webhook_allowlist,
+            resolver=resolver or bounded_resolver(settings.webhook_dns_timeout_s),
+            ssl_context=httpx.create_ssl_context(),
+            deadline_s=settings.webhook_timeout_s,
+            proxy=settings.webhook_proxy,
+        )
+
+    def post(self, url: str, headers: dict[str, str], body: str) -> AttemptResult:
+        """POST one attempt; refused targets, timeouts and connection errors are results
+        too, recorded by a generic reason only (the detail is logged)."""
+        host: str | None = None
+        addresses: tuple[str, ...] = ()
+        if self.proxy is None:  # with a proxy, the proxy resolves and checks
+            target = check_url(url, self.allowlist, self.resolver)
+            if isinstance(target, Refusal):
+                log.warning("webhook to %s not sent: %s", url, target.reason)
+                return AttemptResult(None, UNREACHABLE if target.unresolved else REFUSED)
+            host, addresses = target.host, target.addresses
+        try:
+            answer = sending.post(
+                url,
+                headers,
+                body.encode(),
+                deadline_s=self.deadline_s,
+                ssl_context=self.ssl_context,
+                host=host,
+                addresses=addresses,
+                proxy=self.proxy,
+            )
+        except httpcore.TimeoutException as e:
+            log.warning("webhook to %s timed out: %r", url, e)
+            return AttemptResult(None, TIMEOUT)
+        except (httpcore.ProxyError, httpcore.UnsupportedProtocol) as e:
+            log.warning("webhook to %s refused: %r", url, e)
+            return AttemptResult(None, REFUSED)
+        except (httpcore.NetworkError, httpcore.ProtocolError, ssl.SSLError, OSError) as e:
+            log.warning("webhook to %s got no answer: %r", url, e)
+            return AttemptResult(None, UNREACHABLE)
+        error = None
+        if not 200 <= answer.status < 300:
+            error = f"the receiver answered {answer.status}"
+            if 300 <= answer.status < 400:
+                error += " (redirects are not followed)"
+        return AttemptResult(
+            status=answer.status,
+            error=error,
+            retry_after_s=retry_after_s(answer.retry_after, datetime.now(UTC)),
+        )
 
 
 def record(engine: Engine, due: Due, result: AttemptResult, settings: Settings) -> str:
@@ -207,11 +289,7 @@ def record(engine: Engine, due: Due, result: AttemptResult, settings: Settings) 
 
 
 def deliver(
-    engine: Engine,
-    http: httpx.Client,
-    due: Due,
-    settings: Settings,
-    presign: Presigner | None,
+    engine: Engine, sender: Sender, due: Due, settings: Settings, presign: Presigner | None
 ) -> str:
     """Make one attempt and record it."""
     with engine.begin() as conn:
@@ -220,7 +298,7 @@ def deliver(
     if secrets:
         timestamp = int(datetime.now(UTC).timestamp())
         headers = signed_headers(secrets, due.event_id, timestamp, body)
-        result = post(http, due.url, headers, body, settings.webhook_allowlist)
+        result = sender.post(due.url, headers, body)
     else:  # never sent unsigned; tried again later like any failed attempt
         result = AttemptResult(None, f"tenant {due.tenant!r} has no webhook secret")
     step = record(engine, due, result, settings)
@@ -236,42 +314,73 @@ def deliver(
     return step
 
 
-def dispatch_once(
-    engine: Engine,
-    http: httpx.Client,
-    settings: Settings,
-    presign: Presigner | None = None,
-    pool: ThreadPoolExecutor | None = None,
-) -> int:
-    """One pass over the due attempts; returns how many were made."""
-    lease = settings.webhook_timeout_s + LEASE_MARGIN_S
-    due = claim_due(engine, settings.dispatch_batch, lease)
-    if not due:
-        return 0
+class Dispatcher:
+    """The delivery threads of one process and the attempts they have in flight."""
 
-    def run(d: Due) -> str:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        presign: Presigner | None = None,
+        sender: Sender | None = None,
+    ) -> None:
+        if settings.webhook_tenant_inflight >= settings.dispatch_threads:
+            raise ConfigError(
+                f"INFERFLEET_WEBHOOK_TENANT_INFLIGHT ({settings.webhook_tenant_inflight}) must "
+                f"be below INFERFLEET_DISPATCH_THREADS ({settings.dispatch_threads}), or one "
+                "tenant's slow receiver could hold every delivery thread"
+            )
+        self._engine = engine
+        self._settings = settings
+        self._presign = presign
+        self._sender = sender or Sender.from_settings(settings)
+        self._pool = ThreadPoolExecutor(settings.dispatch_threads, "webhook")
+        self._busy: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._claiming = threading.Lock()
+
+    def in_flight(self) -> dict[str, int]:
+        """Attempts being made now, per tenant."""
+        with self._lock:
+            return {tenant: n for tenant, n in self._busy.items() if n > 0}
+
+    def top_up(self) -> int:
+        """Claim due attempts for the free threads and start them; returns how many.
+        A claim already running elsewhere in this process makes this one return 0."""
+        if not self._claiming.acquire(blocking=False):
+            return 0
+        try:
+            busy = self.in_flight()
+            free = self._settings.dispatch_threads - sum(busy.values())
+            limit = min(free, self._settings.dispatch_batch)
+            if limit <= 0:
+                return 0
+            cap = self._settings.webhook_tenant_inflight
+            due = claim_due(self._engine, limit, lease_s(self._settings), cap, busy)
+            with self._lock:
+                self._busy.update(d.tenant for d in due)
+            for d in due:
+                self._pool.submit(self._run, d, more=len(due) == limit)
+            return len(due)
+        finally:
+            self._claiming.release()
+
+    def _run(self, due: Due, more: bool) -> None:
         # One attempt that cannot even be made (its job row gone, the database failing
         # mid-way) must not stop the others: its lease runs out and it is tried again.
         try:
-            return deliver(engine, http, d, settings, presign)
+            deliver(self._engine, self._sender, due, self._settings, self._presign)
         except Exception:
-            log.exception("webhook %s attempt %d could not be made", d.event_id, d.attempt)
-            return "error"
+            log.exception("webhook %s attempt %d could not be made", due.event_id, due.attempt)
+        finally:
+            with self._lock:
+                self._busy[due.tenant] -= 1
+        if more:  # the last claim filled every free thread: more may be waiting now
+            try:
+                self.top_up()
+            except Exception:
+                log.exception("claiming more webhook attempts failed")
 
-    if pool is None:
-        for d in due:
-            run(d)
-    else:
-        list(pool.map(run, due))
-    return len(due)
-
-
-def make_http(settings: Settings) -> httpx.Client:
-    """The dispatcher's HTTP client: the delivery timeout, no redirects, no proxies from
-    the environment (a webhook goes straight to its URL)."""
-    return httpx.Client(
-        timeout=settings.webhook_timeout_s,
-        follow_redirects=False,
-        trust_env=False,
-        headers={"user-agent": "inferfleet-webhooks/1"},
-    )
+    def drain(self) -> None:
+        """Wait for the attempts in flight to end; the threads stop (tests, shutdown)."""
+        self._pool.shutdown(wait=True)
