@@ -70,9 +70,9 @@ def refused_kind(address: Address) -> str | None:
         ("unspecified", address.is_unspecified),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
     ]
     named += [(kind, address in block) for kind, block in REFUSED_BLOCKS]
+    named.append(("reserved", address.is_reserved))
     # Everything else Python knows not to be globally reachable: RFC 1918, ULA,
     # documentation ranges, Teredo, and so on.
     named.append(("private", not address.is_global))

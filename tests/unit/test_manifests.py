@@ -516,6 +516,24 @@ def test_one_beat_dispatchers_and_a_migration_job(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_celery_queue_has_workers_of_its_own(overlay: str) -> None:
+    """Deliveries never share a worker with ingest, sweeps or schedule firing."""
+    from scheduler.app import QUEUES
+
+    consumed: dict[str, list[str]] = {}
+    for obj in by_kind(overlay, "Deployment"):
+        c = container(obj)
+        if c["command"] != ["python", "-m", "scheduler", "worker"]:
+            continue
+        args = c.get("args", [])
+        assert "-Q" in args, f"{obj['metadata']['name']} consumes every queue"
+        for queue in args[args.index("-Q") + 1].split(","):
+            consumed.setdefault(queue, []).append(obj["metadata"]["name"])
+    assert sorted(consumed) == sorted(QUEUES)
+    assert all(len(names) == 1 for names in consumed.values()), consumed
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_api_is_served_scaled_and_budgeted(overlay: str) -> None:
     api = named(overlay, "Deployment", "inferfleet-api")
     labels = api["spec"]["template"]["metadata"]["labels"]
