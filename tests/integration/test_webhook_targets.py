@@ -11,6 +11,7 @@ refused before any connection, so nothing leaves the machine.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.integration.test_webhooks import INPUTS, Tenant, delivered
 pytestmark = pytest.mark.integration
 
 REAL_GETADDRINFO = socket.getaddrinfo
+REAL_CONNECT = socket.socket.connect
 
 
 class FakeDNS:
@@ -54,10 +56,23 @@ class FakeDNS:
 
 
 @pytest.fixture
-def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
+def dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDNS]:
+    """The fake resolver, and a guard that makes any connection of this process to an
+    address outside 127.0.0.0/8 fail (and the test with it), whatever the code does."""
     fake = FakeDNS()
+    outside: list[Any] = []
+
+    def loopback_only(sock: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not ipaddress.ip_address(host).is_loopback:
+            outside.append(address)
+            raise ConnectionRefusedError(f"test guard: {address} is outside 127.0.0.0/8")
+        REAL_CONNECT(sock, address)
+
     monkeypatch.setattr(socket, "getaddrinfo", fake.getaddrinfo)
-    return fake
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    yield fake
+    assert outside == [], f"connections were tried outside 127.0.0.0/8: {outside}"
 
 
 @pytest.fixture(scope="module")
