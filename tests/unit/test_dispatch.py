@@ -1,13 +1,18 @@
-"""The dispatcher's rules that need no services: the lease, and the per-tenant cap."""
+"""The dispatcher's rules that need no services: the lease, the per-tenant cap, and
+what an attempt records when there is no HTTP status."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
+
+import httpx
 import pytest
 from sqlalchemy import create_engine
 
 from inferfleet.errors import ConfigError
 from inferfleet.settings import Settings
-from scheduler.dispatch import Dispatcher, lease_s
+from scheduler.dispatch import REFUSED, UNREACHABLE, Dispatcher, Sender, lease_s
 
 
 @pytest.mark.parametrize("timeout_s", [0.5, 10.0, 30.0])
@@ -26,3 +31,34 @@ def test_a_tenant_cap_that_could_take_every_thread_stops_the_dispatcher(
 
     with pytest.raises(ConfigError, match="INFERFLEET_WEBHOOK_TENANT_INFLIGHT"):
         Dispatcher(engine, settings)
+
+
+def sender(proxy: str | None, resolver: Callable[[str], list[str]]) -> Sender:
+    return Sender([], resolver, httpx.create_ssl_context(), deadline_s=2, proxy=proxy)
+
+
+def test_a_refused_target_is_recorded_by_a_generic_reason_without_a_connection() -> None:
+    """127.0.0.2 is loopback and not allowlisted: refused before any connection (and
+    were the rule broken, the connection would stay on this machine)."""
+    result = sender(None, lambda host: ["127.0.0.2"]).post("http://hooks.test:9/x", {}, "{}")
+
+    assert (result.status, result.error) == (None, REFUSED)
+
+
+def test_a_name_without_addresses_at_delivery_is_unreachable() -> None:
+    result = sender(None, lambda host: []).post("http://gone.test:9/x", {}, "{}")
+
+    assert (result.status, result.error) == (None, UNREACHABLE)
+
+
+def test_with_a_proxy_the_dispatcher_resolves_nothing_itself() -> None:
+    def no_lookups(host: str) -> list[str]:
+        raise AssertionError(f"{host} was resolved although a proxy is set")
+
+    with socket.socket() as s:  # a port nothing listens on: the proxy is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    result = sender(f"http://127.0.0.1:{port}", no_lookups).post("http://hooks.test/x", {}, "{}")
+
+    assert (result.status, result.error) == (None, UNREACHABLE)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpcore
 import httpx
@@ -165,3 +169,131 @@ def test_the_pinned_backend_connects_no_other_host() -> None:
     )
     with pytest.raises(httpcore.ConnectError):
         backend.connect_tcp("other.test", 80)
+
+
+def test_with_a_proxy_the_request_goes_to_the_proxy_for_the_proxy_to_check(serve) -> None:  # type: ignore[no-untyped-def]
+    """The dispatcher neither resolves nor pins: the proxy (smokescreen) gets the
+    absolute URL and decides."""
+    proxy = serve(ok)
+
+    answer = post(
+        "http://hooks.test:8080/x",
+        {},
+        b"{}",
+        deadline_s=5,
+        ssl_context=httpx.create_ssl_context(),
+        proxy=f"http://127.0.0.1:{proxy.port}",
+    )
+
+    assert answer.status == 200
+    (request,) = proxy.requests
+    assert request.startswith(b"POST http://hooks.test:8080/x HTTP/1.1\r\n")
+
+
+def make_tls(names: list[str]) -> tuple[bytes, bytes, bytes]:
+    """A CA certificate, and a server certificate for `names` signed by it, with its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            sans = x509.SubjectAlternativeName([x509.DNSName(n) for n in names])
+            builder = builder.add_extension(sans, critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = build("test ca", ca_key, "test ca", ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build(names[0], key, "test ca", ca_key, False)
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, ssl.SSLContext, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a certificate for hooks.test only; yields its
+    port, a client context trusting its CA, and the server names clients sent (SNI)."""
+    ca, cert, key = make_tls(["hooks.test"])
+    (tmp_path / "cert.pem").write_bytes(cert + key)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "cert.pem")
+    names: list[str] = []
+
+    def sni(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        names.append(str(name))
+
+    server_ctx.sni_callback = sni  # type: ignore[assignment]
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), server_ctx.wrap_socket(conn, server_side=True) as s:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += s.recv(4096)
+                ok(s)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client_ctx = ssl.create_default_context(cadata=ca.decode())
+    yield listener.getsockname()[1], client_ctx, names
+    stop.set()
+    listener.close()
+
+
+def test_tls_to_a_pinned_address_keeps_the_hosts_server_name_and_certificate_check(
+    tls_server: tuple[int, ssl.SSLContext, list[str]],
+) -> None:
+    port, ctx, names = tls_server
+
+    answer = post(
+        f"https://hooks.test:{port}/x",
+        {},
+        b"{}",
+        deadline_s=5,
+        ssl_context=ctx,
+        host="hooks.test",
+        addresses=["127.0.0.1"],
+    )
+
+    assert answer.status == 200
+    assert names == ["hooks.test"]
+
+
+def test_tls_to_a_pinned_address_still_refuses_a_certificate_for_another_name(
+    tls_server: tuple[int, ssl.SSLContext, list[str]],
+) -> None:
+    port, ctx, names = tls_server
+
+    with pytest.raises(httpcore.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        post(
+            f"https://other.test:{port}/x",
+            {},
+            b"{}",
+            deadline_s=5,
+            ssl_context=ctx,
+            host="other.test",
+            addresses=["127.0.0.1"],
+        )
+    assert names == ["other.test"]
