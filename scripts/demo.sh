@@ -41,7 +41,8 @@ trap cleanup EXIT
 pids+=($!)
 INFERFLEET_WORKER_HTTP_PORT=$worker_port "$venv/bin/inferfleet" worker > "$logs/demo-worker.log" 2>&1 &
 pids+=($!)
-# The webhook dispatcher: a Celery worker on Redis with beat embedded.
+# The scheduler: one Celery worker on Redis with beat embedded, consuming both queues
+# (`webhooks` for deliveries, `celery` for ingest, sweeps and schedules; keda/ splits them).
 "$venv/bin/inferfleet" scheduler worker -B --concurrency 2 \
     --schedule-filename .stack/demo-beat-schedule > "$logs/demo-scheduler.log" 2>&1 &
 pids+=($!)
