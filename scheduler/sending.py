@@ -158,6 +158,8 @@ def post(
     """POST `body` to `url` within `deadline_s` in all, connecting to `host`'s checked
     `addresses` (or through `proxy`). Raises httpcore's errors: a `TimeoutException`
     when the deadline passed, another `httpcore` error when no answer came."""
+    if proxy is None and (host is None or not addresses):
+        raise ValueError(f"posting to {url} without a proxy needs its checked addresses")
     deadline = Deadline(deadline_s)
     backend = PinnedBackend(deadline, None if proxy else host, addresses)
     pool: httpcore.ConnectionPool | httpcore.HTTPProxy

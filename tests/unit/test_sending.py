@@ -28,6 +28,32 @@ from scheduler.sending import (
 Answerer = Callable[[socket.socket], None]
 
 
+def read_request(conn: socket.socket) -> bytes:
+    """A whole request (headers and `content-length` body): closing with unread bytes
+    would reset the connection before the client reads the answer."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(v)
+            for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+            if k.strip().lower() == b"content-length"
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 class RawServer:
     """Accepts connections on 127.0.0.1 and hands each, its request read, to `answer`."""
 
@@ -49,12 +75,9 @@ class RawServer:
 
     def handle(self, conn: socket.socket) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
+            data = read_request(conn)
+            if not data:
+                return
             self.requests.append(data)
             with contextlib.suppress(OSError):
                 self.answer(conn)
@@ -250,9 +273,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, ssl.SSLContext, list[str]]
             except OSError:
                 return
             with contextlib.suppress(OSError), server_ctx.wrap_socket(conn, server_side=True) as s:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += s.recv(4096)
+                read_request(s)
                 ok(s)
 
     threading.Thread(target=serve, daemon=True).start()
@@ -297,3 +318,10 @@ def test_tls_to_a_pinned_address_still_refuses_a_certificate_for_another_name(
             addresses=["127.0.0.1"],
         )
     assert names == ["other.test"]
+
+
+def test_without_a_proxy_a_post_needs_checked_addresses() -> None:
+    with pytest.raises(ValueError, match="checked addresses"):
+        post(
+            "http://hooks.test/x", {}, b"{}", deadline_s=1, ssl_context=ssl.create_default_context()
+        )
