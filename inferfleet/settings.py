@@ -131,7 +131,8 @@ class Settings(BaseSettings):
     registry_poll_s: float = Field(default=2.0, gt=0)
 
     # Webhook targets and receivers (inferfleet/webhooktargets.py, scheduler/dispatch.py).
-    # The longest wait for a webhook host's addresses, at submit and at each attempt.
+    # The longest wait for a webhook host's addresses at submit (then accepted: the
+    # dispatcher resolves again at each attempt, within the attempt's deadline).
     webhook_dns_timeout_s: float = Field(default=2.0, gt=0)
     # An egress proxy (http://host:port, e.g. smokescreen) every delivery goes through;
     # it then does the address checks. Unset: the dispatcher connects to checked

@@ -14,9 +14,11 @@ inside a network, the following are refused too:
   (::ffff:a.b.c.d), the well-known NAT64 prefix (64:ff9b::a.b.c.d) and 6to4
   (2002:AABB:CCDD::/48). Teredo (2001::/32) is refused whole (not global).
 
-A host is resolved once (`resolve_host`); the dispatcher then connects only to the
-addresses that were checked, so a name answering differently on a second look-up (DNS
-rebinding) never reaches the second answer. The allowlist (`INFERFLEET_WEBHOOK_ALLOWLIST`:
+`check_url` resolves a host once and checks every address; the dispatcher then connects
+only to the addresses that were checked, so a name answering differently on a second
+look-up (DNS rebinding) never reaches the second answer. At submit the look-up waits at
+most `INFERFLEET_WEBHOOK_DNS_TIMEOUT_S` (`bounded_resolver`), so a slow DNS server holds
+no request thread for long. The allowlist (`INFERFLEET_WEBHOOK_ALLOWLIST`:
 names, addresses, CIDR blocks) admits what the rule refuses.
 """
 
@@ -43,8 +45,8 @@ REFUSED_BLOCKS: tuple[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network],
     ("local-use NAT64", ipaddress.ip_network("64:ff9b:1::/48")),
 )
 NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
-# How many look-ups may wait on the system resolver at once, per process; more wait in
-# line, each within its own bounded wait.
+# How many submit-time look-ups may wait on the system resolver at once, per process;
+# more wait in line, each within its own bounded wait.
 RESOLVER_THREADS = 8
 
 

@@ -25,6 +25,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from inferfleet.jobview import Presigner, job_view
 from inferfleet.settings import Settings
 from inferfleet.tables import jobs, tenants, webhook_events
 from inferfleet.webhooks import signed_headers
-from inferfleet.webhooktargets import Refusal, Resolver, bounded_resolver, check_url
+from inferfleet.webhooktargets import Refusal, Resolver, check_url, system_resolve
 from scheduler import sending
 from scheduler.retries import AttemptResult, next_step, retry_after_s
 
@@ -209,7 +210,9 @@ class Sender:
     def from_settings(cls, settings: Settings, resolver: Resolver | None = None) -> Sender:
         return cls(
             allowlist=settings.webhook_allowlist,
-            resolver=resolver or bounded_resolver(settings.webhook_dns_timeout_s),
+            # The look-up runs on the attempt's own thread, so a slow DNS server holds
+            # only threads of the tenant that named it (at most its in-flight cap).
+            resolver=resolver or system_resolve,
             ssl_context=httpx.create_ssl_context(),
             deadline_s=settings.webhook_timeout_s,
             proxy=settings.webhook_proxy,
@@ -218,6 +221,7 @@ class Sender:
     def post(self, url: str, headers: dict[str, str], body: str) -> AttemptResult:
         """POST one attempt; refused targets, timeouts and connection errors are results
         too, recorded by a generic reason only (the detail is logged)."""
+        started = time.monotonic()
         host: str | None = None
         addresses: tuple[str, ...] = ()
         if self.proxy is None:  # with a proxy, the proxy resolves and checks
@@ -226,12 +230,16 @@ class Sender:
                 log.warning("webhook to %s not sent: %s", url, target.reason)
                 return AttemptResult(None, UNREACHABLE if target.unresolved else REFUSED)
             host, addresses = target.host, target.addresses
+        left = self.deadline_s - (time.monotonic() - started)  # the look-up counts too
+        if left <= 0:
+            log.warning("webhook to %s: resolving %s took the whole deadline", url, host)
+            return AttemptResult(None, TIMEOUT)
         try:
             answer = sending.post(
                 url,
                 headers,
                 body.encode(),
-                deadline_s=self.deadline_s,
+                deadline_s=left,
                 ssl_context=self.ssl_context,
                 host=host,
                 addresses=addresses,

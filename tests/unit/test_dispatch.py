@@ -4,6 +4,7 @@ what an attempt records when there is no HTTP status."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +13,7 @@ from sqlalchemy import create_engine
 
 from inferfleet.errors import ConfigError
 from inferfleet.settings import Settings
-from scheduler.dispatch import REFUSED, UNREACHABLE, Dispatcher, Sender, lease_s
+from scheduler.dispatch import REFUSED, TIMEOUT, UNREACHABLE, Dispatcher, Sender, lease_s
 
 
 @pytest.mark.parametrize("timeout_s", [0.5, 10.0, 30.0])
@@ -62,3 +63,17 @@ def test_with_a_proxy_the_dispatcher_resolves_nothing_itself() -> None:
     result = sender(f"http://127.0.0.1:{port}", no_lookups).post("http://hooks.test/x", {}, "{}")
 
     assert (result.status, result.error) == (None, UNREACHABLE)
+
+
+def test_a_look_up_that_takes_the_whole_deadline_ends_the_attempt_unsent() -> None:
+    """The look-up counts against the attempt's deadline; nothing is sent after it."""
+
+    def slow(host: str) -> list[str]:
+        time.sleep(0.5)
+        return ["127.0.0.1"]
+
+    quick = Sender(["127.0.0.1"], slow, httpx.create_ssl_context(), deadline_s=0.3)
+
+    result = quick.post("http://hooks.test:9/x", {}, "{}")  # port 9 would refuse
+
+    assert (result.status, result.error) == (None, TIMEOUT)
