@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +41,7 @@ class FakeDNS:
     def __init__(self) -> None:
         self.answers: dict[str, list[list[str]]] = {}
         self.calls: dict[str, int] = {}
+        self.delay_s: dict[str, float] = {}
 
     def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         name = host.decode() if isinstance(host, bytes) else str(host)
@@ -50,6 +52,7 @@ class FakeDNS:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         n = self.calls.get(name, 0)
         self.calls[name] = n + 1
+        time.sleep(self.delay_s.get(name, 0.0))
         found = lists[min(n, len(lists) - 1)]
         family = socket.AF_INET
         return [(family, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in found]
@@ -135,6 +138,22 @@ def test_a_cgnat_address_is_refused_at_submit(tenant: Tenant, publish_model) -> 
 
     assert r.status_code == 422, r.text
     assert "carrier-grade NAT" in r.text
+
+
+def test_a_slow_look_up_at_submit_is_given_up_after_its_wait(
+    dns: FakeDNS, tenant: Tenant, target_settings: Settings, publish_model
+) -> None:
+    """The answer (a refused address) comes after INFERFLEET_WEBHOOK_DNS_TIMEOUT_S: the
+    API has stopped waiting and accepted the URL, as it accepts a name that does not
+    resolve; the dispatcher judges it at each attempt."""
+    model = publish_model()
+    dns.answers["slow.test"] = [["127.0.0.2"]]
+    dns.delay_s["slow.test"] = target_settings.webhook_dns_timeout_s + 4
+
+    job_id = tenant.submit(model.name, {"url": "http://slow.test:8080/hooks"})
+
+    assert tenant.job(job_id)["status"] == "queued"
+    assert dns.calls["slow.test"] == 1
 
 
 def test_a_rebinding_name_reaches_only_the_address_that_was_checked(
