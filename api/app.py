@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue=queue,
             metrics=metrics,
             s3=make_s3_client(settings),
-            limiter=RateLimiter(redis_storage(settings.redis_url), rate),
+            limiter=RateLimiter(redis_storage(settings.redis_url), rate, metrics=metrics),
             admission=Admission(settings, backlog, metrics),
         )
         try:
