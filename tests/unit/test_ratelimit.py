@@ -6,6 +6,7 @@ import logging
 import re
 import warnings
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import pytest
@@ -28,6 +29,7 @@ from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import FALLBACK_S, RateLimiter, parse_rate, retry_after
 from inferfleet.errors import ConfigError
+from inferfleet.keys import KeyRecord, Scope
 from inferfleet.settings import load_settings
 
 with warnings.catch_warnings():
@@ -202,6 +204,14 @@ def fake_principal(authorization: Annotated[str | None, Header()] = None) -> Pri
     return Principal(tenant="t", scope="admin" if key == "admin" else "jobs", key_id=key)
 
 
+def fake_keys(key: str) -> KeyRecord | None:
+    """The same keys as `fake_principal`, as the app's key lookup sees them."""
+    if key not in ("jobs-a", "jobs-b", "admin"):
+        return None
+    scope: Scope = "admin" if key == "admin" else "jobs"
+    return KeyRecord(id=key, tenant="t", scope=scope, created_at=datetime.now(UTC), revoked_at=None)
+
+
 LIMIT = 100
 
 
@@ -214,6 +224,7 @@ def stub_services() -> Services:
         s3=None,
         limiter=RateLimiter(MemoryStorage(), parse("3/minute")),
         admission=cast(Any, None),
+        keys=fake_keys,
     )
 
 
