@@ -6,6 +6,9 @@ shape from the bytes (`inferfleet.jsondepth.shape`, no Python values built) and 
 
 - any body nesting arrays and objects more than `json_max_depth + PARSE_SLACK` deep
   (422, `loc` `[]`: the body itself);
+- any body holding more than `json_max_values` values (arrays, objects and the commas
+  between elements: parsing makes a Python object of about 70 bytes for each, however
+  short its text; 422, `loc` `[]`);
 - a `POST /v1/jobs/bulk` body whose `items` hold more than `max_bulk_items` elements
   (422, `loc` `["items"]`), counted from the commas between them.
 
@@ -33,6 +36,7 @@ def inspector(settings: Settings) -> Inspect:
     """The check `BodyLimitMiddleware` runs on a body's bytes before the route parses it."""
     max_depth = settings.json_max_depth + PARSE_SLACK
     max_items = settings.max_bulk_items
+    max_values = settings.json_max_values
 
     def inspect(path: str, body: bytes) -> list[FieldError] | None:
         found = shape(body)
@@ -45,6 +49,16 @@ def inspector(settings: Settings) -> Inspect:
                     f"not read past {max_depth} (inputs may nest {settings.json_max_depth})",
                     "too_deep",
                     found.depth,
+                )
+            )
+        if found.values > max_values:
+            errors.append(
+                FieldError(
+                    (),
+                    f"the body holds {found.values} JSON values (arrays, objects and the "
+                    f"commas between elements); at most {max_values} are parsed",
+                    "too_many_values",
+                    found.values,
                 )
             )
         # Commas between the elements of the top-level value's arrays and objects: the

@@ -10,6 +10,7 @@ answers, so the checks run in API.md's order.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -156,7 +157,8 @@ class BodyLimitMiddleware:
                 if slotted is None:
                     await self._refuse(scope, receive, send, BODY_BUSY)
                     return
-            chunks: list[bytes] = []
+            # BytesIO grows in place and hands its buffer over without a copy at the end.
+            chunks = io.BytesIO()
             received = 0
             while True:
                 message = await receive()
@@ -165,20 +167,20 @@ class BodyLimitMiddleware:
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > limit:
-                    chunks.clear()
+                    chunks.close()
                     await self._too_large(scope, receive, send, limit)
                     return
                 if not slotted:
                     slotted = await self._slot_for(received)
                     if slotted is None:
-                        chunks.clear()
+                        chunks.close()
                         await self._refuse(scope, receive, send, BODY_BUSY)
                         return
-                chunks.append(chunk)
+                chunks.write(chunk)
                 if not message.get("more_body", False):
                     break
-            body = b"".join(chunks)
-            chunks.clear()
+            body = chunks.getvalue()
+            chunks.close()
             if self.inspect is not None and body:
                 errors = await run_in_threadpool(self.inspect, scope["path"], body)
                 if errors:

@@ -159,8 +159,10 @@ class Settings(BaseSettings):
     large_body_bytes: int = Field(default=1024 * 1024, ge=1)
     large_body_slots: int = Field(default=2, ge=1)
     large_body_wait_s: float = Field(default=2.0, ge=0)
-    # Inline inputs may nest arrays and objects at most this deep (422 beyond).
+    # Inline inputs may nest arrays and objects at most this deep (422 beyond); a body
+    # holding more JSON values than `json_max_values` is refused before it is parsed.
     json_max_depth: int = Field(default=64, ge=1)
+    json_max_values: int = Field(default=2_000_000, ge=1)
     # A key the database did not know is refused without asking again for this long;
     # at most `unknown_key_cache_size` such keys are remembered (0 s = off).
     unknown_key_cache_s: float = Field(default=5.0, ge=0)

@@ -210,3 +210,26 @@ def test_large_bodies_beyond_the_slots_answer_503_and_are_read_once_one_frees(
     assert refused.headers["retry-after"].isdigit()
     assert "large bodies" in problem["detail"]
     assert answers[-1].status_code == 404  # read and handled: no such model
+
+
+@pytest.fixture
+def few_values_api(settings: Settings, engine: Engine, kafka: str, s3: Any) -> Iterator[str]:
+    """The API parsing bodies of at most 1,000 JSON values."""
+    yield from serve_built(create_app(settings.model_copy(update={"json_max_values": 1000})))
+
+
+def test_a_body_of_more_values_than_allowed_is_refused_before_it_is_parsed(
+    few_values_api: str, engine: Engine
+) -> None:
+    """One item of many empty objects: the item count does not bound it, the values do."""
+    key = make_key(engine, new_tenant(), "jobs")
+    one_item = {"model": "m", "items": [{"inputs": {"pad": [{}] * 2000}}]}
+    within = {"model": f"m-{uuid.uuid4().hex}", "items": [{"inputs": {"pad": [{}] * 100}}]}
+    with httpx.Client(base_url=few_values_api, headers=bearer(key), timeout=30) as client:
+        refused = client.post("/v1/jobs/bulk", json=one_item)
+        parsed = client.post("/v1/jobs/bulk", json=within)
+
+    problem = assert_problem(refused, 422)
+    assert [(e["loc"], e["type"]) for e in problem["errors"]] == [([], "too_many_values")]
+    assert problem["errors"][0]["input"] > 1000
+    assert parsed.status_code == 404  # parsed and handled: no such model

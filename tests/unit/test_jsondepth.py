@@ -47,16 +47,16 @@ def test_too_deep_walks_a_value_deeper_than_the_recursion_limit() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param("", Shape(0, 0), id="empty"),
-        pytest.param("1", Shape(0, 0), id="scalar"),
-        pytest.param("[]", Shape(1, 0), id="array"),
-        pytest.param('{"a": [1, 2], "b": {"c": 1, "d": 2}}', Shape(2, 2), id="second-level"),
-        pytest.param('{"a": "{[[,,", "b": ["]]", ","]}', Shape(2, 1), id="brackets-in-strings"),
-        pytest.param(r'{"a\"[": ["\\", [[]]]}', Shape(4, 1), id="escaped-quotes"),
-        pytest.param(r'["\\\"[", [1]]', Shape(2, 0), id="escaped-backslash-then-quote"),
+        pytest.param("", Shape(0, 0, 0), id="empty"),
+        pytest.param("1", Shape(0, 0, 0), id="scalar"),
+        pytest.param("[]", Shape(1, 0, 1), id="array"),
+        pytest.param('{"a": [1, 2], "b": {"c": 1, "d": 2}}', Shape(2, 2, 6), id="second-level"),
+        pytest.param('{"a": "{[[,,", "b": ["]]", ","]}', Shape(2, 1, 4), id="brackets-in-strings"),
+        pytest.param(r'{"a\"[": ["\\", [[]]]}', Shape(4, 1, 5), id="escaped-quotes"),
+        pytest.param(r'["\\\"[", [1]]', Shape(2, 0, 3), id="escaped-backslash-then-quote"),
         pytest.param(
             '{"model": "m", "items": [{}, {}, {}], "webhook": {"url": "u", "events": []}}',
-            Shape(3, 3),
+            Shape(3, 3, 12),
             id="bulk",
         ),
     ],
@@ -72,9 +72,15 @@ def parsed_shape(value: Any) -> Shape:
         children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
         return 0 if children is None else 1 + max(map(depth, children), default=0)
 
+    def values(v: Any) -> int:
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is None:
+            return 0
+        return 1 + max(len(v) - 1, 0) + sum(map(values, children))
+
     top = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
     commas = sum(len(v) - 1 for v in top if isinstance(v, dict | list) and v)
-    return Shape(depth(value), commas)
+    return Shape(depth(value), commas, values(value))
 
 
 def random_value(rng: random.Random, level: int = 0) -> Any:
@@ -105,4 +111,4 @@ def test_shape_agrees_with_the_parsed_value_across_chunk_boundaries(
 def test_shape_counts_a_flood_of_bulk_items_without_parsing() -> None:
     body = b'{"model": "m", "items": [' + b",".join([b"{}"] * 200_000) + b"]}"
 
-    assert shape(body) == Shape(3, 199_999)
+    assert shape(body) == Shape(3, 199_999, 200_002 + 200_000)
