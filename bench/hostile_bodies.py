@@ -1,6 +1,6 @@
 """The API's memory under hostile request bodies, sent by a few clients at once.
 
-    .venv/bin/python bench/hostile_bodies.py [--clients 3] [--body-mib 32]
+    .venv/bin/python bench/hostile_bodies.py [--clients 3] [--body-mib 32] [--only NAME]
 
 Needs the local stack and a migrated database (see bench/README.md); no model is
 published: the bodies name a model that does not exist, so nothing is queued, and
@@ -184,6 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument(
+        "--only", action="append", help="run only this scenario (repeatable), e.g. 'flood'"
+    )
+    parser.add_argument(
         "--body-mib",
         type=float,
         default=None,
@@ -209,6 +212,8 @@ def main() -> None:
             f"{'scenario':<16} {'before':>10} {'peak':>10} {'growth':>10} {'seconds':>8}  answers"
         )
         for name, body, headers in scenarios:
+            if args.only and name not in args.only:
+                continue
             r = measure(name, body, headers, args.clients)
             print(
                 f"{r.scenario:<16} {r.before_mib:>7.0f} MiB {r.peak_mib:>6.0f} MiB "
