@@ -5,6 +5,7 @@ never measures a model name the registry does not know.
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,10 +17,12 @@ import anyio.to_thread
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from api.admission import Admission
 from api.app import create_app
+from api.readiness import CHECK_TIMEOUT_S
 from inferfleet.settings import Settings
 from inferfleet.topics import job_topic
 from tests.integration.conftest import (
@@ -107,6 +110,42 @@ def test_readyz_answers_from_the_background_check_naming_what_failed(
         assert ready.json()["checks"]["postgres"] == "ok"
         assert ready.json()["checks"]["kafka"].startswith("unavailable")
     assert httpx.get(f"{api_without_kafka}/healthz").status_code == 200
+
+
+@pytest.fixture
+def api_with_silent_postgres(settings: Settings, kafka: str, s3: Any) -> Iterator[str]:
+    """The API whose database address accepts connections and never answers: a socket
+    this test listens on and never reads."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    url = f"postgresql+psycopg://inferfleet:inferfleet@127.0.0.1:{port}/inferfleet_test"
+    try:
+        yield from serve_built(
+            create_app(
+                settings.model_copy(
+                    update={"database_url": SecretStr(url), "readiness_interval_s": 0.2}
+                )
+            )
+        )
+    finally:
+        silent.close()  # the waiting connections are reset, and their threads end
+
+
+def test_readyz_answers_at_once_while_postgres_hangs(api_with_silent_postgres: str) -> None:
+    ready = httpx.get(f"{api_with_silent_postgres}/readyz", timeout=10)
+    health = httpx.get(f"{api_with_silent_postgres}/healthz", timeout=10)
+
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "not_ready",
+        "checks": {
+            "postgres": f"unavailable: no answer within {CHECK_TIMEOUT_S:g} s",
+            "kafka": "ok",
+        },
+    }
+    assert health.status_code == 200
 
 
 class CountingMeasure:
