@@ -60,7 +60,8 @@ class ApiMetrics:
         )
         self.requests_refused = Counter(
             "inferfleet_api_requests_refused_total",
-            "Requests refused after auth, before their route: too_large (413), rate_limited (429).",
+            "Requests refused after auth, before their route: too_large (413), rate_limited "
+            "(429), body_shape (422, unparsed), body_slots_busy (503).",
             ["reason"],
             registry=self.registry,
         )
