@@ -6,13 +6,13 @@ of the workers' group, `worker_group`: summed over the topic's partitions, the l
 offset minus the group's committed offset, or minus the earliest offset where the group
 has committed nothing.
 
-Where it runs: in the job routes, after the request body is validated (422) and an
-`Idempotency-Key` repeat is answered, before `submit()` resolves the version, checks the
-inputs against its schema and produces. API.md orders the rate limit (429) before
-validation (422); admission is a 429 about load, like the rate limit, and the topic
-depends only on the model's name, so it needs no resolution. A refused submission binds
-no `Idempotency-Key` and inserts nothing. A model that does not exist has no topic, so
-its lag is 0 and `submit()` answers 404.
+Where it runs: in `submit()`, once the request body is validated (422), an
+`Idempotency-Key` repeat is answered and the version is resolved (404 for a model that
+does not exist), before the inputs are checked against its schema and produced. Only
+names the registry knows are measured, so made-up model names cost one database
+look-up and never a Kafka request or a cache entry. API.md orders the rate limit (429)
+before validation (422); admission is a 429 about load, like the rate limit. A refused
+submission binds no `Idempotency-Key` and inserts nothing.
 
 Kafka is asked at most once per topic every `admission_check_s`; the routes that call
 `admit` run in the threadpool, off the event loop. If Kafka cannot be asked, jobs are
@@ -168,7 +168,10 @@ class Admission:
             return lag
 
     def admit(self, model: str) -> None:
-        """Return if `model` may take new jobs; ProblemError (429) while its backlog is too deep."""
+        """Return if `model` may take new jobs; ProblemError (429) while its backlog is too deep.
+
+        `model` must be a name the registry resolved: each name costs a cache entry.
+        """
         if self._max_lag == 0:
             return
         topic = job_topic(model, "interactive")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from api import (
@@ -21,13 +23,27 @@ from api import (
     uploads,
 )
 from api.admission import Admission, KafkaBacklog
-from api.deps import Services, admin_within_limits, caller_within_limits, get_principal
+from api.bodies import inspector
+from api.deps import (
+    Principal,
+    Services,
+    admin_within_limits,
+    caller_within_limits,
+    principal_for,
+)
 from api.metrics import ApiMetrics
-from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.middleware import (
+    AuthenticateMiddleware,
+    BodyLimitMiddleware,
+    BodySlots,
+    RequestIdMiddleware,
+)
 from api.openapi import documented_openapi
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter, parse_rate, redis_storage
+from api.readiness import Readiness
 from inferfleet.db import make_engine
+from inferfleet.keys import KeyLookup
 from inferfleet.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
 
@@ -63,12 +79,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue=queue,
             metrics=metrics,
             s3=make_s3_client(settings),
-            limiter=RateLimiter(redis_storage(settings.redis_url), rate),
+            limiter=RateLimiter(redis_storage(settings.redis_url), rate, metrics=metrics),
             admission=Admission(settings, backlog, metrics),
+            keys=KeyLookup(engine, settings.unknown_key_cache_s, settings.unknown_key_cache_size),
         )
+        readiness = Readiness(
+            {"postgres": lambda: health.postgres_check(engine), "kafka": queue.ready},
+            settings.readiness_interval_s,
+        )
+        app.state.readiness = readiness
+        await readiness.check()
+        checking = asyncio.create_task(readiness.run(), name="readiness")
         try:
             yield
         finally:
+            checking.cancel()
+            with suppress(asyncio.CancelledError):
+                await checking
+            readiness.close()
             backlog.close()
             queue.close()
             engine.dispose()
@@ -87,23 +115,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, dependencies=[Depends(caller_within_limits)])
     for router in (models.router, keys.router, tenants.router, schedules.router):
         app.include_router(router, dependencies=[Depends(admin_within_limits)])
-    problems.install(app, settings.retry_after_s, auth_problem)
+    problems.install(app, settings.retry_after_s)
 
     def limit_for(path: str) -> int:
         if path == "/v1/jobs/bulk":
             return settings.max_bulk_body_bytes
         return settings.max_body_bytes
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    slots = BodySlots(
+        settings.large_body_slots, settings.large_body_bytes, settings.large_body_wait_s
+    )
+    app.add_middleware(
+        BodyLimitMiddleware, limit_for=limit_for, slots=slots, inspect=inspector(settings)
+    )
+    app.add_middleware(AuthenticateMiddleware, authenticate=authenticate)
     app.add_middleware(RequestIdMiddleware)
     return app
 
 
-async def auth_problem(request: Request) -> problems.ProblemError | None:
-    """The 401 a request's credentials earn, or None when its key is valid."""
-    services = request.app.state.services
+async def authenticate(request: Request) -> Principal:
+    """The caller of a /v1 request, from its `Authorization` header alone (api.deps's rule);
+    ProblemError: 401, or 503 while the database does not answer."""
+    services: Services = request.app.state.services
     try:
-        await run_in_threadpool(get_principal, services, request.headers.get("authorization"))
-    except problems.ProblemError as refused:
-        return refused
-    return None
+        return await run_in_threadpool(
+            principal_for, services.keys, request.headers.get("authorization")
+        )
+    except OperationalError as e:
+        raise problems.database_unavailable(services.settings.retry_after_s) from e

@@ -1,8 +1,10 @@
 """What routes depend on, as `Annotated` dependencies.
 
 `create_app` puts one `Services` on `app.state`; routes ask for the pieces they need.
-`Principal` is who is calling, resolved from the `Authorization: Bearer <key>` header:
-no key or an unknown or revoked one is 401.
+`Principal` is who is calling, resolved from the `Authorization: Bearer <key>` header
+by `principal_for`: no key or an unknown or revoked one is 401. On `/v1` routes the
+`AuthenticateMiddleware` resolves it before any byte of the body is read and leaves it
+on `request.state`, where `get_principal` finds it.
 
 `create_app` includes every `/v1` router with `caller_within_limits` (or, for admin
 routers, `admin_within_limits`) as its first dependency, so the checks run in API.md's
@@ -12,6 +14,7 @@ order: auth (401/403), body size (413), rate limit (429). FastAPI validates the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -20,12 +23,16 @@ from sqlalchemy import Engine
 
 from api.admission import Admission
 from api.metrics import ApiMetrics
-from api.middleware import EXCEEDED
+from api.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
 from api.problems import ProblemError
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter
-from inferfleet import keys
+from inferfleet.errors import FieldError, InvalidInputError
+from inferfleet.keys import KeyRecord
 from inferfleet.settings import Settings
+
+# The live record of a key, or None: `inferfleet.keys.KeyLookup` in the app.
+KeyResolver = Callable[[str], KeyRecord | None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Services:
     s3: Any
     limiter: RateLimiter
     admission: Admission
+    keys: KeyResolver
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,11 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(
-    services: ServicesDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Principal:
+def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
+    """The caller named by an `Authorization` header; ProblemError (401) otherwise.
+
+    The one rule for keys: the middleware and the dependency below both use it.
+    """
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ProblemError(
@@ -76,8 +85,7 @@ def get_principal(
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    with services.engine.connect() as conn:
-        record = keys.authenticate(conn, key.strip())
+    record = resolve(key.strip())
     if record is None:
         raise ProblemError(
             401,
@@ -86,6 +94,17 @@ def get_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     return Principal(tenant=record.tenant, scope=record.scope, key_id=record.id)
+
+
+def get_principal(
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    resolved = getattr(request.state, PRINCIPAL, None)
+    if isinstance(resolved, Principal):
+        return resolved
+    return principal_for(services.keys, authorization)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -117,6 +136,21 @@ def _within_limits(request: Request, services: Services, principal: Principal) -
             f"this API key is over its rate limit ({services.limiter.rate}); try again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
+    refused: list[FieldError] | None = getattr(request.state, BODY_REFUSED, None)
+    if refused is not None:
+        services.metrics.requests_refused.labels(reason="body_shape").inc()
+        raise InvalidInputError(refused)
+    busy: float | None = getattr(request.state, BODY_BUSY, None)
+    if busy is not None:
+        services.metrics.requests_refused.labels(reason="body_slots_busy").inc()
+        retry = services.settings.retry_after_s
+        raise ProblemError(
+            503,
+            "Service Unavailable",
+            f"this server is reading as many large bodies as it may; none was free within "
+            f"{busy} s, so the body was not read and nothing was queued. Try again in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
     return principal
 
 
@@ -124,7 +158,8 @@ def caller_within_limits(
     request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> Principal:
     """The caller, once its body is within the size limit (413) and its key within the
-    rate limit (429); each request counts once against the rate."""
+    rate limit (429); each request counts once against the rate. Then a body the
+    middleware refused unparsed (its shape: 422) or did not read (no slot free: 503)."""
     return _within_limits(request, services, principal)
 
 

@@ -1,15 +1,22 @@
-"""Liveness, readiness and metrics: no key needed."""
+"""Liveness, readiness and metrics: no key needed.
+
+`/healthz` and `/readyz` are `async` and use no threadpool dependency, so they answer
+while every request thread is busy: `/healthz` at once, `/readyz` from the background
+check (`api.readiness`).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
+from api.readiness import Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -24,9 +31,14 @@ _READINESS = {
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """200 while the process lives."""
     return {"status": "ok"}
+
+
+async def get_readiness(request: Request) -> Readiness:
+    readiness: Readiness = request.app.state.readiness
+    return readiness
 
 
 @router.get(
@@ -39,25 +51,13 @@ def healthz() -> dict[str, str]:
         },
     },
 )
-async def readyz(services: ServicesDep) -> JSONResponse:
-    """200 only when Postgres and Kafka both answer; otherwise 503 naming what failed."""
-
-    def check_postgres() -> str:
-        try:
-            with services.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except SQLAlchemyError as e:
-            return f"unavailable: {type(e).__name__}"
-        return "ok"
-
-    checks = {
-        "postgres": await run_in_threadpool(check_postgres),
-        "kafka": await run_in_threadpool(services.queue.ready),
-    }
-    ready = all(v == "ok" for v in checks.values())
+async def readyz(readiness: Annotated[Readiness, Depends(get_readiness)]) -> JSONResponse:
+    """200 only when Postgres and Kafka both answered the last background check (at most
+    a few seconds ago); otherwise 503 naming what failed."""
+    report = readiness.report()
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
-        status_code=200 if ready else 503,
+        {"status": "ready" if report.ready else "not_ready", "checks": report.checks},
+        status_code=200 if report.ready else 503,
     )
 
 
@@ -65,3 +65,13 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 def metrics(services: ServicesDep) -> Response:
     """Prometheus text exposition of the API's registry."""
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def postgres_check(engine: Engine) -> str:
+    """`ok` when Postgres answers `SELECT 1`, else why not (blocking)."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        return f"unavailable: {type(e).__name__}"
+    return "ok"

@@ -75,7 +75,6 @@ def create_job(
         earlier = _bound_job(services, binding)
         if earlier is not None:
             return earlier
-    services.admission.admit(body.model)
     try:
         done = submit(
             services,
@@ -139,7 +138,6 @@ def create_jobs(
                 )
             ]
         )
-    services.admission.admit(body.model)
     done = submit(
         services,
         principal,

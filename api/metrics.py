@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
@@ -60,7 +60,8 @@ class ApiMetrics:
         )
         self.requests_refused = Counter(
             "inferfleet_api_requests_refused_total",
-            "Requests refused after auth, before their route: too_large (413), rate_limited (429).",
+            "Requests refused after auth, before their route: too_large (413), rate_limited "
+            "(429), body_shape (422, unparsed), body_slots_busy (503).",
             ["reason"],
             registry=self.registry,
         )
@@ -69,6 +70,16 @@ class ApiMetrics:
             "Time for Kafka to acknowledge one submission's messages.",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.rate_limit_fallback = Gauge(
+            "inferfleet_api_rate_limit_fallback",
+            "1 while rate limits are counted in this process because Redis does not answer.",
+            registry=self.registry,
+        )
+        self.rate_limit_fallbacks = Counter(
+            "inferfleet_api_rate_limit_fallbacks_total",
+            "Times Redis stopped answering and rate limits moved into this process.",
+            registry=self.registry,
         )
 
     def watch_outbox(self, engine: Engine) -> None:

@@ -1,16 +1,38 @@
-"""ASGI middleware: a request id on every request, and body size limits per route."""
+"""ASGI middleware: a request id on every request, the caller before its body, and what
+reading and parsing a body may cost.
+
+From the outside in: `RequestIdMiddleware`, `AuthenticateMiddleware` (401 from the
+headers alone), `BodyLimitMiddleware` (size, large-body slots, shape). The last one never
+answers itself: it marks `request.state` and the routes' first dependency (`api.deps`)
+answers, so the checks run in API.md's order.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import ProblemError, problem_response
+from inferfleet.errors import FieldError
+
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# The `request.state` attribute that holds the limit a refused body exceeded.
+# `request.state` attributes: the limit a refused body exceeded; the field errors of a
+# body refused for its shape before parsing; the seconds a large body waited for a slot
+# in vain; the caller `AuthenticateMiddleware` resolved.
 EXCEEDED = "body_limit_exceeded"
+BODY_REFUSED = "body_refused"
+BODY_BUSY = "body_slots_busy"
+PRINCIPAL = "principal"
+
+# What a body's path and bytes are refused for before parsing: field errors, or None.
+Inspect = Callable[[str, bytes], list[FieldError] | None]
 
 
 class RequestIdMiddleware:
@@ -39,6 +61,56 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class AuthenticateMiddleware:
+    """Resolves the caller of every `/v1` request from its headers before the body is read.
+
+    `authenticate(request)` returns the caller, which is left on `request.state` for the
+    routes, or raises ProblemError, which is answered at once: a request without a valid
+    key costs its headers only, however large a body it announces or sends.
+    """
+
+    def __init__(self, app: ASGIApp, authenticate: Callable[[Request], Awaitable[object]]) -> None:
+        self.app = app
+        self.authenticate = authenticate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})
+        request = Request(scope)
+        try:
+            scope["state"][PRINCIPAL] = await self.authenticate(request)
+        except ProblemError as refused:
+            await problem_response(request, refused)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodySlots:
+    """At most `count` large bodies read and handled at once in this process.
+
+    A body needs a slot once it passes `large_bytes` (by its Content-Length, or by the
+    bytes read so far); it waits up to `wait_s` for one.
+    """
+
+    def __init__(self, count: int, large_bytes: int, wait_s: float) -> None:
+        self.large_bytes = large_bytes
+        self.wait_s = wait_s
+        self._free = asyncio.Semaphore(count)
+
+    async def take(self) -> bool:
+        """Whether a slot was taken within `wait_s`; give it back with `give_back`."""
+        try:
+            await asyncio.wait_for(self._free.acquire(), self.wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def give_back(self) -> None:
+        self._free.release()
+
+
 class BodyLimitMiddleware:
     """Stops reading a body once it passes its path's limit; such a body never reaches the app.
 
@@ -49,11 +121,25 @@ class BodyLimitMiddleware:
     the routes' first dependency (`api.deps`) answers 413 once the key is checked, so the
     checks run in API.md's order (401/403 before 413). The rest of the body is discarded:
     by the server once the response is sent, or here if the app asks for more.
+
+    With `slots`, a large body is read only while it holds a slot, until the app has
+    answered; one that gets none in time is not read on (`body_slots_busy`, then 503).
+    With `inspect`, a body within the limit is looked at, in a thread, before the app
+    parses it; field errors it finds are left as `body_refused` (then 422) and the app
+    is handed an empty body, so the body is never parsed.
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[str], int],
+        slots: BodySlots | None = None,
+        inspect: Inspect | None = None,
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.slots = slots
+        self.inspect = inspect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -64,22 +150,61 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, receive, send, limit)
             return
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before sending its whole body
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > limit:
-                chunks.clear()
-                await self._too_large(scope, receive, send, limit)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        slotted: bool | None = False
+        try:
+            if declared is not None and declared.isdigit():
+                slotted = await self._slot_for(int(declared))
+                if slotted is None:
+                    await self._refuse(scope, receive, send, BODY_BUSY)
+                    return
+            # BytesIO grows in place and hands its buffer over without a copy at the end.
+            chunks = io.BytesIO()
+            received = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away before sending its whole body
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    chunks.close()
+                    await self._too_large(scope, receive, send, limit)
+                    return
+                if not slotted:
+                    slotted = await self._slot_for(received)
+                    if slotted is None:
+                        chunks.close()
+                        await self._refuse(scope, receive, send, BODY_BUSY)
+                        return
+                chunks.write(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = chunks.getvalue()
+            chunks.close()
+            if self.inspect is not None and body:
+                errors = await run_in_threadpool(self.inspect, scope["path"], body)
+                if errors:
+                    await self._refuse(scope, receive, send, BODY_REFUSED, errors)
+                    return
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            if slotted and self.slots is not None:
+                self.slots.give_back()
+
+    async def _slot_for(self, size: int) -> bool | None:
+        """True once a slot is taken for a body of `size` bytes, False when it needs none,
+        None when none was free in time."""
+        if self.slots is None or size <= self.slots.large_bytes:
+            return False
+        return True if await self.slots.take() else None
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, reason: str, value: object = None
+    ) -> None:
+        if value is None and self.slots is not None:
+            value = self.slots.wait_s
+        scope.setdefault("state", {})[reason] = value
+        await self.app(scope, _replay(b"", _discarding(receive)), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         scope.setdefault("state", {})[EXCEEDED] = limit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -183,14 +182,13 @@ def _body_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(loc[1:]) if loc and loc[0] == "body" else tuple(loc)
 
 
-# Whether the caller failed auth: its 401 problem, or None. FastAPI reads and parses a
-# request's body before any dependency runs, so a body that is not JSON would answer 422
-# before the auth dependency could answer 401; the 422 handler asks this first.
-AuthCheck = Callable[[Request], Awaitable[ProblemError | None]]
+def install(app: FastAPI, retry_after_s: int) -> None:
+    """Register the handlers that turn exceptions into problem documents.
 
-
-def install(app: FastAPI, retry_after_s: int, auth_problem: AuthCheck | None = None) -> None:
-    """Register the handlers that turn exceptions into problem documents."""
+    FastAPI parses a body before any dependency runs, so a body that is not JSON would
+    answer 422 before the auth dependency answers 401: on /v1 routes the app's
+    `AuthenticateMiddleware` answers 401 before the body is read.
+    """
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -198,10 +196,6 @@ def install(app: FastAPI, retry_after_s: int, auth_problem: AuthCheck | None = N
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if auth_problem is not None and request.url.path.startswith("/v1/"):
-            refused = await auth_problem(request)
-            if refused is not None:
-                return problem_response(request, refused)
         errors = [
             FieldError(
                 _body_loc(tuple(e["loc"])),
@@ -261,15 +255,7 @@ def install(app: FastAPI, retry_after_s: int, auth_problem: AuthCheck | None = N
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
-        return problem_response(
-            request,
-            ProblemError(
-                503,
-                "Service Unavailable",
-                "the database is unavailable; try again later",
-                headers={"Retry-After": str(retry_after_s)},
-            ),
-        )
+        return problem_response(request, database_unavailable(retry_after_s))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -297,6 +283,16 @@ def install(app: FastAPI, retry_after_s: int, auth_problem: AuthCheck | None = N
                 exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers
             ),
         )
+
+
+def database_unavailable(retry_after_s: int) -> ProblemError:
+    """The 503 answered while the database does not answer."""
+    return ProblemError(
+        503,
+        "Service Unavailable",
+        "the database is unavailable; try again later",
+        headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 def _title(status: int) -> str:

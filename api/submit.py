@@ -22,6 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.bodies import deep_inputs
 from api.deps import Principal, Services
 from api.idempotency import Binding, bind, unbind
 from api.problems import ProblemError
@@ -85,16 +86,27 @@ def submit(
 ) -> Submitted:
     """Queue `items` on `model`'s resolved version, all or nothing.
 
+    In order: the version is resolved (404), the model's backlog admits it (429), the
+    inputs are checked, depth first, then their schema (422), and the jobs are queued.
+
     With `idempotency`, the key is bound to the first job in the transaction that
     inserts the rows; KeyTakenError means a concurrent submit bound it first, and
     nothing was inserted.
     """
     with services.engine.connect() as conn:
         version = registry.resolve(conn, model, version_ref)
+    # Only a model that exists is admitted by its lag: a made-up name never reaches Kafka.
+    services.admission.admit(version.name)
     validator = validator_for(version.request_schema)
     errors: list[FieldError] = []
+    max_depth = services.settings.json_max_depth
     for item in items:
-        if item.inputs is not None:
+        if item.inputs is None:
+            continue
+        too_deep = deep_inputs(item.inputs, item.loc, max_depth)
+        if too_deep is not None:
+            errors.append(too_deep)
+        else:
             errors.extend(validate_instance(validator, item.inputs, item.loc))
     if webhook is not None:
         problem = url_problem(

@@ -12,11 +12,15 @@ import base64
 import hashlib
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
@@ -98,6 +102,49 @@ def authenticate(conn: Connection, key: str) -> KeyRecord | None:
         )
     ).one_or_none()
     return _record(row) if row is not None else None
+
+
+class KeyLookup:
+    """`authenticate` over `engine`, remembering for a few seconds which keys were not found.
+
+    A key tried again within `unknown_ttl_s` of a miss is refused without a database
+    round trip; at most `unknown_size` misses are kept (the oldest go first), stored as
+    hashes. Found keys are never cached, so a revocation applies at the next request.
+    A miss cannot hide a key made afterwards: keys are 256 random bits, so a key that did
+    not exist when it was tried was guessed, and the miss is forgotten after
+    `unknown_ttl_s` anyway.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        unknown_ttl_s: float,
+        unknown_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._ttl_s = unknown_ttl_s
+        self._size = unknown_size
+        self._clock = clock
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # key hash -> forgotten at
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str) -> KeyRecord | None:
+        """The live key record for `key`, or None if it is unknown or revoked."""
+        digest = hash_key(key)
+        with self._lock:
+            until = self._unknown.get(digest)
+            if until is not None and self._clock() < until:
+                return None
+        with self._engine.connect() as conn:
+            record = authenticate(conn, key)
+        if record is None and self._ttl_s > 0:
+            with self._lock:
+                self._unknown.pop(digest, None)
+                self._unknown[digest] = self._clock() + self._ttl_s
+                while len(self._unknown) > self._size:
+                    self._unknown.popitem(last=False)
+        return record
 
 
 def list_keys(conn: Connection) -> list[KeyRecord]:

@@ -166,6 +166,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a JSON list: {e}") from e
         return [part.strip() for part in value.split(",") if part.strip()]
 
+    # API: what a request may cost before its route runs, the probes, unknown keys.
+    # A body above `large_body_bytes` needs one of `large_body_slots` (per process) to be
+    # read and parsed; a request waits up to `large_body_wait_s` for one, then gets 503.
+    large_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    large_body_slots: int = Field(default=2, ge=1)
+    large_body_wait_s: float = Field(default=2.0, ge=0)
+    # Inline inputs may nest arrays and objects at most this deep (422 beyond); a body
+    # holding more JSON values than `json_max_values` is refused before it is parsed.
+    json_max_depth: int = Field(default=64, ge=1)
+    json_max_values: int = Field(default=2_000_000, ge=1)
+    # A key the database did not know is refused without asking again for this long;
+    # at most `unknown_key_cache_size` such keys are remembered (0 s = off).
+    unknown_key_cache_s: float = Field(default=5.0, ge=0)
+    unknown_key_cache_size: int = Field(default=10_000, ge=1)
+    # /readyz answers from a check of Postgres and Kafka run this often in the background.
+    readiness_interval_s: float = Field(default=2.0, gt=0)
+
 
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.

@@ -376,3 +376,15 @@ def terminal_writes(engine: Engine, job_ids: list[str]) -> dict[str, int]:
             {"ids": job_ids},
         )
         return {r.job_id: r.n for r in rows}
+
+
+def serve_built(app: Any) -> Iterator[str]:
+    """Serve an app the test built (and may reach into) like `serve_app`; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=f"api-{port}", daemon=True)
+    thread.start()
+    eventually(lambda: server.started, "the API server to start", 20)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -185,21 +185,27 @@ def test_an_oversized_body_answers_413_and_does_not_count_against_the_rate(
 
 @pytest.fixture
 def api_without_redis(settings: Settings, engine: Engine, kafka: str, s3: Any) -> Iterator[str]:
-    """The API with one request per key per hour, counted in a Redis where nothing listens."""
-    yield from serve(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit="1/hour")
+    """The API with two requests per key per hour, counted in a Redis where nothing listens."""
+    yield from serve(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit="2/hour")
 
 
-def test_requests_pass_unchecked_while_redis_is_down(
+def test_the_rate_limit_holds_in_the_process_while_redis_is_down(
     api_without_redis: str, engine: Engine
 ) -> None:
-    key = make_key(engine, new_tenant(), "jobs")
+    first, second = make_key(engine, new_tenant(), "jobs"), make_key(engine, new_tenant(), "jobs")
 
-    answers = [
-        httpx.get(f"{api_without_redis}/v1/jobs", headers=bearer(key), timeout=30).status_code
-        for _ in range(3)
-    ]
+    def status(key: str) -> int:
+        return httpx.get(
+            f"{api_without_redis}/v1/jobs", headers=bearer(key), timeout=30
+        ).status_code
 
-    assert answers == [200, 200, 200]
+    answers = [status(first) for _ in range(4)]
+
+    assert answers == [200, 200, 429, 429]
+    assert status(second) == 200
+    metrics = httpx.get(f"{api_without_redis}/metrics").text
+    assert "inferfleet_api_rate_limit_fallback 1.0" in metrics
+    assert "inferfleet_api_rate_limit_fallbacks_total 1.0" in metrics
 
 
 # Validation before availability

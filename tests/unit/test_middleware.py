@@ -20,8 +20,18 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from api import problems
-from api.middleware import EXCEEDED, BodyLimitMiddleware, RequestIdMiddleware
+from api.middleware import (
+    BODY_BUSY,
+    BODY_REFUSED,
+    EXCEEDED,
+    PRINCIPAL,
+    AuthenticateMiddleware,
+    BodyLimitMiddleware,
+    BodySlots,
+    RequestIdMiddleware,
+)
 from api.problems import ProblemError
+from inferfleet.errors import FieldError
 
 with warnings.catch_warnings():
     # Starlette warns at import when the test client runs on httpx rather than httpx2;
@@ -347,3 +357,128 @@ def test_an_invalid_body_within_the_limit_answers_401_unauthenticated_and_422_af
     assert anonymous.status_code == 401
     assert authenticated.status_code == 422
     assert fastapi_client.post("/jobs", json={"x": "abc"}, headers=GOOD).json() == {"length": 3}
+
+
+# Authentication before the body
+
+
+def test_a_refused_caller_is_answered_before_any_byte_of_its_body_is_read() -> None:
+    wire = Wire(LIMIT * 100, declared=True)
+    wire_scope = {**wire.scope(), "path": "/v1/jobs", "state": {"request_id": "r-1"}}
+    sent: list[Message] = []
+
+    async def authenticate(request: Request) -> object:
+        raise ProblemError(401, "Unauthorized", "the API key is unknown or revoked")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("the app is never reached")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    middleware = AuthenticateMiddleware(BodyLimitMiddleware(app, limit_for=limit_for), authenticate)
+    asyncio.run(middleware(wire_scope, wire.receive, send))
+
+    assert wire.read == 0
+    assert sent[0]["status"] == 401
+    assert json.loads(sent[1]["body"])["request_id"] == "r-1"
+
+
+def test_an_accepted_caller_is_left_for_the_routes() -> None:
+    wire = Wire(LIMIT // 2, declared=True)
+    seen: dict[str, object] = {}
+
+    async def authenticate(request: Request) -> object:
+        return ("caller", request.headers.get("authorization"))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.update(scope["state"])
+
+    async def send(message: Message) -> None:
+        raise AssertionError("the middleware itself never answers")
+
+    scope = {**wire.scope(), "path": "/v1/jobs"}
+    scope["headers"] = [*scope["headers"], (b"authorization", b"Bearer k")]
+    asyncio.run(AuthenticateMiddleware(app, authenticate)(scope, wire.receive, send))
+
+    assert seen == {PRINCIPAL: ("caller", "Bearer k")}
+
+
+def test_routes_outside_v1_are_not_authenticated(client: TestClient) -> None:
+    async def authenticate(request: Request) -> object:
+        raise AssertionError("never asked")
+
+    app = AuthenticateMiddleware(client.app, authenticate)
+
+    assert TestClient(app).get("/jobs").status_code == 200
+
+
+# Large-body slots and the shape check
+
+
+def test_a_large_body_waits_for_a_slot_and_is_not_read_when_none_frees() -> None:
+    slots = BodySlots(count=1, large_bytes=LIMIT // 2, wait_s=0.05)
+    release = asyncio.Event()
+    seen: list[dict[str, object]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        seen.append({"state": dict(scope.get("state", {})), "length": len(message["body"])})
+        if not seen[1:]:
+            await release.wait()  # the first request holds its slot until released
+
+    async def send(message: Message) -> None:
+        raise AssertionError("the middleware itself never answers")
+
+    middleware = BodyLimitMiddleware(app, limit_for=limit_for, slots=slots)
+    holder, refused, small, later = (Wire(LIMIT, declared=True) for _ in range(4))
+    small.pending = small.pending[:1]
+
+    async def scenario() -> None:
+        first = asyncio.create_task(middleware(holder.scope(), holder.receive, send))
+        await asyncio.sleep(0)
+        await middleware(refused.scope(), refused.receive, send)
+        small_scope = {**small.scope(), "headers": [(b"content-length", b"10")]}
+        await middleware(small_scope, small.receive, send)
+        release.set()
+        await first
+        await middleware(later.scope(), later.receive, send)
+
+    asyncio.run(scenario())
+
+    assert seen == [
+        {"state": {}, "length": LIMIT},
+        {"state": {BODY_BUSY: 0.05}, "length": 0},
+        {"state": {}, "length": 10},  # small bodies need no slot
+        {"state": {}, "length": LIMIT},
+    ]
+    assert refused.read == 0
+
+
+def test_a_body_the_inspection_refuses_reaches_the_app_empty_with_its_errors() -> None:
+    error = FieldError(("items",), "too many", "too_long", 3)
+    inspected: list[tuple[str, bytes]] = []
+
+    def inspect(path: str, body: bytes) -> list[FieldError] | None:
+        inspected.append((path, body))
+        return [error] if body.startswith(b"bad") else None
+
+    seen: list[object] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope.get("state", {}).get(BODY_REFUSED), (await receive())["body"]))
+
+    async def send(message: Message) -> None:
+        raise AssertionError("the middleware itself never answers")
+
+    middleware = BodyLimitMiddleware(app, limit_for=limit_for, inspect=inspect)
+    for body in (b"bad body", b"good body"):
+        scope: Scope = {"type": "http", "method": "POST", "path": "/bulk", "headers": []}
+
+        async def receive(body: bytes = body) -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        asyncio.run(middleware(scope, receive, send))
+
+    assert inspected == [("/bulk", b"bad body"), ("/bulk", b"good body")]
+    assert seen == [([error], b""), (None, b"good body")]

@@ -6,6 +6,7 @@ import logging
 import re
 import warnings
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import pytest
@@ -26,8 +27,9 @@ from api.deps import (
 )
 from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from api.ratelimit import UNCHECKED_S, RateLimiter, parse_rate, retry_after
+from api.ratelimit import FALLBACK_S, RateLimiter, parse_rate, retry_after
 from inferfleet.errors import ConfigError
+from inferfleet.keys import KeyRecord, Scope
 from inferfleet.settings import load_settings
 
 with warnings.catch_warnings():
@@ -104,23 +106,39 @@ class FailingStorage(MemoryStorage):
         return super().acquire_entry(key, limit, expiry, amount)
 
 
-def test_requests_pass_unchecked_while_the_storage_fails(caplog: pytest.LogCaptureFixture) -> None:
+def test_requests_are_counted_in_memory_while_the_storage_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="api.ratelimit")
-    storage, clock = FailingStorage(), Clock()
-    limiter = RateLimiter(storage, parse("1/second"), clock=clock)
+    storage, clock, metrics = FailingStorage(), Clock(), ApiMetrics()
+    limiter = RateLimiter(storage, parse("2/minute"), clock=clock, metrics=metrics)
 
-    during = [limiter.hit("key_a") for _ in range(3)]
+    during = [limiter.hit("key_a") for _ in range(3)] + [limiter.hit("key_b")]
 
-    assert during == [None, None, None]
+    assert during[:2] == [None, None]
+    assert during[2] is not None
+    assert 1 <= during[2] <= 60
+    assert during[3] is None  # another key has its own window
     assert storage.calls == 1  # asked once, then left alone for a while
-    assert "rate limits are not checked" in caplog.text
+    assert caplog.text.count("rate limits are counted in this process only") == 1
+    assert metrics.registry.get_sample_value("inferfleet_api_rate_limit_fallback") == 1
+    assert metrics.registry.get_sample_value("inferfleet_api_rate_limit_fallbacks_total") == 1
+
+    clock.now += FALLBACK_S
+    still_down = limiter.hit("key_c")
+
+    assert still_down is None
+    assert storage.calls == 2
+    assert caplog.text.count("rate limits are counted in this process only") == 1
 
     storage.down = False
-    clock.now += UNCHECKED_S
-    after = [limiter.hit("key_a"), limiter.hit("key_a")]
+    clock.now += FALLBACK_S
+    after = [limiter.hit("key_a"), limiter.hit("key_a"), limiter.hit("key_a")]
 
-    assert after == [None, 1]
-    assert "rate limits are checked again" in caplog.text
+    assert after[:2] == [None, None]
+    assert after[2] is not None
+    assert "rate limits are counted in Redis again" in caplog.text
+    assert metrics.registry.get_sample_value("inferfleet_api_rate_limit_fallback") == 0
 
 
 # The checks every /v1 route runs first, with the real dependencies.
@@ -186,6 +204,14 @@ def fake_principal(authorization: Annotated[str | None, Header()] = None) -> Pri
     return Principal(tenant="t", scope="admin" if key == "admin" else "jobs", key_id=key)
 
 
+def fake_keys(key: str) -> KeyRecord | None:
+    """The same keys as `fake_principal`, as the app's key lookup sees them."""
+    if key not in ("jobs-a", "jobs-b", "admin"):
+        return None
+    scope: Scope = "admin" if key == "admin" else "jobs"
+    return KeyRecord(id=key, tenant="t", scope=scope, created_at=datetime.now(UTC), revoked_at=None)
+
+
 LIMIT = 100
 
 
@@ -198,6 +224,7 @@ def stub_services() -> Services:
         s3=None,
         limiter=RateLimiter(MemoryStorage(), parse("3/minute")),
         admission=cast(Any, None),
+        keys=fake_keys,
     )
 
 
