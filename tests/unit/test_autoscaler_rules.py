@@ -25,12 +25,14 @@ and replica_calculator.go). The table of cases:
     HPA without a behavior
       scale-up limit max(2 * current, 4)  1 -> 4 -> 8 -> 10 (maxReplicaCount)
       min clamp                           proposal 0 -> the HPA's minReplicas 1
-      scale-down window 300 s             the window's highest proposal holds until it ages out
+      scale-down window 300 s             the window's highest proposal holds until it ages out;
+                                          one exactly 300 s old still counts (Before(cutoff) drops)
     HPA with a behavior
       policies per period                 +1 pod per 60 s: 1 -> 2, 2 until the period passes
       selectPolicy Max / Min / Disabled   from 4: 8 / 6 / 4
       scale-down policies                 -1 pod per 30 s
-      stabilizationWindowSeconds          60 s instead of 300 s
+      stabilizationWindowSeconds          60 s instead of 300 s; one exactly 60 s old no longer
+                                          counts (After(cutoff) keeps)
       per-direction tolerance             scaleUp.tolerance 0.5 keeps ratio 1.4
     KEDA (RequestScale)
       activation                          0 -> 1, or 0 -> minReplicaCount
@@ -68,7 +70,15 @@ import yaml
 from autoscaler import keda, manifest
 from autoscaler.engine import Autoscaler, Reading
 from autoscaler.formula import Formula, FormulaError
-from autoscaler.hpa import Hpa, Metric, Tolerances, replicas_for_metric
+from autoscaler.hpa import (
+    Hpa,
+    Metric,
+    Stamped,
+    Tolerances,
+    replicas_for_metric,
+    stabilize_max,
+    stabilize_with_behavior,
+)
 from autoscaler.lag import PartitionOffsets, is_active, partition_lag, remember, total_lag
 from autoscaler.main import model_of, worker_env
 from autoscaler.pool import WorkerPool
@@ -263,16 +273,41 @@ def test_without_behavior_the_count_never_drops_below_the_hpa_minimum() -> None:
 
 def test_without_behavior_scale_down_waits_for_the_window() -> None:
     hpa = Hpa(minimum=1, maximum=10)
-    steps = [(0, 800), (15, 200), (150, 200), (299, 200), (300, 200)]
+    steps = [(0, 800), (15, 200), (150, 200), (299, 200), (300, 200), (301, 200)]
 
-    assert run_syncs(hpa, steps, 8) == [8, 8, 8, 8, 2]
+    # The proposal of t=0 is exactly 300 s old at t=300 and still counts.
+    assert run_syncs(hpa, steps, 8) == [8, 8, 8, 8, 8, 2]
+
+
+@pytest.mark.parametrize(("now", "expected"), [(299.0, 8), (300.0, 8), (300.001, 2)])
+def test_without_behavior_a_recommendation_as_old_as_the_window_still_counts(
+    now: float, expected: int
+) -> None:
+    # stabilizeRecommendation drops only those Before(now - window).
+    stabilized, kept = stabilize_max([Stamped(0.0, 8)], now, 2, 300.0)
+
+    assert stabilized == expected
+    assert kept == ([Stamped(now, 2)] if expected == 2 else [Stamped(0.0, 8), Stamped(now, 2)])
 
 
 def test_a_behavior_window_replaces_the_default_one() -> None:
     rules = ScalingRules(60, "Max", (Policy("Percent", 100, 15),))
     hpa = Hpa(minimum=1, maximum=10, behavior=Behavior(scale_down=rules))
 
+    # stabilizeRecommendationWithBehaviors counts only those After(now - window): the
+    # proposal of t=0 no longer counts at t=60.
     assert run_syncs(hpa, [(0, 800), (30, 200), (59, 200), (60, 200)], 8) == [8, 8, 8, 2]
+
+
+@pytest.mark.parametrize(("now", "expected"), [(59.0, 8), (60.0, 2)])
+def test_with_behavior_a_recommendation_as_old_as_the_window_no_longer_counts(
+    now: float, expected: int
+) -> None:
+    stabilized, kept = stabilize_with_behavior([Stamped(0.0, 8)], now, 8, 2, 0.0, 60.0)
+
+    assert stabilized == expected
+    # Neither counted nor replaced at the cutoff itself: replacing takes Before both cutoffs.
+    assert kept == [Stamped(0.0, 8), Stamped(now, 2)]
 
 
 def test_scale_up_policies_count_the_changes_within_their_period() -> None:
