@@ -38,9 +38,10 @@ class PartitionOffsets:
 class Lag:
     """One measurement of a trigger.
 
-    `metric` is what the scaler reports to the HPA (after the partition cap);
-    `with_persistent` is the uncapped sum that activation is judged on; `partitions` and
-    `partitions_with_lag` are what the cap is computed from.
+    `metric` is what the scaler reports to the HPA and to `scalingModifiers` formulas
+    (after the partition cap, and never below 0); `with_persistent` is the uncapped sum
+    that activation is judged on, negative when committed offsets run past the log end;
+    `partitions` and `partitions_with_lag` are what the cap is computed from.
     """
 
     metric: int
@@ -115,6 +116,11 @@ def total_lag(
     lag up to (bound + 1) * lagThreshold - 1 through uncapped, so the HPA may propose
     bound + 1. With `ensureEvenDistributionOfPartitions` the metric is first rounded up
     to a divisor of the partition count * lagThreshold.
+
+    A partition whose committed offset is past its log end adds its negative lag to the
+    sums as it is, but a total below 0 is reported as 0: `GetMetricsAndActivity` turns
+    it into a metric with `GenerateMetricInMili`, which reports a negative value as 0
+    (pkg/scalers/scaler.go), while activity is judged on the signed sum.
     """
     metric = persistent = with_lag = 0
     for p in offsets:
@@ -138,7 +144,7 @@ def total_lag(
         if _go_div(metric, threshold) > bound:
             metric = bound * threshold
     return Lag(
-        metric=metric,
+        metric=max(metric, 0),
         with_persistent=persistent,
         partitions=partitions,
         partitions_with_lag=with_lag,

@@ -18,6 +18,7 @@ and replica_calculator.go). The table of cases:
       limitToPartitionsWithLag            cap at partitions with lag * lagThreshold
       ensureEvenDistributionOfPartitions  up to a divisor of the partitions: 450 -> 600
       activation                          lag > activationLagThreshold: 10 no, 11 yes
+      committed past the log end          summed signed (-15); the metric reported is 0
     HPA, one metric (GetExternalPerPodMetricReplicas, GetExternalMetricReplicas)
       ceil(metric / target)               250 / 100 -> 3
       tolerance 10 %                      ratios 1.05, 1.1, 0.9 keep 10; 1.101 -> 12; 0.899 -> 9
@@ -41,7 +42,8 @@ and replica_calculator.go). The table of cases:
       idleReplicaCount                    idle <-> minReplicaCount
       failing triggers                    never scale to zero
     several triggers                      the highest proposal: 300 and 700 -> 7
-    scalingModifiers                      "a + b": 300 + 700 -> 10; activationTarget boundary
+    scalingModifiers                      "a + b": 300 + 700 -> 10; activationTarget boundary;
+                                          a trigger's total below 0 enters as 0
     fallback                              after failureThreshold: replicas * target
     invalid metrics                       one failing metric blocks a scale-down, not a scale-up
     the worked example (NOTES.md)         12 partitions, 100, burst 2,350: 0, 1, 4, 8, 12
@@ -199,6 +201,25 @@ def test_activation_is_strictly_above_the_activation_threshold(lag: int, active:
     t = trigger(activation_lag_threshold=10)
 
     assert is_active(total_lag(partitions(lag), t, {}), t) is active
+
+
+@pytest.mark.parametrize(
+    ("offsets", "with_persistent"),
+    [
+        ((PartitionOffsets("topic", 0, 1000, 1015),), -15),
+        ((PartitionOffsets("topic", 0, 1000, 1015), PartitionOffsets("topic", 1, 1010, 1000)), -5),
+    ],
+    ids=["past-the-end", "past-the-end-outweighs-a-lag"],
+)
+def test_a_total_below_zero_is_reported_as_zero_and_stays_inactive(
+    offsets: tuple[PartitionOffsets, ...], with_persistent: int
+) -> None:
+    # The partitions' signed lags are summed; the metric KEDA serves is never below 0.
+    t = trigger()
+
+    lag = total_lag(offsets, t, {})
+
+    assert (lag.metric, lag.with_persistent, is_active(lag, t)) == (0, with_persistent, False)
 
 
 def test_persistent_lag_still_activates() -> None:
@@ -455,6 +476,20 @@ def test_scaling_modifiers_activate_above_the_activation_target(
     step = Autoscaler(so, created_at=0).poll(0, 0, read(*lags, names=("a", "b")))
 
     assert step.replicas == replicas
+
+
+def test_scaling_modifiers_see_a_negative_total_as_zero() -> None:
+    # a: committed 15 past the log end (a metric of 0, not -15); b: 10 behind.
+    so = scaled(trigger(name="a"), trigger(name="b"), modifiers=modifiers("a + b"))
+    past_the_end = Reading((PartitionOffsets("topic", 0, 1000, 1015),))
+    readings = {"a": past_the_end, "b": Reading(partitions(10))}
+    engine = Autoscaler(so, created_at=0)
+
+    step = engine.poll(0, 0, readings)
+
+    assert step.composite is not None
+    assert (step.composite.value, step.active, step.replicas) == (10, True, 1)
+    assert engine.sync(15, 1, 1, readings).composite == step.composite
 
 
 def test_a_failing_trigger_falls_back_after_the_failure_threshold() -> None:
