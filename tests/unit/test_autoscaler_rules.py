@@ -8,7 +8,8 @@ and replica_calculator.go). The table of cases:
     kafka scaler, one partition (getLagForPartition)
       committed offset                    log-end - committed
       no commit, latest                   1 (0 with scaleToZeroOnInvalidOffset)
-      no commit, earliest                 the log-end offset (0 with scaleToZeroOnInvalidOffset)
+      no commit, earliest                 log end - log start since KEDA 2.21 (the log end if the
+                                          start is unread; 0 with scaleToZeroOnInvalidOffset)
       no log-end offset                   0
       excludePersistentLag                0 while the commit stands still; counts for activation
     kafka scaler, all partitions (getTotalLag)
@@ -146,6 +147,33 @@ def test_partition_lag_against_the_committed_offset(
 ) -> None:
     t = trigger(offset_reset_policy=policy, scale_to_zero_on_invalid_offset=to_zero)
     p = PartitionOffsets("topic", 0, latest, committed)
+
+    assert partition_lag(p, t, {}) == expected
+
+
+@pytest.mark.parametrize(
+    ("policy", "to_zero", "committed", "earliest", "expected"),
+    [
+        # KEDA 2.21: what retention kept, log end - log start.
+        ("earliest", False, None, 200, (300, 300)),
+        ("earliest", False, None, 500, (0, 0)),
+        # The log start could not be read: the log-end offset, as before 2.21.
+        ("earliest", False, None, None, (500, 500)),
+        ("earliest", True, None, 200, (0, 0)),
+        ("latest", False, None, 200, (1, 1)),
+        # A committed offset counts against the log end, even one retention deleted.
+        ("earliest", False, 100, 200, (400, 400)),
+    ],
+)
+def test_an_uncommitted_partition_under_earliest_counts_what_retention_kept(
+    policy: str,
+    to_zero: bool,
+    committed: int | None,
+    earliest: int | None,
+    expected: tuple[int, int],
+) -> None:
+    t = trigger(offset_reset_policy=policy, scale_to_zero_on_invalid_offset=to_zero)
+    p = PartitionOffsets("topic", 0, 500, committed, earliest)
 
     assert partition_lag(p, t, {}) == expected
 
