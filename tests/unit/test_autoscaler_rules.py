@@ -69,6 +69,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from autoscaler import keda, manifest
 from autoscaler.engine import Autoscaler, Reading
@@ -84,6 +86,7 @@ from autoscaler.hpa import (
 )
 from autoscaler.lag import PartitionOffsets, is_active, partition_lag, remember, total_lag
 from autoscaler.main import model_of, worker_env
+from autoscaler.offsets import KafkaOffsets
 from autoscaler.pool import WorkerPool
 from autoscaler.spec import (
     Behavior,
@@ -176,6 +179,26 @@ def test_an_uncommitted_partition_under_earliest_counts_what_retention_kept(
     p = PartitionOffsets("topic", 0, 500, committed, earliest)
 
     assert partition_lag(p, t, {}) == expected
+
+
+class _UnreadableLogStarts:
+    """A consumer whose log-start read times out, as a broker that does not answer."""
+
+    def beginning_offsets(self, partitions: list[TopicPartition], timeout_ms: int) -> None:
+        raise KafkaTimeoutError(f"no answer in {timeout_ms} ms")
+
+
+def test_an_unreadable_log_start_falls_back_to_the_log_end() -> None:
+    t = trigger(offset_reset_policy="earliest")
+    uncommitted = [TopicPartition("topic", 0)]
+    consumer: Any = _UnreadableLogStarts()
+
+    starts = KafkaOffsets("127.0.0.1:9")._log_starts(consumer, t, uncommitted)
+
+    assert starts == {}
+    assert partition_lag(
+        PartitionOffsets("topic", 0, 500, None, starts.get(uncommitted[0])), t, {}
+    ) == (500, 500)
 
 
 @pytest.mark.parametrize(
