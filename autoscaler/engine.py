@@ -49,7 +49,7 @@ class TriggerMetric:
 
     @property
     def value(self) -> float | None:
-        """The metric the scaler reports (the capped lag), None when it failed."""
+        """The metric the scaler reports (the capped lag, never below 0), None when it failed."""
         return None if self.lag is None else float(self.lag.metric)
 
     @property

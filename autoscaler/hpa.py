@@ -128,10 +128,10 @@ def stabilize_max(
     """`stabilizeRecommendation` (no behavior): the highest proposal of the window.
 
     Returns the stabilized count and the recommendations to keep: the new proposal
-    replaces one sample older than the window, or is appended. A recommendation counts
-    while it is younger than the window; the controller's nanosecond clock never sees one
-    exactly as old as the window, so here that one no longer counts (as
-    `stabilizeRecommendationWithBehaviors`' `After(cutoff)` has it).
+    replaces one sample older than the window, or is appended. The controller sets aside
+    only the recommendations `Before(now - window)`, so one exactly as old as the window
+    still counts: with the default 300 s window and 15 s syncs, the proposal of 300 s ago
+    holds the count one more sync.
     """
     cutoff = now - window_s
     highest = proposal
@@ -139,7 +139,7 @@ def stabilize_max(
     for i, rec in enumerate(recommendations):
         if rec.at < cutoff:
             old = i
-        elif rec.at > cutoff and rec.value > highest:
+        elif rec.value > highest:
             highest = rec.value
     return highest, _record(recommendations, old, Stamped(now, proposal))
 
@@ -156,7 +156,9 @@ def stabilize_with_behavior(
 
     The lowest proposal of the scale-up window is the least the count may rise to, the
     highest of the scale-down window the most it may fall to; the count moves from
-    `current` only as far as those allow.
+    `current` only as far as those allow. Unlike `stabilize_max`, the controller counts
+    here only the recommendations `After(now - window)`: one exactly as old as a window
+    no longer counts in it (nor is it replaced, which takes `Before` both cutoffs).
     """
     up_cutoff, down_cutoff = now - up_window_s, now - down_window_s
     up, down = proposal, proposal
@@ -276,8 +278,10 @@ class Hpa:
         self, now: float, spec_replicas: int, status_replicas: int, metrics: Sequence[Metric]
     ) -> Decision:
         """`reconcileAutoscaler` for one sync: the count to set, or None to leave it."""
-        if not self.recommendations:  # recordInitialRecommendation
-            self.recommendations.append(Stamped(now, spec_replicas))
+        if not self.recommendations:
+            # recordInitialRecommendation: taken earlier in the reconcile than the window's
+            # cutoff, so a window of 0 s no longer counts it.
+            self.recommendations.append(Stamped(math.nextafter(now, -math.inf), spec_replicas))
         if spec_replicas == 0 and self.minimum != 0:
             return Decision(None, "ScalingDisabled: the target has 0 replicas (KEDA's to wake)")
         if spec_replicas > self.maximum:

@@ -1,11 +1,12 @@
-"""Consumer lag as KEDA's `kafka` scaler computes it (pkg/scalers/kafka_scaler.go).
+"""Consumer lag as KEDA 2.21's `kafka` scaler computes it (pkg/scalers/kafka_scaler.go).
 
 Pure functions over offsets that `autoscaler.offsets` reads from Kafka. Each rule cites
-the function of kafka_scaler.go it follows. Note what KEDA does *not* do: it never looks
-at a partition's earliest offset, so a committed offset that retention has deleted still
-counts in full, and an uncommitted partition under `earliest` counts its whole log-end
-offset, whatever retention removed (the API's admission check, which wants the real
-backlog, subtracts the earliest offset instead).
+the function of kafka_scaler.go it follows. KEDA looks at a partition's log-start
+(earliest) offset in one case only: a partition without a committed offset under
+`offsetResetPolicy: earliest` counts log end - log start since 2.21 (the log-end offset
+before). A committed offset that retention has deleted still counts in full against the
+log end (the API's admission check, which wants the real backlog, subtracts the earliest
+offset instead).
 """
 
 from __future__ import annotations
@@ -25,22 +26,26 @@ class PartitionOffsets:
 
     `latest` is the log-end offset (None when Kafka's answer left the partition out);
     `committed` is the group's committed offset (None when the group has none, which the
-    broker reports as -1).
+    broker reports as -1); `earliest` is the log-start offset, read only where KEDA
+    reads it (no committed offset, `offsetResetPolicy: earliest` and not
+    `scaleToZeroOnInvalidOffset`), None elsewhere or when that read failed.
     """
 
     topic: str
     partition: int
     latest: int | None
     committed: int | None
+    earliest: int | None = None
 
 
 @dataclass(frozen=True)
 class Lag:
     """One measurement of a trigger.
 
-    `metric` is what the scaler reports to the HPA (after the partition cap);
-    `with_persistent` is the uncapped sum that activation is judged on; `partitions` and
-    `partitions_with_lag` are what the cap is computed from.
+    `metric` is what the scaler reports to the HPA and to `scalingModifiers` formulas
+    (after the partition cap, and never below 0); `with_persistent` is the uncapped sum
+    that activation is judged on, negative when committed offsets run past the log end;
+    `partitions` and `partitions_with_lag` are what the cap is computed from.
     """
 
     metric: int
@@ -58,7 +63,9 @@ def partition_lag(
       `scaleToZeroOnInvalidOffset` (the consumer would start at the end, so the scaler
       only signals that a consumer is needed).
     - No committed offset and `earliest`: 0 with `scaleToZeroOnInvalidOffset`, else the
-      whole log-end offset.
+      messages retention has kept, log end - log start (KEDA 2.21); the whole log-end
+      offset when the log start could not be read (KEDA's fallback, and its rule
+      before 2.21).
     - A partition missing from the log-end answer: 0.
     - Otherwise log-end minus committed; with `excludePersistentLag`, 0 for the first
       value while the committed offset has not moved since the previous measurement (a
@@ -72,7 +79,8 @@ def partition_lag(
     if p.latest is None:
         return 0, 0
     if p.committed is None:  # earliest
-        return p.latest, p.latest
+        retained = p.latest if p.earliest is None else p.latest - p.earliest
+        return retained, retained
     lag = p.latest - p.committed
     if trigger.exclude_persistent_lag and previous.get((p.topic, p.partition)) == p.committed:
         return 0, lag
@@ -115,6 +123,11 @@ def total_lag(
     lag up to (bound + 1) * lagThreshold - 1 through uncapped, so the HPA may propose
     bound + 1. With `ensureEvenDistributionOfPartitions` the metric is first rounded up
     to a divisor of the partition count * lagThreshold.
+
+    A partition whose committed offset is past its log end adds its negative lag to the
+    sums as it is, but a total below 0 is reported as 0: `GetMetricsAndActivity` turns
+    it into a metric with `GenerateMetricInMili`, which reports a negative value as 0
+    (pkg/scalers/scaler.go), while activity is judged on the signed sum.
     """
     metric = persistent = with_lag = 0
     for p in offsets:
@@ -138,7 +151,7 @@ def total_lag(
         if _go_div(metric, threshold) > bound:
             metric = bound * threshold
     return Lag(
-        metric=metric,
+        metric=max(metric, 0),
         with_persistent=persistent,
         partitions=partitions,
         partitions_with_lag=with_lag,

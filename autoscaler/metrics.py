@@ -21,14 +21,14 @@ class AutoscalerMetrics:
         self.lag = Gauge(
             "inferfleet_autoscaler_lag_messages",
             "A trigger's consumer lag as KEDA's kafka scaler reports it (after the partition "
-            "cap), at the last measurement.",
+            "cap, never below 0), at the last measurement.",
             ["trigger"],
             registry=self.registry,
         )
         self.lag_total = Gauge(
             "inferfleet_autoscaler_lag_uncapped_messages",
             "A trigger's consumer lag summed over its partitions, before the partition cap "
-            "(what activation is judged on).",
+            "and signed (what activation is judged on).",
             ["trigger"],
             registry=self.registry,
         )

@@ -1,5 +1,5 @@
-"""Reads what KEDA's `kafka` scaler reads: each trigger's partitions, log-end offsets and
-the consumer group's committed offsets.
+"""Reads what KEDA's `kafka` scaler reads: each trigger's partitions, log-end offsets,
+the consumer group's committed offsets and, where KEDA 2.21 needs them, log-start offsets.
 
 The trigger's `bootstrapServers` names the cluster's address as pods see it; locally the
 supervisor and its workers reach Kafka at `INFERFLEET_KAFKA_BOOTSTRAP`, so that is where
@@ -81,15 +81,49 @@ class KafkaOffsets:
             return []
         end = consumer.end_offsets(partitions, self._timeout_ms)
         offsets = admin.list_group_offsets({group: partitions}).get(group, {})
+        committed = {tp: _committed(offsets.get(tp)) for tp in partitions}
+        start = self._log_starts(
+            consumer, trigger, [tp for tp in partitions if committed[tp] is None and tp in end]
+        )
         return [
             PartitionOffsets(
                 topic=tp.topic,
                 partition=tp.partition,
                 latest=end.get(tp),
-                committed=_committed(offsets.get(tp)),
+                committed=committed[tp],
+                earliest=start.get(tp),
             )
             for tp in partitions
         ]
+
+    def _log_starts(
+        self, consumer: KafkaConsumer, trigger: KafkaTrigger, uncommitted: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Log-start offsets of the partitions without a committed offset, as KEDA 2.21
+        reads them: only under `offsetResetPolicy: earliest` without
+        `scaleToZeroOnInvalidOffset`. A failed read is logged and the lag falls back to the
+        log-end offset, as KEDA's does, rather than failing the measurement.
+        """
+        if (
+            not uncommitted
+            or trigger.offset_reset_policy != "earliest"
+            or trigger.scale_to_zero_on_invalid_offset
+        ):
+            return {}
+        try:
+            start: dict[TopicPartition, int] = consumer.beginning_offsets(
+                uncommitted, self._timeout_ms
+            )
+        except (KafkaError, OSError) as e:
+            log.warning(
+                "trigger %s: log-start offsets unreadable (%s: %s); counting uncommitted "
+                "partitions from their log-end offsets",
+                trigger.name,
+                type(e).__name__,
+                e,
+            )
+            return {}
+        return start
 
     def close(self) -> None:
         """Close the clients, if any were made."""

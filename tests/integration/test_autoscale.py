@@ -5,6 +5,9 @@ The supervisor runs as a real process against the real Kafka, reading a ScaledOb
 (tests/fixtures/autoscale/burst.yaml) for this test's own model topics and consumer
 group, with intervals of seconds instead of minutes. Its decisions are read from its log
 (one line per change, with the reason) and its metrics endpoint.
+
+The offset reads KEDA's rules need are checked against the real Kafka too, on a topic
+of each test's own whose log start retention (here `DeleteRecords`) has moved.
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ from string import Template
 
 import httpx
 import pytest
+from kafka import KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine, text
 
+from autoscaler.lag import PartitionOffsets, is_active, total_lag
+from autoscaler.offsets import KafkaOffsets
+from autoscaler.spec import KafkaTrigger
 from inferfleet.settings import Settings
 from tests.integration.conftest import (
     ROOT,
@@ -221,3 +230,101 @@ def test_a_burst_scales_from_zero_out_drains_and_returns_to_zero_losing_nothing(
     exits = re.findall(r"worker \d+ stopped \(exit code (-?\d+)\)", supervisor.log())
     assert exits, supervisor.log()
     assert set(exits) == {"0"}, supervisor.log()
+
+
+# --- offset reads against the real Kafka ----------------------------------------------
+
+PER_PARTITION = 10
+DELETED = 6  # records removed from partition 0, so its log starts at offset 6
+
+
+@pytest.fixture
+def retained_topic(kafka: str) -> Iterator[tuple[str, KafkaAdminClient]]:
+    """A topic of 2 partitions with 10 records each, the first 6 of partition 0 deleted."""
+    topic = f"autoscale-offsets-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka, request_timeout_ms=10_000)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    producer = KafkaProducer(bootstrap_servers=kafka)
+    try:
+        for partition in (0, 1):
+            for i in range(PER_PARTITION):
+                producer.send(topic, f"m{i}".encode(), partition=partition)
+        producer.flush(timeout=30)
+        admin.delete_records({TopicPartition(topic, 0): DELETED})
+        yield topic, admin
+    finally:
+        producer.close()
+        admin.delete_topics([topic])
+        admin.close()
+
+
+def read_trigger(kafka: str, trigger: KafkaTrigger) -> tuple[PartitionOffsets, ...]:
+    offsets = KafkaOffsets(kafka)
+    try:
+        reading = offsets.read(trigger)
+    finally:
+        offsets.close()
+    assert reading.error is None, reading.error
+    return reading.offsets
+
+
+def test_an_uncommitted_partition_under_earliest_counts_only_what_retention_kept(
+    kafka: str, retained_topic: tuple[str, KafkaAdminClient]
+) -> None:
+    topic, _ = retained_topic
+    group = f"autoscale-{uuid.uuid4().hex[:8]}"
+    earliest = KafkaTrigger("t", group, topic, lag_threshold=100, offset_reset_policy="earliest")
+
+    offsets = read_trigger(kafka, earliest)
+
+    assert offsets == (
+        PartitionOffsets(topic, 0, PER_PARTITION, None, DELETED),
+        PartitionOffsets(topic, 1, PER_PARTITION, None, 0),
+    )
+    # KEDA 2.21: 4 retained on partition 0 and 10 on partition 1 (20 before 2.21).
+    assert total_lag(offsets, earliest, {}).metric == 14
+
+
+def test_log_starts_are_read_only_where_keda_reads_them(
+    kafka: str, retained_topic: tuple[str, KafkaAdminClient]
+) -> None:
+    topic, admin = retained_topic
+    group = f"autoscale-{uuid.uuid4().hex[:8]}"
+    latest = KafkaTrigger("t", group, topic, lag_threshold=100)
+    to_zero = KafkaTrigger(
+        "t",
+        group,
+        topic,
+        lag_threshold=100,
+        offset_reset_policy="earliest",
+        scale_to_zero_on_invalid_offset=True,
+    )
+    earliest = KafkaTrigger("t", group, topic, lag_threshold=100, offset_reset_policy="earliest")
+
+    assert [p.earliest for p in read_trigger(kafka, latest)] == [None, None]
+    assert [p.earliest for p in read_trigger(kafka, to_zero)] == [None, None]
+    admin.alter_group_offsets(group, {TopicPartition(topic, 1): OffsetAndMetadata(8, "", -1)})
+    # A committed partition counts against its log end; only the other one's start is read.
+    assert read_trigger(kafka, earliest) == (
+        PartitionOffsets(topic, 0, PER_PARTITION, None, DELETED),
+        PartitionOffsets(topic, 1, PER_PARTITION, 8, None),
+    )
+
+
+def test_a_group_committed_past_the_log_end_reports_zero_and_stays_inactive(
+    kafka: str, retained_topic: tuple[str, KafkaAdminClient]
+) -> None:
+    topic, admin = retained_topic
+    group = f"autoscale-{uuid.uuid4().hex[:8]}"
+    trigger = KafkaTrigger("t", group, topic, lag_threshold=100)
+    admin.alter_group_offsets(
+        group,
+        {
+            TopicPartition(topic, 0): OffsetAndMetadata(PER_PARTITION + 15, "", -1),
+            TopicPartition(topic, 1): OffsetAndMetadata(PER_PARTITION, "", -1),
+        },
+    )
+
+    lag = total_lag(read_trigger(kafka, trigger), trigger, {})
+
+    assert (lag.metric, lag.with_persistent, is_active(lag, trigger)) == (0, -15, False)

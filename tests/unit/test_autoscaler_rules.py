@@ -8,7 +8,8 @@ and replica_calculator.go). The table of cases:
     kafka scaler, one partition (getLagForPartition)
       committed offset                    log-end - committed
       no commit, latest                   1 (0 with scaleToZeroOnInvalidOffset)
-      no commit, earliest                 the log-end offset (0 with scaleToZeroOnInvalidOffset)
+      no commit, earliest                 log end - log start since KEDA 2.21 (the log end if the
+                                          start is unread; 0 with scaleToZeroOnInvalidOffset)
       no log-end offset                   0
       excludePersistentLag                0 while the commit stands still; counts for activation
     kafka scaler, all partitions (getTotalLag)
@@ -18,6 +19,7 @@ and replica_calculator.go). The table of cases:
       limitToPartitionsWithLag            cap at partitions with lag * lagThreshold
       ensureEvenDistributionOfPartitions  up to a divisor of the partitions: 450 -> 600
       activation                          lag > activationLagThreshold: 10 no, 11 yes
+      committed past the log end          summed signed (-15); the metric reported is 0
     HPA, one metric (GetExternalPerPodMetricReplicas, GetExternalMetricReplicas)
       ceil(metric / target)               250 / 100 -> 3
       tolerance 10 %                      ratios 1.05, 1.1, 0.9 keep 10; 1.101 -> 12; 0.899 -> 9
@@ -25,12 +27,14 @@ and replica_calculator.go). The table of cases:
     HPA without a behavior
       scale-up limit max(2 * current, 4)  1 -> 4 -> 8 -> 10 (maxReplicaCount)
       min clamp                           proposal 0 -> the HPA's minReplicas 1
-      scale-down window 300 s             the window's highest proposal holds until it ages out
+      scale-down window 300 s             the window's highest proposal holds until it ages out;
+                                          one exactly 300 s old still counts (Before(cutoff) drops)
     HPA with a behavior
       policies per period                 +1 pod per 60 s: 1 -> 2, 2 until the period passes
       selectPolicy Max / Min / Disabled   from 4: 8 / 6 / 4
       scale-down policies                 -1 pod per 30 s
-      stabilizationWindowSeconds          60 s instead of 300 s
+      stabilizationWindowSeconds          60 s instead of 300 s; one exactly 60 s old no longer
+                                          counts (After(cutoff) keeps)
       per-direction tolerance             scaleUp.tolerance 0.5 keeps ratio 1.4
     KEDA (RequestScale)
       activation                          0 -> 1, or 0 -> minReplicaCount
@@ -39,7 +43,8 @@ and replica_calculator.go). The table of cases:
       idleReplicaCount                    idle <-> minReplicaCount
       failing triggers                    never scale to zero
     several triggers                      the highest proposal: 300 and 700 -> 7
-    scalingModifiers                      "a + b": 300 + 700 -> 10; activationTarget boundary
+    scalingModifiers                      "a + b": 300 + 700 -> 10; activationTarget boundary;
+                                          a trigger's total below 0 enters as 0
     fallback                              after failureThreshold: replicas * target
     invalid metrics                       one failing metric blocks a scale-down, not a scale-up
     the worked example (NOTES.md)         12 partitions, 100, burst 2,350: 0, 1, 4, 8, 12
@@ -64,13 +69,24 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 from autoscaler import keda, manifest
 from autoscaler.engine import Autoscaler, Reading
 from autoscaler.formula import Formula, FormulaError
-from autoscaler.hpa import Hpa, Metric, Tolerances, replicas_for_metric
+from autoscaler.hpa import (
+    Hpa,
+    Metric,
+    Stamped,
+    Tolerances,
+    replicas_for_metric,
+    stabilize_max,
+    stabilize_with_behavior,
+)
 from autoscaler.lag import PartitionOffsets, is_active, partition_lag, remember, total_lag
 from autoscaler.main import model_of, worker_env
+from autoscaler.offsets import KafkaOffsets
 from autoscaler.pool import WorkerPool
 from autoscaler.spec import (
     Behavior,
@@ -139,6 +155,53 @@ def test_partition_lag_against_the_committed_offset(
 
 
 @pytest.mark.parametrize(
+    ("policy", "to_zero", "committed", "earliest", "expected"),
+    [
+        # KEDA 2.21: what retention kept, log end - log start.
+        ("earliest", False, None, 200, (300, 300)),
+        ("earliest", False, None, 500, (0, 0)),
+        # The log start could not be read: the log-end offset, as before 2.21.
+        ("earliest", False, None, None, (500, 500)),
+        ("earliest", True, None, 200, (0, 0)),
+        ("latest", False, None, 200, (1, 1)),
+        # A committed offset counts against the log end, even one retention deleted.
+        ("earliest", False, 100, 200, (400, 400)),
+    ],
+)
+def test_an_uncommitted_partition_under_earliest_counts_what_retention_kept(
+    policy: str,
+    to_zero: bool,
+    committed: int | None,
+    earliest: int | None,
+    expected: tuple[int, int],
+) -> None:
+    t = trigger(offset_reset_policy=policy, scale_to_zero_on_invalid_offset=to_zero)
+    p = PartitionOffsets("topic", 0, 500, committed, earliest)
+
+    assert partition_lag(p, t, {}) == expected
+
+
+class _UnreadableLogStarts:
+    """A consumer whose log-start read times out, as a broker that does not answer."""
+
+    def beginning_offsets(self, partitions: list[TopicPartition], timeout_ms: int) -> None:
+        raise KafkaTimeoutError(f"no answer in {timeout_ms} ms")
+
+
+def test_an_unreadable_log_start_falls_back_to_the_log_end() -> None:
+    t = trigger(offset_reset_policy="earliest")
+    uncommitted = [TopicPartition("topic", 0)]
+    consumer: Any = _UnreadableLogStarts()
+
+    starts = KafkaOffsets("127.0.0.1:9")._log_starts(consumer, t, uncommitted)
+
+    assert starts == {}
+    assert partition_lag(
+        PartitionOffsets("topic", 0, 500, None, starts.get(uncommitted[0])), t, {}
+    ) == (500, 500)
+
+
+@pytest.mark.parametrize(
     ("previous", "expected"),
     [({}, (300, 300)), ({("topic", 0): 100}, (300, 300)), ({("topic", 0): 200}, (0, 300))],
 )
@@ -189,6 +252,25 @@ def test_activation_is_strictly_above_the_activation_threshold(lag: int, active:
     t = trigger(activation_lag_threshold=10)
 
     assert is_active(total_lag(partitions(lag), t, {}), t) is active
+
+
+@pytest.mark.parametrize(
+    ("offsets", "with_persistent"),
+    [
+        ((PartitionOffsets("topic", 0, 1000, 1015),), -15),
+        ((PartitionOffsets("topic", 0, 1000, 1015), PartitionOffsets("topic", 1, 1010, 1000)), -5),
+    ],
+    ids=["past-the-end", "past-the-end-outweighs-a-lag"],
+)
+def test_a_total_below_zero_is_reported_as_zero_and_stays_inactive(
+    offsets: tuple[PartitionOffsets, ...], with_persistent: int
+) -> None:
+    # The partitions' signed lags are summed; the metric KEDA serves is never below 0.
+    t = trigger()
+
+    lag = total_lag(offsets, t, {})
+
+    assert (lag.metric, lag.with_persistent, is_active(lag, t)) == (0, with_persistent, False)
 
 
 def test_persistent_lag_still_activates() -> None:
@@ -263,16 +345,41 @@ def test_without_behavior_the_count_never_drops_below_the_hpa_minimum() -> None:
 
 def test_without_behavior_scale_down_waits_for_the_window() -> None:
     hpa = Hpa(minimum=1, maximum=10)
-    steps = [(0, 800), (15, 200), (150, 200), (299, 200), (300, 200)]
+    steps = [(0, 800), (15, 200), (150, 200), (299, 200), (300, 200), (301, 200)]
 
-    assert run_syncs(hpa, steps, 8) == [8, 8, 8, 8, 2]
+    # The proposal of t=0 is exactly 300 s old at t=300 and still counts.
+    assert run_syncs(hpa, steps, 8) == [8, 8, 8, 8, 8, 2]
+
+
+@pytest.mark.parametrize(("now", "expected"), [(299.0, 8), (300.0, 8), (300.001, 2)])
+def test_without_behavior_a_recommendation_as_old_as_the_window_still_counts(
+    now: float, expected: int
+) -> None:
+    # stabilizeRecommendation drops only those Before(now - window).
+    stabilized, kept = stabilize_max([Stamped(0.0, 8)], now, 2, 300.0)
+
+    assert stabilized == expected
+    assert kept == ([Stamped(now, 2)] if expected == 2 else [Stamped(0.0, 8), Stamped(now, 2)])
 
 
 def test_a_behavior_window_replaces_the_default_one() -> None:
     rules = ScalingRules(60, "Max", (Policy("Percent", 100, 15),))
     hpa = Hpa(minimum=1, maximum=10, behavior=Behavior(scale_down=rules))
 
+    # stabilizeRecommendationWithBehaviors counts only those After(now - window): the
+    # proposal of t=0 no longer counts at t=60.
     assert run_syncs(hpa, [(0, 800), (30, 200), (59, 200), (60, 200)], 8) == [8, 8, 8, 2]
+
+
+@pytest.mark.parametrize(("now", "expected"), [(59.0, 8), (60.0, 2)])
+def test_with_behavior_a_recommendation_as_old_as_the_window_no_longer_counts(
+    now: float, expected: int
+) -> None:
+    stabilized, kept = stabilize_with_behavior([Stamped(0.0, 8)], now, 8, 2, 0.0, 60.0)
+
+    assert stabilized == expected
+    # Neither counted nor replaced at the cutoff itself: replacing takes Before both cutoffs.
+    assert kept == [Stamped(0.0, 8), Stamped(now, 2)]
 
 
 def test_scale_up_policies_count_the_changes_within_their_period() -> None:
@@ -420,6 +527,20 @@ def test_scaling_modifiers_activate_above_the_activation_target(
     step = Autoscaler(so, created_at=0).poll(0, 0, read(*lags, names=("a", "b")))
 
     assert step.replicas == replicas
+
+
+def test_scaling_modifiers_see_a_negative_total_as_zero() -> None:
+    # a: committed 15 past the log end (a metric of 0, not -15); b: 10 behind.
+    so = scaled(trigger(name="a"), trigger(name="b"), modifiers=modifiers("a + b"))
+    past_the_end = Reading((PartitionOffsets("topic", 0, 1000, 1015),))
+    readings = {"a": past_the_end, "b": Reading(partitions(10))}
+    engine = Autoscaler(so, created_at=0)
+
+    step = engine.poll(0, 0, readings)
+
+    assert step.composite is not None
+    assert (step.composite.value, step.active, step.replicas) == (10, True, 1)
+    assert engine.sync(15, 1, 1, readings).composite == step.composite
 
 
 def test_a_failing_trigger_falls_back_after_the_failure_threshold() -> None:
