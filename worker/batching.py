@@ -56,10 +56,11 @@ def decode_records(records: Iterable[Any]) -> tuple[list[JobMessage], list[Poiso
     for record in records:
         try:
             msg = decode(record.value)
-        except UndecodableMessageError as e:
+        except Exception as e:  # noqa: BLE001 - whatever the record does, it is this record's
+            error = str(e) if isinstance(e, UndecodableMessageError) else f"{type(e).__name__}: {e}"
             poison.append(
                 Poison(
-                    record.topic, record.partition, record.offset, record.key, record.value, str(e)
+                    record.topic, record.partition, record.offset, record.key, record.value, error
                 )
             )
             continue

@@ -2,7 +2,8 @@
 
 Each polled batch is handled whole before its offsets are committed, so a crash at any
 point means the batch is redelivered, and the status guards in `persist` make the
-second pass write nothing twice.
+second pass write nothing twice. A failure of one job fails that job alone, and jobs
+redelivered after a worker died holding them run one at a time (`worker.isolation`).
 """
 
 from __future__ import annotations
@@ -12,25 +13,22 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from kafka.errors import KafkaError
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from inferfleet.db import make_engine
-from inferfleet.errors import ArtifactError, InferfleetError, NotFoundError
+from inferfleet.errors import InferfleetError
 from inferfleet.messages import JobMessage
 from inferfleet.objectstore import make_s3_client
 from inferfleet.preprocessing import split_outputs
 from inferfleet.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
 from inferfleet.topics import dlq_topic, ensure_topics, model_topics
-from worker import logs, persist
+from worker import isolation, logs, persist
 from worker.batching import (
     Outcome,
     chunks,
@@ -41,6 +39,7 @@ from worker.batching import (
 )
 from worker.consume import JobConsumer
 from worker.health import Readiness, serve
+from worker.isolation import TRANSIENT
 from worker.metrics import QueueProbe, WorkerMetrics
 from worker.models import ModelStore
 from worker.payloads import Payloads
@@ -49,8 +48,6 @@ from worker.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
 
-# Failures of a service the worker depends on; the same work is tried again later.
-TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, KafkaError, BotoCoreError, ClientError)
 # What keeps a model from loading: the above, or a bad artifact or registry entry.
 LOAD_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError, OSError)
 REGISTRY_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError)
@@ -95,6 +92,11 @@ class Worker:
         self._stop = threading.Event()
         self._aliases: dict[str, int] = {}
         self._next_alias_check = 0.0
+        # Jobs this worker took and has not finished: after an outage, the same batch
+        # is tried again and these are taken again, not run alone as redelivered.
+        self._own: set[str] = set()
+        # The batch in hand: where its retries and dead letters go, and its records.
+        self._batch: tuple[JobConsumer, list[Any]] | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight, commit, leave the group and return."""
@@ -204,6 +206,7 @@ class Worker:
         if not records:
             return None
         started = time.monotonic()
+        self._batch = (consumer, records)
         jobs, poison = decode_records(records)
         for p in poison:
             log.warning(
@@ -213,35 +216,36 @@ class Worker:
                 p.offset,
                 p.error,
             )
-        claimed, expired = persist.claim(
+        claim = persist.claim(
             self.engine,
             [j.job_id for j in jobs],
+            own=self._own,
             retry_window_s=self.settings.webhook_retry_window_s,
         )
-        runnable = [j for j in jobs if j.job_id in claimed]
-        ready, outcomes = self.payloads.fetch_inputs(runnable)
-        for group in group_by_version(ready):
-            outcomes.extend(self._run_group(group.model, group.version, group.jobs))
-        outcomes = self.payloads.store_outputs(outcomes, runnable)
-        final, retry = settle(outcomes, claimed, self.settings.max_attempts)
-        written = persist.finish(
-            self.engine, final, requeued=retry, retry_window_s=self.settings.webhook_retry_window_s
+        self._own = set(claim.taken)
+        runnable = [j for j in jobs if j.job_id in claim.taken]
+        final, retry = self.run_taken(runnable, claim.taken)
+        written = self.record(runnable, final, retry)
+        consumer.send(dead_letters(poison))
+        redelivered = [j for j in jobs if j.job_id in claim.redelivered]
+        alone, alone_retry = isolation.run_alone(
+            redelivered, claim.redelivered, self.settings.max_attempts, self
         )
-        # Dead letters and retries are on Kafka before the offsets move past the batch.
-        consumer.send(dead_letters(poison) + resend(records, runnable, final, retry))
         consumer.commit()
+        self._own = set()
 
+        final += alone
         failed = sum(1 for o in final if o.error is not None)
-        self._count(jobs, final, expired)
-        _log_expired(jobs, expired)
+        self._count(jobs, final, claim.expired)
+        _log_expired(jobs, claim.expired)
         summary = BatchSummary(
             records=len(records),
-            claimed=len(claimed),
+            claimed=len(claim.taken) + len(redelivered),
             succeeded=len(final) - failed,
             failed=failed,
-            retried=len(retry),
-            expired=len(expired),
-            skipped=len(jobs) - len(claimed) - len(expired),
+            retried=len(retry) + len(alone_retry),
+            expired=len(claim.expired),
+            skipped=len(jobs) - len(claim.taken) - len(redelivered) - len(claim.expired),
             dead_lettered=len(poison) + failed,
         )
         elapsed = time.monotonic() - started
@@ -250,7 +254,7 @@ class Worker:
         self.metrics.batch_seconds.observe(elapsed)
         log.info(
             "batch records=%d claimed=%d succeeded=%d failed=%d retried=%d expired=%d "
-            "skipped=%d dead_lettered=%d written=%d seconds=%.3f",
+            "skipped=%d dead_lettered=%d redelivered=%d written=%d seconds=%.3f",
             summary.records,
             summary.claimed,
             summary.succeeded,
@@ -259,17 +263,59 @@ class Worker:
             summary.expired,
             summary.skipped,
             summary.dead_lettered,
+            len(redelivered),
             written,
             elapsed,
         )
         return summary
 
+    def run_taken(
+        self, jobs: Sequence[JobMessage], attempts: Mapping[str, int]
+    ) -> tuple[list[Outcome], list[str]]:
+        """Fetch, run and encode taken jobs; (final outcomes, IDs to try again).
+
+        Each stage fails only the jobs it cannot handle; should anything else raise, the
+        jobs are bisected so only those that raise fail (`isolation.guarded`). Raises
+        only TRANSIENT: a service every job needs is away.
+        """
+        outcomes = isolation.guarded(jobs, self._outcomes, "worker_error", "running the job")
+        return settle(outcomes, attempts, self.settings.max_attempts)
+
+    def _outcomes(self, jobs: Sequence[JobMessage]) -> list[Outcome]:
+        ready, outcomes = self.payloads.fetch_inputs(jobs)
+        for group in group_by_version(ready):
+            outcomes.extend(self._run_group(group.model, group.version, group.jobs))
+        return self.payloads.store_outputs(outcomes, jobs)
+
+    def take_alone(self, job_id: str) -> int | None:
+        """Take one redelivered job to run alone (`isolation.Runner`)."""
+        attempts = persist.take_alone(self.engine, job_id)
+        if attempts is not None:
+            self._own.add(job_id)
+        return attempts
+
+    def record(self, jobs: Sequence[JobMessage], final: list[Outcome], retry: list[str]) -> int:
+        """Write outcomes, then put retries and dead letters on Kafka; how many were written.
+
+        Both happen before the offsets move past the batch.
+        """
+        written = persist.finish(
+            self.engine, final, requeued=retry, retry_window_s=self.settings.webhook_retry_window_s
+        )
+        assert self._batch is not None
+        consumer, records = self._batch
+        consumer.send(resend(records, jobs, final, retry))
+        return written
+
     def _run_group(self, name: str, version: int, jobs: list[JobMessage]) -> list[Outcome]:
         try:
             model = self.store.get(name, version)
-        except (ArtifactError, NotFoundError) as e:
-            log.error("model=%s version=%d unavailable: %s", name, version, e)
-            error = {"type": "model_unavailable", "message": str(e)}
+        except TRANSIENT:
+            raise
+        except Exception as e:  # noqa: BLE001 - a version that cannot load fails its jobs
+            log.error("model=%s version=%d unavailable: %r", name, version, e)
+            message = f"{name} v{version} cannot be loaded: {e}"
+            error = {"type": "model_unavailable", "message": message}
             return [Outcome(j.job_id, error=error) for j in jobs]
         length = model.length
         by_length = None if length is None else (lambda job: length(job.inputs or {}))

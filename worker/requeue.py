@@ -27,15 +27,25 @@ def resend(
     final: Sequence[Outcome],
     retry: Sequence[str],
 ) -> list[Record]:
-    """Retries back onto their topic; final failures copied to its DLQ with the error."""
+    """Retries back onto their topic; final failures copied to its DLQ with the error.
+
+    Each carries its job's record value as polled (a message that was decoded once is
+    never encoded again, however its inputs nest); a job without a keyed record gets
+    its message encoded afresh.
+    """
     # Job messages are keyed by job ID, so a record's key names its job.
-    topic_of = {r.key.decode(): r.topic for r in records if r.key}
+    record_of = {r.key.decode(errors="replace"): r for r in reversed(records) if r.key}
     by_id = {j.job_id: j for j in runnable}
 
     def topic(job: JobMessage) -> str:
-        return topic_of.get(job.job_id) or job_topic(job.model)
+        record = record_of.get(job.job_id)
+        return record.topic if record is not None else job_topic(job.model)
 
-    out = [Record(topic(by_id[i]), i.encode(), messages.encode(by_id[i])) for i in retry]
+    def value(job: JobMessage) -> bytes:
+        record = record_of.get(job.job_id)
+        return record.value if record is not None else messages.encode(job)
+
+    out = [Record(topic(by_id[i]), i.encode(), value(by_id[i])) for i in retry]
     for i in retry:
         log.info("attempt failed; requeued to run again", extra=logs.job_fields(by_id[i]))
     for o in final:
@@ -50,7 +60,7 @@ def resend(
                 Record(
                     dlq_topic(topic(job)),
                     job.job_id.encode(),
-                    messages.encode(job),
+                    value(job),
                     headers=((ERROR_HEADER, json.dumps(o.error).encode()),),
                 )
             )
