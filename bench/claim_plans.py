@@ -64,7 +64,7 @@ def claim_batches(engine: Engine, ids: Sequence[str], batch: int) -> list[tuple[
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
         started = time.perf_counter()
-        claimed, _ = persist.claim(engine, chunk, retry_window_s=86400.0)
+        claimed = persist.claim(engine, chunk, retry_window_s=86400.0).taken
         claimed_at = time.perf_counter()
         persist.finish(
             engine,

@@ -33,7 +33,7 @@ from worker.main import Worker
 from worker.metrics import WorkerMetrics
 
 
-class Surprise(Exception):
+class SurpriseError(Exception):
     """An exception type no code in the project knows about."""
 
 
@@ -76,7 +76,7 @@ def test_guarded_fails_only_the_jobs_that_raise_whatever_they_raise() -> None:
 
     def run(batch: Sequence[JobMessage]) -> list[Outcome]:
         if any(j.job_id in ("job-5", "job-30") for j in batch):
-            raise Surprise("nobody expected this")
+            raise SurpriseError("nobody expected this")
         return [Outcome(j.job_id, outputs={"ok": True}) for j in batch]
 
     outcomes = guarded(jobs, run, "worker_error", "running the job")
@@ -87,7 +87,7 @@ def test_guarded_fails_only_the_jobs_that_raise_whatever_they_raise() -> None:
     for o in failed.values():
         assert o.error == {
             "type": "worker_error",
-            "message": "running the job failed: Surprise: nobody expected this",
+            "message": "running the job failed: SurpriseError: nobody expected this",
         }
         assert o.retriable, "an unforeseen failure is retried while attempts remain"
 
@@ -151,9 +151,11 @@ def test_redelivered_jobs_run_one_at_a_time_and_only_the_doomed_one_fails_unrun(
     assert retry == []
     by_id = {o.job_id: o for o in final}
     assert set(by_id) == {"a", "poison", "b"}
-    assert by_id["a"].error is None and by_id["b"].error is None
+    assert by_id["a"].error is None
+    assert by_id["b"].error is None
     error = by_id["poison"].error
-    assert error is not None and error["type"] == CRASHED
+    assert error is not None
+    assert error["type"] == CRASHED
     assert "3 attempts" in error["message"]
     assert not by_id["poison"].retriable
     assert runner.attempts == {"a": 2, "poison": 3, "b": 4}
@@ -163,10 +165,10 @@ def test_redelivered_jobs_run_one_at_a_time_and_only_the_doomed_one_fails_unrun(
 
 
 class Explosive(dict[str, Any]):
-    """An output value whose JSON encoding raises `Surprise`."""
+    """An output value whose JSON encoding raises `SurpriseError`."""
 
     def items(self) -> Any:
-        raise Surprise("cannot encode this")
+        raise SurpriseError("cannot encode this")
 
 
 @dataclass
@@ -176,7 +178,7 @@ class FakeS3:
     def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
         uri = f"s3://{Bucket}/{Key}"
         if self.objects[uri] == b"FETCH":
-            raise Surprise("the object store client broke")
+            raise SurpriseError("the object store client broke")
         data = self.objects[uri]
         return {"Body": io.BytesIO(data), "ContentLength": len(data)}
 
@@ -194,12 +196,12 @@ class FakeModel:
 
     def preprocess(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         if any(row["x"] == "PREPROCESS" for row in rows):
-            raise Surprise("a tokenizer fell over")
+            raise SurpriseError("a tokenizer fell over")
         return [row["x"] for row in rows]
 
     def session(self, feeds: list[Any]) -> list[Any]:
         if "INFERENCE" in feeds:
-            raise Surprise("the runtime refused")
+            raise SurpriseError("the runtime refused")
         return [np.array([Explosive(a=1) if x == "ENCODE" else 2 * x for x in feeds], dtype=object)]
 
     def run(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -232,14 +234,14 @@ def test_an_unforeseen_exception_at_any_stage_fails_that_job_alone(
 
     def loads(data: str | bytes, limit: int = jsondepth.MAX_DEPTH) -> Any:
         if data == b"PARSE":
-            raise Surprise("the parser broke")
+            raise SurpriseError("the parser broke")
         return real_loads(data, limit)
 
     real_validate = worker.payloads.validate_instance
 
     def validate(validator: Any, instance: Any, prefix: tuple[str | int, ...] = ()) -> Any:
         if instance == {"x": "VALIDATE"}:
-            raise Surprise("the validator broke")
+            raise SurpriseError("the validator broke")
         return real_validate(validator, instance, prefix)
 
     monkeypatch.setattr(jsondepth, "loads", loads)
@@ -265,7 +267,9 @@ def test_an_unforeseen_exception_at_any_stage_fails_that_job_alone(
     final, retry = w.run_taken(jobs, {j.job_id: settings.max_attempts for j in jobs})
     [failed] = [o for o in final if o.error is not None]
     assert failed.job_id == "job-7"
-    assert "Surprise" in failed.error["message"] and retry == []
+    assert failed.error is not None
+    assert "SurpriseError" in failed.error["message"]
+    assert retry == []
     assert sum(1 for o in final if o.error is None) == 19
 
 
