@@ -30,18 +30,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
-from kafka.errors import KafkaError
-from sqlalchemy.exc import SQLAlchemyError
-
 from inferfleet.messages import JobMessage
+from inferfleet.outages import OUTAGES
 from worker import logs
 from worker.batching import Outcome
 
 log = logging.getLogger(__name__)
 
 # Failures of a service the worker depends on; the same work is tried again later.
-TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, KafkaError, BotoCoreError, ClientError)
+TRANSIENT = OUTAGES
 
 # `error.type` of a job running alone after a redelivery, and of one failed for it.
 CRASHED = "worker_crashed"
