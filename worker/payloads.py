@@ -7,12 +7,14 @@ transaction stores their `output_uri`, so a stored `output_uri` always names an 
 (an object orphaned by a crash is harmless; it is rewritten when the redelivered job
 runs again).
 
-An object that is missing, unreadable for this worker, larger than `MAX_INPUT_BYTES`,
-nested deeper than `inferfleet.jsondepth.MAX_DEPTH`, not a JSON object or not valid
-against the version's request schema fails its job alone, at once; so do inline inputs
-nested too deeply. Anything else one job's read, parse or check raises fails that job
-alone too (`worker.isolation`), as does one job's outputs failing to encode. An object
-store or database outage raises, and the caller retries the whole batch later.
+A URI outside the job's tenant's prefixes (other than the job's own claim check) is
+not read: its job fails `forbidden_input`. An object that is missing, unreadable for
+this worker, larger than `MAX_INPUT_BYTES`, nested deeper than
+`inferfleet.jsondepth.MAX_DEPTH`, not a JSON object or not valid against the version's
+request schema fails its job alone, at once; so do inline inputs nested too deeply.
+Anything else one job's read, parse or check raises fails that job alone too
+(`worker.isolation`), as does one job's outputs failing to encode. An object store or
+database outage raises, and the caller retries the whole batch later.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from inferfleet.errors import NotFoundError
 from inferfleet.messages import JobMessage
 from inferfleet.objectstore import is_missing, put_bytes, split_uri
 from inferfleet.settings import Settings
+from inferfleet.tenancy import job_input_uri
 from inferfleet.validation import validate_instance, validator_for
 from worker.batching import Outcome
 from worker.isolation import TRANSIENT, unexpected
@@ -133,7 +136,18 @@ class Payloads:
 
     def _read(self, job: JobMessage, schema: dict[str, Any] | None) -> JobMessage | Outcome:
         """`job` with its object as `inputs`, or its final failure."""
-        uri = job.input_uri or ""
+        sent = job.input_uri or ""
+        settings = self._settings
+        # The API checked the URI; a message it did not write is checked here again.
+        uri = job_input_uri(
+            sent, settings.tenant_prefixes, settings.s3_bucket, job.tenant, job.job_id
+        )
+        if uri is None:
+            message = (
+                f"{sent} is not under the S3 prefixes of tenant {job.tenant!r}; "
+                "the worker does not read it"
+            )
+            return _failed(job, "forbidden_input", message)
         if schema is None:
             message = f"{job.model} v{job.version} is not in the registry"
             return _failed(job, "model_unavailable", message)

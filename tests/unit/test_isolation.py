@@ -220,8 +220,10 @@ STAGES = ["fetch", "parse", "validate", "preprocess", "inference", "encode"]
 def test_an_unforeseen_exception_at_any_stage_fails_that_job_alone(
     stage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    objects = {f"s3://b/{i}.json": json.dumps({"x": i}).encode() for i in range(20)}
-    poison_uri = "s3://b/7.json"
+    objects = {
+        f"s3://inferfleet/tenants/acme/{i}.json": json.dumps({"x": i}).encode() for i in range(20)
+    }
+    poison_uri = "s3://inferfleet/tenants/acme/7.json"
     objects[poison_uri] = {
         "fetch": b"FETCH",
         "parse": b"PARSE",
@@ -256,7 +258,7 @@ def test_an_unforeseen_exception_at_any_stage_fails_that_job_alone(
         s3=FakeS3(objects),
     )
     w.payloads._schemas[("fraud", 1)] = {"type": "object"}  # the registry, already read
-    jobs = [job(f"job-{i}", uri=f"s3://b/{i}.json") for i in range(20)]
+    jobs = [job(f"job-{i}", uri=f"s3://inferfleet/tenants/acme/{i}.json") for i in range(20)]
 
     final, retry = w.run_taken(jobs, {j.job_id: 1 for j in jobs})
 
@@ -278,9 +280,9 @@ def test_inputs_nested_too_deeply_fail_their_job_naming_the_uri_and_limit() -> N
     just_too_deep = b'{"x": ' + b"[" * 64 + b"]" * 64 + b"}"
     deepest_allowed = b'{"x": ' + b"[" * 63 + b"]" * 63 + b"}"
     objects = {
-        "s3://b/deep.json": deep,
-        "s3://b/65.json": just_too_deep,
-        "s3://b/64.json": deepest_allowed,
+        "s3://inferfleet/tenants/acme/deep.json": deep,
+        "s3://inferfleet/tenants/acme/65.json": just_too_deep,
+        "s3://inferfleet/tenants/acme/64.json": deepest_allowed,
     }
     w = Worker(
         load_settings(),
@@ -304,7 +306,7 @@ def test_inputs_nested_too_deeply_fail_their_job_naming_the_uri_and_limit() -> N
     assert set(errors) == {"deep", "65", "inline"}
     for name in ("deep", "65"):
         assert errors[name]["type"] == "invalid_input"
-        assert f"s3://b/{name}.json" in errors[name]["message"]
+        assert f"s3://inferfleet/tenants/acme/{name}.json" in errors[name]["message"]
         assert "64" in errors[name]["message"]
     assert errors["inline"]["type"] == "invalid_input"
     assert all(not o.retriable for o in failed), "a too-deep input is final at once"
