@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # How long the group waits for a crashed worker before moving its partitions.
     session_timeout_ms: int = Field(default=45_000, ge=1000)
     model_cache_dir: Path = Path(".stack/model-cache")
-    model_cache_versions: int = Field(default=8, ge=1)
+    # Versions loaded (or loading) at once, a hard bound; alias targets are never unloaded.
+    model_cache_versions: int = Field(default=4, ge=1)
     # ONNX Runtime: providers in order of preference (those this build lacks are skipped;
     # CPU is always last), and the options that matter for each.
     providers: list[str] = Field(
@@ -129,6 +130,10 @@ class Settings(BaseSettings):
     trt_fp16: bool = False
     intra_op_threads: int = Field(default=0, ge=0)  # 0 = ONNX Runtime's choice
     registry_poll_s: float = Field(default=2.0, gt=0)
+
+    # Worker: a loaded version no job has used for this long may be unloaded to load
+    # another one a job names (`worker.models`).
+    model_idle_s: float = Field(default=30.0, ge=0)
 
     @field_validator("providers")
     @classmethod

@@ -43,7 +43,7 @@ from worker.isolation import TRANSIENT
 from worker.metrics import QueueProbe, WorkerMetrics
 from worker.models import ModelStore
 from worker.payloads import Payloads
-from worker.requeue import dead_letters, resend
+from worker.requeue import dead_letters, put_back, resend
 from worker.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 # What keeps a model from loading: the above, or a bad artifact or registry entry.
 LOAD_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError, OSError)
 REGISTRY_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError)
+# How long a poll of nothing but jobs waiting for their versions pauses the loop.
+WAITING_PAUSE_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Worker:
         self._stop = threading.Event()
         self._aliases: dict[str, int] = {}
         self._next_alias_check = 0.0
+        self._reported = -1  # the store's `changes` when /readyz was last told
         # Jobs this worker took and has not finished: after an outage, the same batch
         # is tried again and these are taken again, not run alone as redelivered.
         self._own: set[str] = set()
@@ -143,20 +146,21 @@ class Worker:
         """Every `registry_poll_s`, notice moved aliases and load their new versions.
 
         The new version loads in the background beside the old one, which keeps serving
-        the jobs that were pinned to it at submit; both stay loaded while any job still
-        names them.
+        the jobs that were pinned to it at submit, as any other version does: loaded
+        while there is room, unloaded once idle when another is wanted (`worker.models`).
         """
+        if self.store.changes != self._reported:
+            self._report(None)
         now = time.monotonic()
         if now < self._next_alias_check:
             return
         self._next_alias_check = now + self.settings.registry_poll_s
         try:
             targets = self._alias_targets()
-            pending = persist.pending_versions(self.engine, self.settings.worker_models)
         except REGISTRY_FAILURES as e:
             log.warning("cannot read the registry, keeping the loaded versions: %s", e)
             return
-        self.store.pin(set(targets.items()) | pending)
+        self.store.pin(targets.items())
         for name, version in targets.items():
             if self._aliases.get(name) != version:
                 log.info(
@@ -216,6 +220,7 @@ class Worker:
                 p.offset,
                 p.error,
             )
+        jobs = self._wait_for_versions(consumer, records, jobs)
         claim = persist.claim(
             self.engine,
             [j.job_id for j in jobs],
@@ -269,6 +274,28 @@ class Worker:
         )
         return summary
 
+    def _wait_for_versions(
+        self, consumer: JobConsumer, records: list[Any], jobs: list[JobMessage]
+    ) -> list[JobMessage]:
+        """The jobs whose version is loaded (or failed to load: they fail naming it).
+
+        A job naming a version not loaded yet is put back at the end of its topic,
+        unclaimed (no attempt counted), while its version loads in the background;
+        the poll loop never waits for a load.
+        """
+        versions = {(j.model, j.version) for j in jobs}
+        waiting_versions = {
+            key for key in versions if self.store.state(*key) in ("loading", "waiting")
+        }
+        if not waiting_versions:
+            return jobs
+        waiting = [j for j in jobs if (j.model, j.version) in waiting_versions]
+        alive = persist.unfinished(self.engine, [j.job_id for j in waiting])
+        consumer.send(put_back(records, [j for j in waiting if j.job_id in alive]))
+        if len(waiting) == len(jobs):
+            self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
+        return [j for j in jobs if (j.model, j.version) not in waiting_versions]
+
     def run_taken(
         self, jobs: Sequence[JobMessage], attempts: Mapping[str, int]
     ) -> tuple[list[Outcome], list[str]]:
@@ -316,7 +343,9 @@ class Worker:
             log.error("model=%s version=%d unavailable: %r", name, version, e)
             message = f"{name} v{version} cannot be loaded: {e}"
             error = {"type": "model_unavailable", "message": message}
-            return [Outcome(j.job_id, error=error) for j in jobs]
+            # Not in the registry, or a bad artifact: no retry will help.
+            final = isinstance(e, InferfleetError)
+            return [Outcome(j.job_id, error=error, retriable=not final) for j in jobs]
         length = model.length
         by_length = None if length is None else (lambda job: length(job.inputs or {}))
         outcomes: list[Outcome] = []
@@ -344,6 +373,7 @@ class Worker:
 
     def _report(self, not_ready: str | None) -> None:
         """Publish the loaded models on /readyz and as metrics; ready unless `not_ready`."""
+        self._reported = self.store.changes
         loaded = self.store.loaded()
         self.metrics.model_loaded.clear()
         for m in loaded:

@@ -185,15 +185,12 @@ def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
     return None, json.dumps(error)
 
 
-PENDING = text(
-    """
-    SELECT DISTINCT model, version FROM jobs
-     WHERE status IN ('queued', 'running') AND model = ANY(:models)
-    """
-)
+UNFINISHED = text("SELECT id FROM jobs WHERE id = ANY(:ids) AND status IN ('queued', 'running')")
 
 
-def pending_versions(engine: Engine, models: Sequence[str]) -> set[tuple[str, int]]:
-    """The (model, version) pairs that jobs not yet finished still name."""
+def unfinished(engine: Engine, job_ids: Sequence[str]) -> set[str]:
+    """Which of `job_ids` are still `queued` or `running` (the others need no message)."""
+    if not job_ids:
+        return set()
     with engine.connect() as conn:
-        return {(r.model, r.version) for r in conn.execute(PENDING, {"models": list(models)})}
+        return {r.id for r in conn.execute(UNFINISHED, {"ids": list(job_ids)})}
