@@ -41,7 +41,7 @@ from worker.consume import JobConsumer
 from worker.health import Readiness, serve
 from worker.isolation import TRANSIENT
 from worker.metrics import QueueProbe, WorkerMetrics
-from worker.models import ModelStore
+from worker.models import ModelStore, check_bound
 from worker.payloads import Payloads
 from worker.requeue import dead_letters, put_back, resend
 from worker.runtime import LoadedModel
@@ -403,6 +403,7 @@ def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any
 def main() -> None:
     """`python -m worker`: run one worker until SIGTERM or SIGINT, then exit 0."""
     settings = load_settings()
+    check_bound(settings)
     logs.configure()
     engine = make_engine(settings, pool_size=2)
     metrics = WorkerMetrics()

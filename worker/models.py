@@ -28,6 +28,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine
 
 from inferfleet import registry
+from inferfleet.errors import ConfigError
 from inferfleet.objectstore import download_verified, sha256_file
 from inferfleet.outages import OUTAGES
 from inferfleet.publish import cache_path
@@ -55,6 +56,18 @@ def cached_files(cache_dir: Path, version: ModelVersion, s3: Any) -> dict[str, P
             download_verified(s3, ref.uri, path, ref.sha256)
         paths[filename] = path
     return paths
+
+
+def check_bound(settings: Settings) -> None:
+    """ConfigError unless the bound leaves room beside the served models' alias targets
+    for the other versions jobs name (else those jobs would wait for ever)."""
+    served = len(settings.worker_models)
+    if settings.model_cache_versions <= served:
+        raise ConfigError(
+            f"INFERFLEET_MODEL_CACHE_VERSIONS is {settings.model_cache_versions}; a worker "
+            f"serving {served} model(s) needs at least {served + 1}: one per alias target "
+            "and one for the other versions jobs name"
+        )
 
 
 def to_unload(

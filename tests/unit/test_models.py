@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import worker.models
-from inferfleet.errors import ArtifactError, NotFoundError
+from inferfleet.errors import ArtifactError, ConfigError, NotFoundError
 from inferfleet.settings import load_settings
-from worker.models import ModelStore, to_unload
+from worker.models import ModelStore, check_bound, to_unload
 
 A1, A2, A3, B1 = ("a", 1), ("a", 2), ("a", 3), ("b", 1)
 
@@ -130,3 +130,15 @@ def test_a_version_that_cannot_load_fails_until_it_is_tried_again(
     clock.now += worker.models.FAILED_FOR_S
     assert store.state("a", version) == "loading", "tried again after a while"
     assert settle(store, "a", version) == "failed"
+
+
+@pytest.mark.parametrize(("models", "bound", "ok"), [(1, 2, True), (1, 1, False), (3, 3, False)])
+def test_the_bound_leaves_room_beside_the_alias_targets(models: int, bound: int, ok: bool) -> None:
+    settings = load_settings(
+        worker_models=[f"m{i}" for i in range(models)], model_cache_versions=bound
+    )
+    if ok:
+        check_bound(settings)
+    else:
+        with pytest.raises(ConfigError, match="INFERFLEET_MODEL_CACHE_VERSIONS"):
+            check_bound(settings)
