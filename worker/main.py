@@ -31,6 +31,7 @@ from inferfleet.topics import dlq_topic, ensure_topics, model_topics
 from worker import isolation, logs, persist
 from worker.batching import (
     Outcome,
+    Poison,
     chunks,
     decode_records,
     group_by_version,
@@ -100,6 +101,7 @@ class Worker:
         self._own: set[str] = set()
         # The batch in hand: where its retries and dead letters go, and its records.
         self._batch: tuple[JobConsumer, list[Any]] | None = None
+        self._started = 0.0
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight, commit, leave the group and return."""
@@ -209,7 +211,7 @@ class Worker:
         records = consumer.poll()
         if not records:
             return None
-        started = time.monotonic()
+        self._started = time.monotonic()
         self._batch = (consumer, records)
         jobs, poison = decode_records(records)
         for p in poison:
@@ -238,22 +240,36 @@ class Worker:
         )
         consumer.commit()
         self._own = set()
+        return self._summarise(
+            records, jobs, poison, claim, final + alone, len(retry) + len(alone_retry), written
+        )
 
-        final += alone
+    def _summarise(
+        self,
+        records: list[Any],
+        jobs: list[JobMessage],
+        poison: list[Poison],
+        claim: persist.Claim,
+        final: list[Outcome],
+        retried: int,
+        written: int,
+    ) -> BatchSummary:
+        """Count, log and measure one handled batch."""
         failed = sum(1 for o in final if o.error is not None)
         self._count(jobs, final, claim.expired)
         _log_expired(jobs, claim.expired)
+        taken = len(claim.taken) + len(claim.redelivered)
         summary = BatchSummary(
             records=len(records),
-            claimed=len(claim.taken) + len(redelivered),
+            claimed=taken,
             succeeded=len(final) - failed,
             failed=failed,
-            retried=len(retry) + len(alone_retry),
+            retried=retried,
             expired=len(claim.expired),
-            skipped=len(jobs) - len(claim.taken) - len(redelivered) - len(claim.expired),
+            skipped=len(jobs) - taken - len(claim.expired),
             dead_lettered=len(poison) + failed,
         )
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - self._started
         self.metrics.dead_letters.inc(summary.dead_lettered)
         self.metrics.batch_records.observe(len(records))
         self.metrics.batch_seconds.observe(elapsed)
@@ -268,7 +284,7 @@ class Worker:
             summary.expired,
             summary.skipped,
             summary.dead_lettered,
-            len(redelivered),
+            len(claim.redelivered),
             written,
             elapsed,
         )
