@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, text
 
 from inferfleet.outbox import add_job_events
-from worker.batching import Outcome
+from worker.batching import Outcome, bounded
 from worker.isolation import CRASHED, Redelivered
 
 # One statement claims the batch. Jobs that are `queued` (or `running` under this
@@ -168,11 +168,9 @@ def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
     """(outputs JSON, error JSON) of one outcome; outputs that JSON cannot hold fail the job.
 
     Nothing here raises for one outcome: a failure would fail the whole transaction.
-    NUL characters (which Postgres cannot store) in an error become U+FFFD.
     """
     if outcome.error is not None:
-        error = {k: str(v).replace("\x00", "\ufffd") for k, v in outcome.error.items()}
-        return None, json.dumps(error)
+        return None, json.dumps(bounded(outcome.error))
     if outcome.outputs is None:  # stored in S3, named by output_uri
         return None, None
     try:
@@ -181,8 +179,8 @@ def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
         error = {"type": "invalid_output", "message": "the model produced NaN or infinity"}
     except Exception as e:  # noqa: BLE001 - outputs JSON cannot hold fail their job alone
         message = f"the outputs cannot be encoded as JSON: {type(e).__name__}: {e}"
-        error = {"type": "invalid_output", "message": message.replace("\x00", "\ufffd")}
-    return None, json.dumps(error)
+        error = {"type": "invalid_output", "message": message}
+    return None, json.dumps(bounded(error))
 
 
 UNFINISHED = text("SELECT id FROM jobs WHERE id = ANY(:ids) AND status IN ('queued', 'running')")

@@ -86,6 +86,8 @@ def test_deep_and_oversized_input_objects_fail_alone_and_the_worker_keeps_servin
     objects = {
         "deep": b'{"transaction_amount": ' + b"[" * levels + b"]" * levels + b"}",
         "oversized": b'{"merchant_category": "' + b"x" * SIXTEEN_MIB + b'"}',
+        # Under the limit, but its schema error would repeat 5 MiB in a Kafka header.
+        "wordy": b'{"merchant_category": "' + b"x" * (5 * 1024 * 1024) + b'"}',
     }
     uris = {}
     for name, data in objects.items():
@@ -104,8 +106,8 @@ def test_deep_and_oversized_input_objects_fail_alone_and_the_worker_keeps_servin
     }
 
     assert {jobs[i]["status"] for i in others} == {"succeeded"}
-    deep, oversized = jobs[poison["deep"]], jobs[poison["oversized"]]
-    for job in (deep, oversized):
+    deep, oversized, wordy = (jobs[poison[name]] for name in ("deep", "oversized", "wordy"))
+    for job in (deep, oversized, wordy):
         assert job["status"] == "failed", job
         assert job["error"]["type"] == "invalid_input"
         assert job["attempts"] == 1, "an input that cannot run is not retried"
@@ -113,10 +115,12 @@ def test_deep_and_oversized_input_objects_fail_alone_and_the_worker_keeps_servin
     assert "deeper than 64 levels" in deep["error"]["message"]
     assert uris["oversized"] in oversized["error"]["message"]
     assert f"at most {SIXTEEN_MIB} bytes" in oversized["error"]["message"]
+    assert uris["wordy"] in wordy["error"]["message"]
+    assert len(wordy["error"]["message"]) < 10_000
     assert worker.proc.poll() is None, worker.log()
     writes = terminal_writes(engine, [*poison.values(), *others])
     assert set(writes.values()) == {1}
-    assert len(writes) == len(others) + 2
+    assert len(writes) == len(others) + len(poison)
 
 
 def test_a_job_that_kills_every_worker_is_dead_lettered_after_its_attempts_alone(
