@@ -28,10 +28,9 @@ CLAIM = text(
     f"""
     WITH prior AS (
         SELECT id, status, attempts, coalesce(error->>'type' = '{CRASHED}', false) AS alone,
-               deadline <= now() AS late
+               coalesce(deadline <= now(), false) AS late
           FROM jobs
          WHERE id = ANY(:ids) AND status IN ('queued', 'running')
-           FOR UPDATE
     ), taken AS (
         UPDATE jobs AS j
            SET status = CASE WHEN p.late THEN 'expired' ELSE 'running' END,
@@ -44,11 +43,17 @@ CLAIM = text(
                                                     'the job was not started before its deadline')
                        END
           FROM prior AS p
-         WHERE j.id = p.id AND (p.status = 'queued' OR p.late OR j.id = ANY(:own))
+         WHERE j.id = p.id AND (p.status = 'queued' OR p.late OR p.id = ANY(:own))
+           -- Checked again on the row as it is once locked: a job another worker
+           -- finished meanwhile is left alone.
+           AND j.status IN ('queued', 'running')
         RETURNING j.id, j.status, j.attempts
     )
-    SELECT p.id, p.attempts AS prior_attempts, p.alone, t.status, t.attempts
-      FROM prior AS p LEFT JOIN taken AS t ON t.id = p.id
+    -- Two halves, not a join: a generic plan expects one row per CTE and would nest loops.
+    SELECT id, status, attempts, NULL::int AS prior_attempts, false AS alone FROM taken
+    UNION ALL
+    SELECT id, NULL, NULL, attempts, alone FROM prior
+     WHERE NOT (status = 'queued' OR late OR id = ANY(:own))
     """
 )
 
