@@ -12,10 +12,8 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -31,7 +29,6 @@ from inferfleet.topics import dlq_topic, ensure_topics, model_topics
 from worker import isolation, logs, persist
 from worker.batching import (
     Outcome,
-    Poison,
     chunks,
     decode_records,
     group_by_version,
@@ -46,6 +43,7 @@ from worker.models import ModelStore, check_bound
 from worker.payloads import Payloads
 from worker.requeue import dead_letters, put_back, resend
 from worker.runtime import LoadedModel
+from worker.summary import BatchSummary, Handled, summarise
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +52,6 @@ LOAD_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError, OSErr
 REGISTRY_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError)
 # How long a poll of nothing but jobs waiting for their versions pauses the loop.
 WAITING_PAUSE_S = 0.2
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """Counts of one handled batch, for the log line and for tests."""
-
-    records: int
-    claimed: int
-    succeeded: int
-    failed: int
-    retried: int
-    expired: int
-    skipped: int
-    dead_lettered: int
 
 
 class Worker:
@@ -240,55 +224,12 @@ class Worker:
         )
         consumer.commit()
         self._own = set()
-        return self._summarise(
-            records, jobs, poison, claim, final + alone, len(retry) + len(alone_retry), written
-        )
-
-    def _summarise(
-        self,
-        records: list[Any],
-        jobs: list[JobMessage],
-        poison: list[Poison],
-        claim: persist.Claim,
-        final: list[Outcome],
-        retried: int,
-        written: int,
-    ) -> BatchSummary:
-        """Count, log and measure one handled batch."""
-        failed = sum(1 for o in final if o.error is not None)
-        self._count(jobs, final, claim.expired)
-        _log_expired(jobs, claim.expired)
-        taken = len(claim.taken) + len(claim.redelivered)
-        summary = BatchSummary(
-            records=len(records),
-            claimed=taken,
-            succeeded=len(final) - failed,
-            failed=failed,
-            retried=retried,
-            expired=len(claim.expired),
-            skipped=len(jobs) - taken - len(claim.expired),
-            dead_lettered=len(poison) + failed,
-        )
-        elapsed = time.monotonic() - self._started
-        self.metrics.dead_letters.inc(summary.dead_lettered)
-        self.metrics.batch_records.observe(len(records))
-        self.metrics.batch_seconds.observe(elapsed)
-        log.info(
-            "batch records=%d claimed=%d succeeded=%d failed=%d retried=%d expired=%d "
-            "skipped=%d dead_lettered=%d redelivered=%d written=%d seconds=%.3f",
-            summary.records,
-            summary.claimed,
-            summary.succeeded,
-            summary.failed,
-            summary.retried,
-            summary.expired,
-            summary.skipped,
-            summary.dead_lettered,
-            len(claim.redelivered),
+        return summarise(
+            self.metrics,
+            self._started,
+            Handled(records, jobs, poison, claim, final + alone, len(retry) + len(alone_retry)),
             written,
-            elapsed,
         )
-        return summary
 
     def _wait_for_versions(
         self, consumer: JobConsumer, records: list[Any], jobs: list[JobMessage]
@@ -378,15 +319,6 @@ class Worker:
                 )
         return outcomes
 
-    def _count(self, jobs: list[JobMessage], outcomes: list[Outcome], expired: set[str]) -> None:
-        by_id = {j.job_id: j.model for j in jobs}
-        counts: Counter[tuple[str, str]] = Counter(
-            (by_id[o.job_id], "failed" if o.error else "succeeded") for o in outcomes
-        )
-        counts.update((by_id[job_id], "expired") for job_id in expired)
-        for (model, status), n in counts.items():
-            self.metrics.jobs.labels(model, status).inc(n)
-
     def _report(self, not_ready: str | None) -> None:
         """Publish the loaded models on /readyz and as metrics; ready unless `not_ready`."""
         self._reported = self.store.changes
@@ -399,12 +331,6 @@ class Worker:
             for m in sorted(loaded, key=lambda m: (m.name, m.version))
         ]
         self.readiness.set(not_ready is None, not_ready, models)
-
-
-def _log_expired(jobs: Sequence[JobMessage], expired: set[str]) -> None:
-    for job in jobs:
-        if job.job_id in expired:
-            log.info("expired before it started", extra=logs.job_fields(job))
 
 
 def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:
