@@ -4,7 +4,7 @@
 deep as the text does. So before a route parses a body, `inspector(settings)` reads its
 shape from the bytes (`inferfleet.jsondepth.shape`, no Python values built) and refuses:
 
-- any body nesting arrays and objects more than `json_max_depth + PARSE_SLACK` deep
+- any body nesting arrays and objects more than `MAX_DEPTH + PARSE_SLACK` deep
   (422, `loc` `[]`: the body itself);
 - any body holding more than `json_max_values` values (arrays, objects and the commas
   between elements: parsing makes a Python object of about 70 bytes for each, however
@@ -13,7 +13,7 @@ shape from the bytes (`inferfleet.jsondepth.shape`, no Python values built) and 
   (422, `loc` `["items"]`), counted from the commas between them.
 
 A body within these bounds is parsed; `deep_inputs` then names every inline `inputs`
-nested deeper than `json_max_depth` by its path (422), before the inputs are validated
+nested deeper than `MAX_DEPTH` by its path (422), before the inputs are validated
 against their schema.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 
 from api.middleware import Inspect
 from inferfleet.errors import FieldError
-from inferfleet.jsondepth import shape, too_deep
+from inferfleet.jsondepth import MAX_DEPTH, shape, too_deep
 from inferfleet.settings import Settings
 
-# Levels above `json_max_depth` a body may nest and still be parsed, so that the field
+# Levels above `MAX_DEPTH` a body may nest and still be parsed, so that the field
 # that nests too deep can be named: the envelope (body, items, item) and some more.
 PARSE_SLACK = 64
 BULK_PATH = "/v1/jobs/bulk"
@@ -34,7 +34,7 @@ BULK_PATH = "/v1/jobs/bulk"
 
 def inspector(settings: Settings) -> Inspect:
     """The check `BodyLimitMiddleware` runs on a body's bytes before the route parses it."""
-    max_depth = settings.json_max_depth + PARSE_SLACK
+    max_depth = MAX_DEPTH + PARSE_SLACK
     max_items = settings.max_bulk_items
     max_values = settings.json_max_values
 
@@ -46,7 +46,7 @@ def inspector(settings: Settings) -> Inspect:
                 FieldError(
                     (),
                     f"the body nests arrays and objects {found.depth} levels deep; it is "
-                    f"not read past {max_depth} (inputs may nest {settings.json_max_depth})",
+                    f"not read past {max_depth} (inputs may nest {MAX_DEPTH})",
                     "too_deep",
                     found.depth,
                 )

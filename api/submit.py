@@ -31,16 +31,17 @@ from inferfleet import messages, registry
 from inferfleet.broker import Record
 from inferfleet.errors import FieldError, InvalidInputError, QueueUnavailableError
 from inferfleet.ids import new_job_id
+from inferfleet.jsondepth import MAX_DEPTH
 from inferfleet.objectstore import put_bytes
 from inferfleet.produced import mark_produced
 from inferfleet.schemas import Webhook
+from inferfleet.tenancy import claim_uri
 from inferfleet.topics import Lane, job_topic
 from inferfleet.validation import validate_instance, validator_for
 from inferfleet.webhooks import dns, url_problem
 
 log = logging.getLogger(__name__)
 
-CLAIM_PREFIX = "claims"
 CLAIM_THREADS = 8
 # Only jobs still `queued` need it (the sweeper looks at no others), and rows a worker
 # holds are skipped rather than waited for: waiting could deadlock with the worker's own
@@ -99,11 +100,10 @@ def submit(
     services.admission.admit(version.name)
     validator = validator_for(version.request_schema)
     errors: list[FieldError] = []
-    max_depth = services.settings.json_max_depth
     for item in items:
         if item.inputs is None:
             continue
-        too_deep = deep_inputs(item.inputs, item.loc, max_depth)
+        too_deep = deep_inputs(item.inputs, item.loc, MAX_DEPTH)
         if too_deep is not None:
             errors.append(too_deep)
         else:
@@ -212,7 +212,7 @@ def _claim_check(services: Services, ids: list[str], items: list[Item]) -> dict[
             continue
         data = json.dumps(item.inputs, separators=(",", ":")).encode()
         if len(data) > settings.claim_check_bytes:
-            large[job_id] = (f"s3://{settings.s3_bucket}/{CLAIM_PREFIX}/{job_id}.json", data)
+            large[job_id] = (claim_uri(settings.s3_bucket, job_id), data)
     if not large:
         return {}
     try:

@@ -64,7 +64,7 @@ def claim_batches(engine: Engine, ids: Sequence[str], batch: int) -> list[tuple[
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
         started = time.perf_counter()
-        claimed, _ = persist.claim(engine, chunk, retry_window_s=86400.0)
+        claimed = persist.claim(engine, chunk, retry_window_s=86400.0).taken
         claimed_at = time.perf_counter()
         persist.finish(
             engine,
@@ -107,14 +107,14 @@ def print_generic_plan(engine: Engine, model: str, args: argparse.Namespace) -> 
     backlog = make_jobs(SCHEMA, args.backlog, seed=3)
     insert_queued(engine, model, 1, backlog, "plan")
     ids = [job.id for job in backlog[: args.batch]]
-    body = str(persist.CLAIM).replace(":ids", "$1")
+    body = str(persist.CLAIM).replace(":ids", "$1").replace(":own", "$2")
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
         cursor = psycopg.ClientCursor(raw)  # EXPLAIN EXECUTE takes no bound parameters
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute(f"PREPARE bench_claim(text[]) AS {body}")
-        cursor.execute("EXPLAIN (ANALYZE, COSTS) EXECUTE bench_claim(%s)", [ids])
+        cursor.execute(f"PREPARE bench_claim(text[], text[]) AS {body}")
+        cursor.execute("EXPLAIN (ANALYZE, COSTS) EXECUTE bench_claim(%s, %s)", [ids, []])
         plan = [row[0] for row in cursor.fetchall()]
         conn.rollback()
     print(f"\nCLAIM's generic plan, {args.backlog:,} queued rows, {args.batch:,} ids:")

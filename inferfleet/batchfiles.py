@@ -15,14 +15,16 @@ the end of the file are not lines at all.
 
 Nothing here holds a file: readers take an iterator of byte chunks (or, for Parquet, a
 local file, which Parquet needs for its footer) and yield one `Line` at a time.
-`BatchFileError` means the file as a whole cannot be read; a bad line is only that line.
+`BatchFileError` means the file as a whole cannot be read; a bad line is only that line:
+whatever reading or checking one line raises, and inputs nested deeper than
+`inferfleet.jsondepth.MAX_DEPTH`, make that line invalid.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -31,6 +33,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
+from inferfleet import jsondepth
 from inferfleet.errors import FieldError, InferfleetError
 from inferfleet.validation import validate_instance
 
@@ -149,9 +152,22 @@ def jsonl_lines(raw: Iterable[bytes | TooLong]) -> Iterator[Line]:
             elif not data.strip():
                 yield None
             else:
-                yield _parse_json_line(number, data)
+                yield _guarded(_parse_json_line, number, data)
 
     return _without_trailing_blanks(parsed())
+
+
+def _guarded(read: Callable[..., Line], number: int, *args: Any) -> Line:
+    """`read(number, *args)`; whatever it raises makes line `number` invalid, never the file."""
+    try:
+        return read(number, *args)
+    except Exception as e:  # noqa: BLE001 - one line's failure is that line's
+        msg = f"the line cannot be read: {type(e).__name__}: {e}"
+        return Line(number, None, None, (_short(FieldError((), msg, "line_unreadable", None)),))
+
+
+def _too_deep(limit: int) -> FieldError:
+    return FieldError(("inputs",), f"nested deeper than {limit} levels", "too_deep", None)
 
 
 def _parse_json_line(number: int, data: bytes) -> Line:
@@ -162,7 +178,10 @@ def _parse_json_line(number: int, data: bytes) -> Line:
     except UnicodeDecodeError as e:
         return Line(number, None, None, (FieldError((), f"not UTF-8: {e}", "utf8_invalid"),))
     try:
-        value = json.loads(text)
+        # The line's object is one level above its inputs.
+        value = jsondepth.loads(text, jsondepth.MAX_DEPTH + 1)
+    except jsondepth.TooDeepError:
+        return Line(number, None, None, (_too_deep(jsondepth.MAX_DEPTH),))
     except json.JSONDecodeError as e:
         error = FieldError((), f"not JSON: {e.msg} at column {e.colno}", "json_invalid", text)
         return Line(number, None, None, (_short(error),))
@@ -239,7 +258,8 @@ def csv_lines(
                 cell = row[at] if (at := header.index(CUSTOM_ID)) < len(row) else None
                 yield Line(number, _custom_id(cell, True)[0], None, (error,))
             else:
-                yield _csv_line(number, dict(zip(header, row, strict=True)), types)
+                cells = dict(zip(header, row, strict=True))
+                yield _guarded(_csv_line, number, cells, types)
 
     yield from _without_trailing_blanks(parsed())
 
@@ -304,7 +324,7 @@ def parquet_lines(path: Path, rows_per_batch: int = PARQUET_ROWS) -> Iterator[Li
         for batch in parquet.iter_batches(batch_size=rows_per_batch):
             for row in batch.to_pylist():
                 number += 1
-                yield _parquet_line(number, row)
+                yield _guarded(_parquet_line, number, row)
     except (pa.ArrowException, OSError) as e:
         raise BatchFileError(f"Parquet row group after row {number} cannot be read: {e}") from e
 
@@ -337,7 +357,13 @@ def check(line: Line, validator: Draft202012Validator) -> list[FieldError]:
     """Everything wrong with `line`: its shape, else its inputs against the schema."""
     if line.errors:
         return list(line.errors)
-    return [_short(e) for e in validate_instance(validator, line.inputs, ("inputs",))]
+    if jsondepth.too_deep(line.inputs, jsondepth.MAX_DEPTH) is not None:
+        return [_too_deep(jsondepth.MAX_DEPTH)]
+    try:
+        return [_short(e) for e in validate_instance(validator, line.inputs, ("inputs",))]
+    except Exception as e:  # noqa: BLE001 - one line's failure is that line's
+        msg = f"the inputs cannot be checked: {type(e).__name__}: {e}"
+        return [_short(FieldError(("inputs",), msg, "line_unreadable", None))]
 
 
 def invalid_entry(line: Line, errors: Iterable[FieldError]) -> dict[str, Any]:

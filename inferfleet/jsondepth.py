@@ -1,17 +1,26 @@
-"""How deep JSON nests, on parsed values and on raw bytes before they are parsed.
+"""How deep JSON may nest: one rule for every door JSON comes in through.
+
+A job's inputs (inline, or the object an `input_uri` names) and a batch line's inputs
+may nest at most `MAX_DEPTH` arrays and objects deep. The limit keeps recursive code
+downstream (schema validation, preprocessing, `json.dumps` of results) far from
+Python's recursion limit, so no input can make it raise `RecursionError`.
 
 Depth counts arrays and objects: a scalar is 0 deep, `{}` and `[1]` are 1, `{"a": [2]}`
-is 2. `too_deep` walks a parsed value without recursion; `shape` reads the bytes of a
-document without building any Python value for it, so a body can be refused before
-`json.loads` turns 30 MiB of `{},` into about 24 times as much memory.
+is 2. `too_deep` walks a parsed value without recursion; `loads` parses and refuses too
+deep a value, never with `RecursionError`; `shape` reads the bytes of a document without
+building any Python value for it, so a body can be refused before `json.loads` turns
+30 MiB of `{},` into about 24 times as much memory.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+MAX_DEPTH = 64
 
 # Bytes scanned per numpy step: bounds the scan's own memory at a few MiB.
 _CHUNK = 1 << 18
@@ -45,6 +54,29 @@ def too_deep(value: object, limit: int) -> tuple[str | int, ...] | None:
             if isinstance(child, dict | list)
         )
     return None
+
+
+class TooDeepError(ValueError):
+    """Raised when JSON nests arrays and objects deeper than the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"nested deeper than {limit} levels of arrays and objects")
+
+
+def loads(data: str | bytes, limit: int = MAX_DEPTH) -> Any:
+    """`json.loads(data)`, refusing values nested deeper than `limit`.
+
+    Raises `TooDeepError` (a `ValueError`) for too deep a value, however deep: never
+    `RecursionError`. Text that is not JSON raises `json.JSONDecodeError` as usual.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError as e:  # deeper than the parser's own limit (about 1,000)
+        raise TooDeepError(limit) from e
+    if too_deep(value, limit) is not None:
+        raise TooDeepError(limit)
+    return value
 
 
 @dataclass(frozen=True)

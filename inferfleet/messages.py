@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 VERSION = 1
+# Versions are Postgres integers; a larger number could not name a registered version.
+MAX_VERSION = 2**31 - 1
 
 
 class UndecodableMessageError(ValueError):
@@ -68,8 +70,10 @@ def decode(value: bytes | None) -> JobMessage:
             raise UndecodableMessageError("message needs exactly one of inputs and input_uri")
         job_id, tenant, model = (_text(body, name) for name in ("job_id", "tenant", "model"))
         version = body.get("version")
-        if isinstance(version, bool) or not (
-            isinstance(version, int) or (isinstance(version, str) and version.isdigit())
+        if (
+            isinstance(version, bool)
+            or not (isinstance(version, int) or (isinstance(version, str) and version.isdigit()))
+            or not 1 <= int(version) <= MAX_VERSION
         ):
             raise UndecodableMessageError(f"version must be a version number, got {version!r}")
         deadline = body.get("deadline")
@@ -86,12 +90,19 @@ def decode(value: bytes | None) -> JobMessage:
         )
     except UndecodableMessageError:
         raise
+    except RecursionError as e:  # JSON nested past the parser's limit
+        raise UndecodableMessageError("malformed job message: nested too deeply") from e
     except (ValueError, KeyError, TypeError) as e:
         raise UndecodableMessageError(f"malformed job message: {e!r}") from e
 
 
 def _text(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise UndecodableMessageError(f"{name} must be a non-empty string, got {value!r}")
+    if not isinstance(value, str) or not value or "\x00" in value:
+        # Postgres text holds no NUL: such an ID would fail every write of its batch.
+        raise UndecodableMessageError(
+            f"{name} must be a non-empty string without NUL, got {value[:80]!r}"
+            if isinstance(value, str)
+            else f"{name} must be a non-empty string, got {value!r}"
+        )
     return value

@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # How long the group waits for a crashed worker before moving its partitions.
     session_timeout_ms: int = Field(default=45_000, ge=1000)
     model_cache_dir: Path = Path(".stack/model-cache")
-    model_cache_versions: int = Field(default=8, ge=1)
+    # Versions loaded (or loading) at once, a hard bound; alias targets are never unloaded.
+    model_cache_versions: int = Field(default=4, ge=1)
     # ONNX Runtime: providers in order of preference (those this build lacks are skipped;
     # CPU is always last), and the options that matter for each.
     providers: list[str] = Field(
@@ -142,6 +143,9 @@ class Settings(BaseSettings):
     # attempts may hold at once (fewer, so other tenants always find a free one).
     dispatch_threads: int = Field(default=64, ge=2)
     webhook_tenant_inflight: int = Field(default=16, ge=1)
+    # Worker: a loaded version no job has used for this long may be unloaded to load
+    # another one a job names (`worker.models`).
+    model_idle_s: float = Field(default=30.0, ge=0)
 
     @field_validator("providers")
     @classmethod
@@ -172,9 +176,8 @@ class Settings(BaseSettings):
     large_body_bytes: int = Field(default=1024 * 1024, ge=1)
     large_body_slots: int = Field(default=2, ge=1)
     large_body_wait_s: float = Field(default=2.0, ge=0)
-    # Inline inputs may nest arrays and objects at most this deep (422 beyond); a body
-    # holding more JSON values than `json_max_values` is refused before it is parsed.
-    json_max_depth: int = Field(default=64, ge=1)
+    # A body holding more JSON values than this is refused before it is parsed (how deep
+    # inputs may nest is `inferfleet.jsondepth.MAX_DEPTH`, the same at every door).
     json_max_values: int = Field(default=2_000_000, ge=1)
     # A key the database did not know is refused without asking again for this long;
     # at most `unknown_key_cache_size` such keys are remembered (0 s = off).

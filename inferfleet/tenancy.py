@@ -22,6 +22,8 @@ SCHEME = "s3://"
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # A URI still changing after this many percent-decodings is refused outright.
 MAX_DECODINGS = 4
+# Where inputs too large for a message go (claim checks): a prefix no tenant may name.
+CLAIM_PREFIX = "claims"
 
 
 def normalise(uri: str) -> str | None:
@@ -72,7 +74,7 @@ def tenant_prefixes(templates: Sequence[str], bucket: str, tenant: str) -> list[
     every URI it names is refused. A template that does not make an `s3://bucket/`
     prefix is a ConfigError naming it.
     """
-    if not tenant or tenant in (".", "..") or any(c in tenant for c in "/\\%"):
+    if not _plain(tenant):
         return []
     prefixes = []
     for template in templates:
@@ -100,3 +102,23 @@ def allowed_uri(uri: str, prefixes: Sequence[str]) -> str | None:
         ):
             return None
     return literal
+
+
+def _plain(name: str) -> bool:
+    """Whether `name` can stand in a path without moving it (no `/`, `\\`, `%`, `.`, `..`)."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\%")
+
+
+def claim_uri(bucket: str, job_id: str) -> str:
+    """Where a job's inputs too large for its message are written (the claim check)."""
+    return f"{SCHEME}{bucket}/{CLAIM_PREFIX}/{job_id}.json"
+
+
+def job_input_uri(
+    uri: str, templates: Sequence[str], bucket: str, tenant: str, job_id: str
+) -> str | None:
+    """The normalised `uri` that `tenant`'s job `job_id` may read: the job's own claim
+    check, or an object under the tenant's prefixes (`allowed_uri`); None otherwise."""
+    if _plain(job_id) and uri == claim_uri(bucket, job_id):
+        return uri
+    return allowed_uri(uri, tenant_prefixes(templates, bucket, tenant))

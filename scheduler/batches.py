@@ -61,8 +61,9 @@ from inferfleet.batchfiles import (
     split_lines,
 )
 from inferfleet.broker import make_producer
-from inferfleet.errors import NotFoundError
+from inferfleet.errors import FieldError, NotFoundError
 from inferfleet.objectstore import exists, split_uri
+from inferfleet.outages import OUTAGES
 from inferfleet.outbox import add_batch_event
 from inferfleet.registry import ModelVersion
 from inferfleet.settings import Settings
@@ -168,6 +169,17 @@ class Ingest:
             except BatchFileError as e:
                 message = f"{batch.input_uri}: {e}; nothing was enqueued"
                 return self.fail("input_unreadable", message, version)
+            except BatchCancelledError:
+                raise
+            except OUTAGES:
+                raise
+            except Exception as e:  # never a batch left `validating` for ever
+                log.exception("batch %s: reading its file failed", batch.id)
+                message = (
+                    f"{batch.input_uri} cannot be read: {type(e).__name__}: {e}; "
+                    "nothing was enqueued"
+                )
+                return self.fail("input_unreadable", message, version)
             if report.invalid and not batch.skip_invalid:
                 return self.fail("invalid_lines", _invalid_message(report), version, report)
             self.record(version, report)
@@ -209,13 +221,17 @@ class Ingest:
         for line in self.lines(fmt, version):
             report.lines = line.number
             errors = check(line, validator)
+            if not errors:
+                try:
+                    spooled = [line.number, line.custom_id, line.inputs]
+                    spool.write(json.dumps(spooled, separators=(",", ":")).encode() + b"\n")
+                except (TypeError, ValueError, RecursionError) as e:
+                    msg = f"the inputs cannot be written as JSON: {type(e).__name__}: {e}"
+                    errors = [FieldError(("inputs",), msg, "line_unreadable", None)]
             if errors:
                 report.invalid += 1
                 if len(report.kept) < keep:
                     report.kept.append(invalid_entry(line, errors))
-            else:
-                spooled = [line.number, line.custom_id, line.inputs]
-                spool.write(json.dumps(spooled, separators=(",", ":")).encode() + b"\n")
             self.renew_now_and_then()
         return report
 

@@ -24,8 +24,7 @@ from inferfleet.objectstore import put_bytes
 from inferfleet.produced import mark_produced
 from inferfleet.registry import ModelVersion
 from inferfleet.settings import Settings
-
-CLAIM_PREFIX = "claims"
+from inferfleet.tenancy import claim_uri
 
 # Jobs of a chunk that an earlier run of the ingest inserted, and whether they still
 # need producing.
@@ -155,6 +154,6 @@ def _claim_check(s3: Any, settings: Settings, job_id: str, inputs: dict[str, Any
     data = json.dumps(inputs, separators=(",", ":")).encode()
     if len(data) <= settings.claim_check_bytes:
         return None
-    uri = f"s3://{settings.s3_bucket}/{CLAIM_PREFIX}/{job_id}.json"
+    uri = claim_uri(settings.s3_bucket, job_id)
     put_bytes(s3, uri, data)
     return uri

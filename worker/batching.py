@@ -33,9 +33,24 @@ class Group:
     jobs: list[JobMessage]
 
 
+# An error message is cut to this many characters: it travels in a Kafka header and a
+# Postgres row, and one that outgrew either would fail its whole batch.
+MAX_ERROR_CHARS = 2000
+
+
+def bounded(error: dict[str, str]) -> dict[str, str]:
+    """`error` with each value cut to `MAX_ERROR_CHARS` and NUL (which Postgres cannot
+    store) replaced by U+FFFD."""
+    out = {}
+    for key, value in error.items():
+        text = str(value).replace("\x00", "\ufffd")
+        out[key] = text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "…"
+    return out
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What one job ended with: outputs, or an error (type, message).
+    """What one job ended with: outputs, or an error (type, message), `bounded`.
 
     An error that is not `retriable` (an input that can never run) is final at once.
     """
@@ -47,6 +62,10 @@ class Outcome:
     # Where outputs too large to store inline were written (then `outputs` is None).
     output_uri: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            object.__setattr__(self, "error", bounded(self.error))
+
 
 def decode_records(records: Iterable[Any]) -> tuple[list[JobMessage], list[Poison]]:
     """Decode polled records; duplicates of a job ID (redelivery) are kept once."""
@@ -56,10 +75,11 @@ def decode_records(records: Iterable[Any]) -> tuple[list[JobMessage], list[Poiso
     for record in records:
         try:
             msg = decode(record.value)
-        except UndecodableMessageError as e:
+        except Exception as e:  # noqa: BLE001 - whatever the record does, it is this record's
+            error = str(e) if isinstance(e, UndecodableMessageError) else f"{type(e).__name__}: {e}"
             poison.append(
                 Poison(
-                    record.topic, record.partition, record.offset, record.key, record.value, str(e)
+                    record.topic, record.partition, record.offset, record.key, record.value, error
                 )
             )
             continue

@@ -2,7 +2,8 @@
 
 Each polled batch is handled whole before its offsets are committed, so a crash at any
 point means the batch is redelivered, and the status guards in `persist` make the
-second pass write nothing twice.
+second pass write nothing twice. A failure of one job fails that job alone, and jobs
+redelivered after a worker died holding them run one at a time (`worker.isolation`).
 """
 
 from __future__ import annotations
@@ -11,26 +12,21 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from kafka.errors import KafkaError
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from inferfleet.db import make_engine
-from inferfleet.errors import ArtifactError, InferfleetError, NotFoundError
+from inferfleet.errors import InferfleetError
 from inferfleet.messages import JobMessage
 from inferfleet.objectstore import make_s3_client
 from inferfleet.preprocessing import split_outputs
 from inferfleet.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
 from inferfleet.topics import dlq_topic, ensure_topics, model_topics
-from worker import logs, persist
+from worker import isolation, logs, persist
 from worker.batching import (
     Outcome,
     chunks,
@@ -41,33 +37,21 @@ from worker.batching import (
 )
 from worker.consume import JobConsumer
 from worker.health import Readiness, serve
+from worker.isolation import TRANSIENT
 from worker.metrics import QueueProbe, WorkerMetrics
-from worker.models import ModelStore
+from worker.models import ModelStore, check_bound
 from worker.payloads import Payloads
-from worker.requeue import dead_letters, resend
+from worker.requeue import dead_letters, put_back, resend
 from worker.runtime import LoadedModel
+from worker.summary import BatchSummary, Handled, summarise
 
 log = logging.getLogger(__name__)
 
-# Failures of a service the worker depends on; the same work is tried again later.
-TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, KafkaError, BotoCoreError, ClientError)
 # What keeps a model from loading: the above, or a bad artifact or registry entry.
 LOAD_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError, OSError)
 REGISTRY_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError)
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """Counts of one handled batch, for the log line and for tests."""
-
-    records: int
-    claimed: int
-    succeeded: int
-    failed: int
-    retried: int
-    expired: int
-    skipped: int
-    dead_lettered: int
+# How long a poll of nothing but jobs waiting for their versions pauses the loop.
+WAITING_PAUSE_S = 0.2
 
 
 class Worker:
@@ -95,6 +79,13 @@ class Worker:
         self._stop = threading.Event()
         self._aliases: dict[str, int] = {}
         self._next_alias_check = 0.0
+        self._reported = -1  # the store's `changes` when /readyz was last told
+        # Jobs this worker took and has not finished: after an outage, the same batch
+        # is tried again and these are taken again, not run alone as redelivered.
+        self._own: set[str] = set()
+        # The batch in hand: where its retries and dead letters go, and its records.
+        self._batch: tuple[JobConsumer, list[Any]] | None = None
+        self._started = 0.0
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight, commit, leave the group and return."""
@@ -141,20 +132,21 @@ class Worker:
         """Every `registry_poll_s`, notice moved aliases and load their new versions.
 
         The new version loads in the background beside the old one, which keeps serving
-        the jobs that were pinned to it at submit; both stay loaded while any job still
-        names them.
+        the jobs that were pinned to it at submit, as any other version does: loaded
+        while there is room, unloaded once idle when another is wanted (`worker.models`).
         """
+        if self.store.changes != self._reported:
+            self._report(None)
         now = time.monotonic()
         if now < self._next_alias_check:
             return
         self._next_alias_check = now + self.settings.registry_poll_s
         try:
             targets = self._alias_targets()
-            pending = persist.pending_versions(self.engine, self.settings.worker_models)
         except REGISTRY_FAILURES as e:
             log.warning("cannot read the registry, keeping the loaded versions: %s", e)
             return
-        self.store.pin(set(targets.items()) | pending)
+        self.store.pin(targets.items())
         for name, version in targets.items():
             if self._aliases.get(name) != version:
                 log.info(
@@ -203,7 +195,8 @@ class Worker:
         records = consumer.poll()
         if not records:
             return None
-        started = time.monotonic()
+        self._started = time.monotonic()
+        self._batch = (consumer, records)
         jobs, poison = decode_records(records)
         for p in poison:
             log.warning(
@@ -213,64 +206,103 @@ class Worker:
                 p.offset,
                 p.error,
             )
-        claimed, expired = persist.claim(
+        jobs = self._wait_for_versions(consumer, records, jobs)
+        claim = persist.claim(
             self.engine,
             [j.job_id for j in jobs],
+            own=self._own,
             retry_window_s=self.settings.webhook_retry_window_s,
         )
-        runnable = [j for j in jobs if j.job_id in claimed]
-        ready, outcomes = self.payloads.fetch_inputs(runnable)
+        self._own = set(claim.taken)
+        runnable = [j for j in jobs if j.job_id in claim.taken]
+        final, retry = self.run_taken(runnable, claim.taken)
+        written = self.record(runnable, final, retry)
+        consumer.send(dead_letters(poison))
+        redelivered = [j for j in jobs if j.job_id in claim.redelivered]
+        alone, alone_retry = isolation.run_alone(
+            redelivered, claim.redelivered, self.settings.max_attempts, self
+        )
+        consumer.commit()
+        self._own = set()
+        return summarise(
+            self.metrics,
+            self._started,
+            Handled(records, jobs, poison, claim, final + alone, len(retry) + len(alone_retry)),
+            written,
+        )
+
+    def _wait_for_versions(
+        self, consumer: JobConsumer, records: list[Any], jobs: list[JobMessage]
+    ) -> list[JobMessage]:
+        """The jobs whose version is loaded (or failed to load: they fail naming it).
+
+        A job naming a version not loaded yet is put back at the end of its topic,
+        unclaimed (no attempt counted), while its version loads in the background;
+        the poll loop never waits for a load.
+        """
+        versions = {(j.model, j.version) for j in jobs}
+        waiting_versions = {
+            key for key in versions if self.store.state(*key) in ("loading", "waiting")
+        }
+        if not waiting_versions:
+            return jobs
+        waiting = [j for j in jobs if (j.model, j.version) in waiting_versions]
+        alive = persist.unfinished(self.engine, [j.job_id for j in waiting])
+        consumer.send(put_back(records, [j for j in waiting if j.job_id in alive]))
+        if len(waiting) == len(jobs):
+            self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
+        return [j for j in jobs if (j.model, j.version) not in waiting_versions]
+
+    def run_taken(
+        self, jobs: Sequence[JobMessage], attempts: Mapping[str, int]
+    ) -> tuple[list[Outcome], list[str]]:
+        """Fetch, run and encode taken jobs; (final outcomes, IDs to try again).
+
+        Each stage fails only the jobs it cannot handle; should anything else raise, the
+        jobs are bisected so only those that raise fail (`isolation.guarded`). Raises
+        only TRANSIENT: a service every job needs is away.
+        """
+        outcomes = isolation.guarded(jobs, self._outcomes, "worker_error", "running the job")
+        return settle(outcomes, attempts, self.settings.max_attempts)
+
+    def _outcomes(self, jobs: Sequence[JobMessage]) -> list[Outcome]:
+        ready, outcomes = self.payloads.fetch_inputs(jobs)
         for group in group_by_version(ready):
             outcomes.extend(self._run_group(group.model, group.version, group.jobs))
-        outcomes = self.payloads.store_outputs(outcomes, runnable)
-        final, retry = settle(outcomes, claimed, self.settings.max_attempts)
+        return self.payloads.store_outputs(outcomes, jobs)
+
+    def take_alone(self, job_id: str) -> int | None:
+        """Take one redelivered job to run alone (`isolation.Runner`)."""
+        attempts = persist.take_alone(self.engine, job_id)
+        if attempts is not None:
+            self._own.add(job_id)
+        return attempts
+
+    def record(self, jobs: Sequence[JobMessage], final: list[Outcome], retry: list[str]) -> int:
+        """Write outcomes, then put retries and dead letters on Kafka; how many were written.
+
+        Both happen before the offsets move past the batch.
+        """
         written = persist.finish(
             self.engine, final, requeued=retry, retry_window_s=self.settings.webhook_retry_window_s
         )
-        # Dead letters and retries are on Kafka before the offsets move past the batch.
-        consumer.send(dead_letters(poison) + resend(records, runnable, final, retry))
-        consumer.commit()
-
-        failed = sum(1 for o in final if o.error is not None)
-        self._count(jobs, final, expired)
-        _log_expired(jobs, expired)
-        summary = BatchSummary(
-            records=len(records),
-            claimed=len(claimed),
-            succeeded=len(final) - failed,
-            failed=failed,
-            retried=len(retry),
-            expired=len(expired),
-            skipped=len(jobs) - len(claimed) - len(expired),
-            dead_lettered=len(poison) + failed,
-        )
-        elapsed = time.monotonic() - started
-        self.metrics.dead_letters.inc(summary.dead_lettered)
-        self.metrics.batch_records.observe(len(records))
-        self.metrics.batch_seconds.observe(elapsed)
-        log.info(
-            "batch records=%d claimed=%d succeeded=%d failed=%d retried=%d expired=%d "
-            "skipped=%d dead_lettered=%d written=%d seconds=%.3f",
-            summary.records,
-            summary.claimed,
-            summary.succeeded,
-            summary.failed,
-            summary.retried,
-            summary.expired,
-            summary.skipped,
-            summary.dead_lettered,
-            written,
-            elapsed,
-        )
-        return summary
+        assert self._batch is not None
+        consumer, records = self._batch
+        consumer.send(resend(records, jobs, final, retry))
+        return written
 
     def _run_group(self, name: str, version: int, jobs: list[JobMessage]) -> list[Outcome]:
         try:
             model = self.store.get(name, version)
-        except (ArtifactError, NotFoundError) as e:
-            log.error("model=%s version=%d unavailable: %s", name, version, e)
-            error = {"type": "model_unavailable", "message": str(e)}
-            return [Outcome(j.job_id, error=error) for j in jobs]
+        except TRANSIENT:
+            raise
+        except Exception as e:  # noqa: BLE001 - a version that cannot load fails its jobs
+            log.error("model=%s version=%d unavailable: %r", name, version, e)
+            message = f"{name} v{version} cannot be loaded: {e}"
+            error = {"type": "model_unavailable", "message": message}
+            # Not in the registry, or a bad artifact: no retry will help.
+            final = isinstance(e, InferfleetError)
+            return [Outcome(j.job_id, error=error, retriable=not final) for j in jobs]
         length = model.length
         by_length = None if length is None else (lambda job: length(job.inputs or {}))
         outcomes: list[Outcome] = []
@@ -287,17 +319,9 @@ class Worker:
                 )
         return outcomes
 
-    def _count(self, jobs: list[JobMessage], outcomes: list[Outcome], expired: set[str]) -> None:
-        by_id = {j.job_id: j.model for j in jobs}
-        counts: Counter[tuple[str, str]] = Counter(
-            (by_id[o.job_id], "failed" if o.error else "succeeded") for o in outcomes
-        )
-        counts.update((by_id[job_id], "expired") for job_id in expired)
-        for (model, status), n in counts.items():
-            self.metrics.jobs.labels(model, status).inc(n)
-
     def _report(self, not_ready: str | None) -> None:
         """Publish the loaded models on /readyz and as metrics; ready unless `not_ready`."""
+        self._reported = self.store.changes
         loaded = self.store.loaded()
         self.metrics.model_loaded.clear()
         for m in loaded:
@@ -307,12 +331,6 @@ class Worker:
             for m in sorted(loaded, key=lambda m: (m.name, m.version))
         ]
         self.readiness.set(not_ready is None, not_ready, models)
-
-
-def _log_expired(jobs: Sequence[JobMessage], expired: set[str]) -> None:
-    for job in jobs:
-        if job.job_id in expired:
-            log.info("expired before it started", extra=logs.job_fields(job))
 
 
 def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:
@@ -327,6 +345,7 @@ def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any
 def main() -> None:
     """`python -m worker`: run one worker until SIGTERM or SIGINT, then exit 0."""
     settings = load_settings()
+    check_bound(settings)
     logs.configure()
     engine = make_engine(settings, pool_size=2)
     metrics = WorkerMetrics()

@@ -7,8 +7,13 @@ transaction stores their `output_uri`, so a stored `output_uri` always names an 
 (an object orphaned by a crash is harmless; it is rewritten when the redelivered job
 runs again).
 
-An object that is missing, unreadable for this worker, not a JSON object or not valid
-against the version's request schema fails its job alone, at once. An object store or
+A URI outside the job's tenant's prefixes (other than the job's own claim check) is
+not read: its job fails `forbidden_input`. An object that is missing, unreadable for
+this worker, larger than `MAX_INPUT_BYTES`, nested deeper than
+`inferfleet.jsondepth.MAX_DEPTH`, not a JSON object or not valid against the version's
+request schema fails its job alone, at once; so do inline inputs nested too deeply.
+Anything else one job's read, parse or check raises fails that job alone too
+(`worker.isolation`), as does one job's outputs failing to encode. An object store or
 database outage raises, and the caller retries the whole batch later.
 """
 
@@ -23,17 +28,19 @@ from typing import Any
 from botocore.exceptions import ClientError
 from sqlalchemy import Engine
 
-from inferfleet import registry
+from inferfleet import jsondepth, registry
 from inferfleet.errors import NotFoundError
 from inferfleet.messages import JobMessage
 from inferfleet.objectstore import is_missing, put_bytes, split_uri
 from inferfleet.settings import Settings
+from inferfleet.tenancy import job_input_uri
 from inferfleet.validation import validate_instance, validator_for
 from worker.batching import Outcome
+from worker.isolation import TRANSIENT, unexpected
 
 THREADS = 8
-# An input object larger than this is refused unread (a request body is at most 32 MiB).
-MAX_INPUT_BYTES = 32 * 1024 * 1024
+# An input object larger than this fails its job unread.
+MAX_INPUT_BYTES = 16 * 1024 * 1024
 # Errors that say this one object cannot be read, whatever the object store's health.
 UNREADABLE = frozenset({"AccessDenied", "InvalidObjectState", "NoSuchBucket"})
 
@@ -41,7 +48,9 @@ UNREADABLE = frozenset({"AccessDenied", "InvalidObjectState", "NoSuchBucket"})
 def parse_input(uri: str, data: bytes, schema: dict[str, Any]) -> dict[str, Any] | str:
     """The instance in `data`, or why it cannot run (its job fails `invalid_input`)."""
     try:
-        instance = json.loads(data)
+        instance = jsondepth.loads(data)
+    except jsondepth.TooDeepError as e:
+        return f"{uri} is {e}; inputs may nest at most {e.limit}"
     except ValueError as e:  # bad UTF-8 too
         return f"{uri} is not JSON: {e}"
     if not isinstance(instance, dict):
@@ -51,6 +60,15 @@ def parse_input(uri: str, data: bytes, schema: dict[str, Any]) -> dict[str, Any]
         listed = "; ".join(f"{'.'.join(map(str, p.loc)) or '(root)'}: {p.msg}" for p in problems)
         return f"{uri} breaks the request schema: {listed}"
     return instance
+
+
+def too_deep(job: JobMessage) -> Outcome | None:
+    """The failure of a job whose inline inputs nest deeper than the API accepts (a
+    message the API did not write), or None."""
+    limit = jsondepth.MAX_DEPTH
+    if job.inputs is None or jsondepth.too_deep(job.inputs, limit) is None:
+        return None
+    return _failed(job, "invalid_input", f"inputs nest deeper than {limit} levels")
 
 
 def result_uri(bucket: str, tenant: str, job_id: str) -> str:
@@ -68,23 +86,34 @@ class Payloads:
         self._schemas: dict[tuple[str, int], dict[str, Any]] = {}  # versions never change
 
     def fetch_inputs(self, jobs: Sequence[JobMessage]) -> tuple[list[JobMessage], list[Outcome]]:
-        """`jobs` ready to run (each `input_uri` read into `inputs`), and a final failed
-        outcome for each job whose object cannot run.
+        """`jobs` ready to run (each `input_uri` read into `inputs`), and a failed
+        outcome for each job whose inputs cannot run.
 
         Ready jobs keep their `input_uri`, so a message written again from them (a retry,
         a dead letter) still carries the reference, not the inputs.
         """
+        failed = {j.job_id: o for j in jobs if (o := too_deep(j)) is not None}
         by_uri = [j for j in jobs if j.input_uri is not None]
-        if not by_uri:
-            return list(jobs), []
-        schemas = self._request_schemas({(j.model, j.version) for j in by_uri})
+        read: dict[str, JobMessage | Outcome] = {}
+        if by_uri:
+            schemas = self._request_schemas({(j.model, j.version) for j in by_uri})
 
-        def read_one(job: JobMessage) -> JobMessage | Outcome:
-            return self._read(job, schemas.get((job.model, job.version)))
+            def read_one(job: JobMessage) -> JobMessage | Outcome:
+                try:
+                    return self._read(job, schemas.get((job.model, job.version)))
+                except TRANSIENT:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one object's failure is its job's
+                    return unexpected(
+                        job.job_id, "input_unavailable", f"reading {job.input_uri}", e
+                    )
 
-        with ThreadPoolExecutor(min(THREADS, len(by_uri)), thread_name_prefix="input") as pool:
-            read = dict(zip((j.job_id for j in by_uri), pool.map(read_one, by_uri), strict=True))
-        ready = [read.get(j.job_id, j) for j in jobs]
+            threads = min(THREADS, len(by_uri))
+            with ThreadPoolExecutor(threads, thread_name_prefix="input") as pool:
+                read = dict(
+                    zip((j.job_id for j in by_uri), pool.map(read_one, by_uri), strict=True)
+                )
+        ready = [failed.get(j.job_id) or read.get(j.job_id, j) for j in jobs]
         return (
             [j for j in ready if isinstance(j, JobMessage)],
             [o for o in ready if isinstance(o, Outcome)],
@@ -107,7 +136,18 @@ class Payloads:
 
     def _read(self, job: JobMessage, schema: dict[str, Any] | None) -> JobMessage | Outcome:
         """`job` with its object as `inputs`, or its final failure."""
-        uri = job.input_uri or ""
+        sent = job.input_uri or ""
+        settings = self._settings
+        # The API checked the URI; a message it did not write is checked here again.
+        uri = job_input_uri(
+            sent, settings.tenant_prefixes, settings.s3_bucket, job.tenant, job.job_id
+        )
+        if uri is None:
+            message = (
+                f"{sent} is not under the S3 prefixes of tenant {job.tenant!r}; "
+                "the worker does not read it"
+            )
+            return _failed(job, "forbidden_input", message)
         if schema is None:
             message = f"{job.model} v{job.version} is not in the registry"
             return _failed(job, "model_unavailable", message)
@@ -125,12 +165,14 @@ class Payloads:
         body = answer["Body"]
         try:
             size = answer.get("ContentLength", 0)
-            if size > MAX_INPUT_BYTES:
-                message = f"{uri} is {size} bytes; input objects are at most {MAX_INPUT_BYTES}"
-                return _failed(job, "invalid_input", message)
-            data = body.read()
+            if size <= MAX_INPUT_BYTES:  # the length S3 announced, checked against the bytes
+                data = body.read(MAX_INPUT_BYTES + 1)
+                size = max(size, len(data))
         finally:
             body.close()
+        if size > MAX_INPUT_BYTES:
+            message = f"{uri} is {size} bytes; input objects are at most {MAX_INPUT_BYTES} bytes"
+            return _failed(job, "invalid_input", message)
         parsed = parse_input(uri, data, schema)
         if isinstance(parsed, str):
             return _failed(job, "invalid_input", parsed)
@@ -146,6 +188,7 @@ class Payloads:
         """
         tenant_of = {j.job_id: j.tenant for j in jobs}
         large: dict[str, tuple[str, bytes]] = {}
+        unencodable: dict[str, Outcome] = {}
         for outcome in outcomes:
             if outcome.outputs is None:
                 continue
@@ -153,13 +196,18 @@ class Payloads:
                 data = json.dumps(outcome.outputs, separators=(",", ":"), allow_nan=False)
             except ValueError:
                 continue  # NaN or infinity: the results transaction fails the job
+            except Exception as e:  # noqa: BLE001 - one job's outputs fail that job alone
+                failure = unexpected(outcome.job_id, "invalid_output", "encoding the outputs", e)
+                unencodable[outcome.job_id] = failure
+                continue
             if len(data.encode()) > self._settings.output_inline_bytes:
                 uri = result_uri(
                     self._settings.s3_bucket, tenant_of[outcome.job_id], outcome.job_id
                 )
                 large[outcome.job_id] = (uri, data.encode())
+        outcomes = [unencodable.get(o.job_id, o) for o in outcomes]
         if not large:
-            return list(outcomes)
+            return outcomes
         with ThreadPoolExecutor(min(THREADS, len(large)), thread_name_prefix="output") as pool:
             list(pool.map(lambda placed: put_bytes(self._s3, *placed), large.values()))
         return [

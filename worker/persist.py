@@ -9,32 +9,67 @@ transaction (`inferfleet.outbox`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
 
 from inferfleet.outbox import add_job_events
-from worker.batching import Outcome
+from worker.batching import Outcome, bounded
+from worker.isolation import CRASHED, Redelivered
 
-# One statement claims the batch: runnable jobs become `running`; jobs whose deadline
-# passed become `expired`. Terminal, cancelled and unknown jobs are not touched.
+# One statement claims the batch. Jobs that are `queued` (or `running` under this
+# worker's own earlier claim of the same batch, `own`) become `running`; jobs whose
+# deadline passed become `expired`. Jobs another worker left `running` (it died with
+# them, or still runs them) are reported with their attempts and whether it was running
+# them alone, untouched: they are taken one at a time (`take_alone`). Terminal,
+# cancelled and unknown jobs are not touched.
 CLAIM = text(
-    """
-    UPDATE jobs
-       SET status = CASE WHEN deadline <= now() THEN 'expired' ELSE 'running' END,
-           started_at = CASE WHEN deadline <= now() THEN started_at ELSE now() END,
-           attempts = CASE WHEN deadline <= now() THEN attempts ELSE attempts + 1 END,
-           completed_at = CASE WHEN deadline <= now() THEN now() END,
-           produced_at = coalesce(produced_at, now()),
-           error = CASE WHEN deadline <= now()
-                        THEN jsonb_build_object('type', 'expired', 'message',
-                                                'the job was not started before its deadline')
-                   END
-     WHERE id = ANY(:ids) AND status IN ('queued', 'running')
-    RETURNING id, status, attempts
+    f"""
+    WITH prior AS (
+        SELECT id, status, attempts, coalesce(error->>'type' = '{CRASHED}', false) AS alone,
+               coalesce(deadline <= now(), false) AS late
+          FROM jobs
+         WHERE id = ANY(:ids) AND status IN ('queued', 'running')
+    ), taken AS (
+        UPDATE jobs AS j
+           SET status = CASE WHEN p.late THEN 'expired' ELSE 'running' END,
+               started_at = CASE WHEN p.late THEN j.started_at ELSE now() END,
+               attempts = CASE WHEN p.late THEN j.attempts ELSE j.attempts + 1 END,
+               completed_at = CASE WHEN p.late THEN now() END,
+               produced_at = coalesce(j.produced_at, now()),
+               error = CASE WHEN p.late
+                            THEN jsonb_build_object('type', 'expired', 'message',
+                                                    'the job was not started before its deadline')
+                       END
+          FROM prior AS p
+         WHERE j.id = p.id AND (p.status = 'queued' OR p.late OR p.id = ANY(:own))
+           -- Checked again on the row as it is once locked: a job another worker
+           -- finished meanwhile is left alone.
+           AND j.status IN ('queued', 'running')
+        RETURNING j.id, j.status, j.attempts
+    )
+    -- Two halves, not a join: a generic plan expects one row per CTE and would nest loops.
+    SELECT id, status, attempts, NULL::int AS prior_attempts, false AS alone FROM taken
+    UNION ALL
+    SELECT id, NULL, NULL, attempts, alone FROM prior
+     WHERE NOT (status = 'queued' OR late OR id = ANY(:own))
     """
 )
 
+# Takes one redelivered job to run alone, marked so that its next redelivery shows the
+# worker died running it (`worker.isolation`).
+TAKE_ALONE = text(
+    f"""
+    UPDATE jobs
+       SET attempts = attempts + 1, started_at = now(),
+           error = jsonb_build_object(
+               'type', '{CRASHED}', 'message',
+               'running alone after its worker stopped; attempt ' || (attempts + 1))
+     WHERE id = :id AND status = 'running'
+    RETURNING attempts
+    """
+)
 FINISH = text(
     """
     UPDATE jobs AS j
@@ -50,30 +85,56 @@ FINISH = text(
 )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a claim found: jobs taken with their attempts (this one included), jobs
+    that expired instead, and jobs another worker left `running`."""
+
+    taken: dict[str, int] = field(default_factory=dict)
+    expired: set[str] = field(default_factory=set)
+    redelivered: dict[str, Redelivered] = field(default_factory=dict)
+
+
 def claim(
-    engine: Engine, job_ids: Sequence[str], *, retry_window_s: float
-) -> tuple[dict[str, int], set[str]]:
-    """Mark runnable jobs `running` (one statement); returns them with their attempt
-    counts (this one included), and the IDs of jobs that expired instead.
+    engine: Engine,
+    job_ids: Sequence[str],
+    *,
+    own: Collection[str] = (),
+    retry_window_s: float,
+) -> Claim:
+    """Mark runnable jobs `running` (one statement, with their expiries' webhook events).
 
-    Jobs that are already terminal, cancelled or unknown are in neither: their messages
-    are acknowledged without running them.
+    `own` names jobs this worker claimed before and has not finished (a batch tried
+    again after an outage): they are taken like queued jobs. Jobs that are already
+    terminal, cancelled or unknown are in no part of the answer: their messages are
+    acknowledged without running them.
     """
+    found = Claim()
     if not job_ids:
-        return {}, set()
-    claimed: dict[str, int] = {}
-    expired: set[str] = set()
+        return found
     with engine.begin() as conn:
-        for row in conn.execute(CLAIM, {"ids": list(job_ids)}):
+        for row in conn.execute(CLAIM, {"ids": list(job_ids), "own": list(own)}):
             if row.status == "expired":
-                expired.add(row.id)
+                found.expired.add(row.id)
+            elif row.status == "running":
+                found.taken[row.id] = row.attempts
             else:
-                claimed[row.id] = row.attempts
-        add_job_events(conn, sorted(expired), retry_window_s)
-    return claimed, expired
+                found.redelivered[row.id] = Redelivered(row.prior_attempts, row.alone)
+        add_job_events(conn, sorted(found.expired), retry_window_s)
+    return found
 
 
-REQUEUE = text("UPDATE jobs SET status = 'queued' WHERE id = ANY(:ids) AND status = 'running'")
+def take_alone(engine: Engine, job_id: str) -> int | None:
+    """Take one redelivered job to run alone; its attempts (this take included), or
+    None when it is no longer `running`."""
+    with engine.begin() as conn:
+        attempts: int | None = conn.execute(TAKE_ALONE, {"id": job_id}).scalar_one_or_none()
+        return attempts
+
+
+REQUEUE = text(
+    "UPDATE jobs SET status = 'queued', error = NULL WHERE id = ANY(:ids) AND status = 'running'"
+)
 
 
 def finish(
@@ -109,27 +170,30 @@ def finish(
 
 
 def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
-    """(outputs JSON, error JSON) of one outcome; outputs that JSON cannot hold fail the job."""
+    """(outputs JSON, error JSON) of one outcome; outputs that JSON cannot hold fail the job.
+
+    Nothing here raises for one outcome: a failure would fail the whole transaction.
+    """
     if outcome.error is not None:
-        return None, json.dumps(outcome.error)
+        return None, json.dumps(bounded(outcome.error))
     if outcome.outputs is None:  # stored in S3, named by output_uri
         return None, None
     try:
         return json.dumps(outcome.outputs, allow_nan=False), None
     except ValueError:
         error = {"type": "invalid_output", "message": "the model produced NaN or infinity"}
-        return None, json.dumps(error)
+    except Exception as e:  # noqa: BLE001 - outputs JSON cannot hold fail their job alone
+        message = f"the outputs cannot be encoded as JSON: {type(e).__name__}: {e}"
+        error = {"type": "invalid_output", "message": message}
+    return None, json.dumps(bounded(error))
 
 
-PENDING = text(
-    """
-    SELECT DISTINCT model, version FROM jobs
-     WHERE status IN ('queued', 'running') AND model = ANY(:models)
-    """
-)
+UNFINISHED = text("SELECT id FROM jobs WHERE id = ANY(:ids) AND status IN ('queued', 'running')")
 
 
-def pending_versions(engine: Engine, models: Sequence[str]) -> set[tuple[str, int]]:
-    """The (model, version) pairs that jobs not yet finished still name."""
+def unfinished(engine: Engine, job_ids: Sequence[str]) -> set[str]:
+    """Which of `job_ids` are still `queued` or `running` (the others need no message)."""
+    if not job_ids:
+        return set()
     with engine.connect() as conn:
-        return {(r.model, r.version) for r in conn.execute(PENDING, {"models": list(models)})}
+        return {r.id for r in conn.execute(UNFINISHED, {"ids": list(job_ids)})}

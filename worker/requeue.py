@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from inferfleet import messages
@@ -27,15 +27,15 @@ def resend(
     final: Sequence[Outcome],
     retry: Sequence[str],
 ) -> list[Record]:
-    """Retries back onto their topic; final failures copied to its DLQ with the error."""
-    # Job messages are keyed by job ID, so a record's key names its job.
-    topic_of = {r.key.decode(): r.topic for r in records if r.key}
+    """Retries back onto their topic; final failures copied to its DLQ with the error.
+
+    Each carries its job's record value as polled (a message that was decoded once is
+    never encoded again, however its inputs nest); a job without a keyed record gets
+    its message encoded afresh.
+    """
     by_id = {j.job_id: j for j in runnable}
-
-    def topic(job: JobMessage) -> str:
-        return topic_of.get(job.job_id) or job_topic(job.model)
-
-    out = [Record(topic(by_id[i]), i.encode(), messages.encode(by_id[i])) for i in retry]
+    topic, value = _as_polled(records)
+    out = [Record(topic(by_id[i]), i.encode(), value(by_id[i])) for i in retry]
     for i in retry:
         log.info("attempt failed; requeued to run again", extra=logs.job_fields(by_id[i]))
     for o in final:
@@ -50,11 +50,36 @@ def resend(
                 Record(
                     dlq_topic(topic(job)),
                     job.job_id.encode(),
-                    messages.encode(job),
+                    value(job),
                     headers=((ERROR_HEADER, json.dumps(o.error).encode()),),
                 )
             )
     return out
+
+
+def put_back(records: Sequence[Any], waiting: Sequence[JobMessage]) -> list[Record]:
+    """Jobs waiting for their version, back at the end of their topic as they were
+    polled; no attempt is counted, since none was made."""
+    topic, value = _as_polled(records)
+    return [Record(topic(job), job.job_id.encode(), value(job)) for job in waiting]
+
+
+def _as_polled(
+    records: Sequence[Any],
+) -> tuple[Callable[[JobMessage], str], Callable[[JobMessage], bytes]]:
+    """The topic and record value each job was polled with."""
+    # Job messages are keyed by job ID, so a record's key names its job; first copy wins.
+    record_of = {r.key.decode(errors="replace"): r for r in reversed(records) if r.key}
+
+    def topic(job: JobMessage) -> str:
+        record = record_of.get(job.job_id)
+        return str(record.topic) if record is not None else job_topic(job.model)
+
+    def value(job: JobMessage) -> bytes:
+        record = record_of.get(job.job_id)
+        return bytes(record.value) if record is not None else messages.encode(job)
+
+    return topic, value
 
 
 def dead_letters(poison: Sequence[Poison]) -> list[Record]:

@@ -362,6 +362,33 @@ def test_skip_invalid_runs_the_good_lines_and_reports_the_bad_ones_in_the_result
     assert [r["job_id"] for r in results if r["job_id"]] == [j.id for j in made]
 
 
+def test_a_line_nested_too_deeply_is_an_invalid_line_never_a_stuck_batch(
+    scheduler: Path, tenant: Tenant, engine: Engine, publish_model
+) -> None:
+    model = publish_model()
+    good = rows(20, seed=31)
+    deep = b'{"custom_id": "deep", "inputs": {"hour_of_day": ' + b"[" * 100_000
+    deep += b"]" * 100_000 + b"}}"
+    lines: list[Any] = [{"custom_id": f"r{i}", "inputs": x} for i, x in enumerate(good[:10])]
+    lines += [deep] + [{"custom_id": f"r{i}", "inputs": x} for i, x in enumerate(good[10:], 10)]
+    uri = tenant.put("in/deep.jsonl", jsonl(lines))
+
+    refused = tenant.wait(tenant.submit(model.name, uri), *FINISHED)
+    assert refused["status"] == "failed"
+    assert refused["error"]["type"] == "invalid_lines"
+    [entry] = refused["invalid_lines"]
+    assert entry["line"] == 11
+    assert entry["errors"][0]["loc"] == ["inputs"]
+    assert entry["errors"][0]["type"] == "too_deep"
+    assert "deeper than 64 levels" in entry["errors"][0]["msg"]
+
+    skipped = tenant.submit(model.name, uri, skip_invalid=True)
+    batch = tenant.wait(skipped, "queued", "running", "completed")
+    assert batch["counts"]["total"] == 21
+    assert [e["line"] for e in batch["invalid_lines"]] == [11]
+    assert len(batch_jobs(engine, skipped)) == 20
+
+
 def test_a_parquet_file_is_read_by_its_columns(
     scheduler: Path,
     tenant: Tenant,

@@ -308,3 +308,67 @@ def test_a_claim_check_the_object_store_refuses_answers_503_and_queues_nothing(
     # The refused submit did not bind its key: with S3 back, the same submit is accepted.
     with httpx.Client(base_url=api_url, timeout=30, headers=bearer(key)) as client:
         assert client.post("/v1/jobs", json=body, headers=idempotency).status_code == 202
+
+
+def test_a_message_naming_another_tenants_object_fails_without_reading_it(
+    tenant_client: httpx.Client,
+    tenant: str,
+    publish_model,
+    start_worker,
+    engine: Engine,
+    settings: Settings,
+    s3: Any,
+) -> None:
+    from datetime import UTC, datetime
+
+    from kafka import KafkaProducer
+
+    from inferfleet import messages
+    from inferfleet.messages import JobMessage
+    from inferfleet.tables import jobs
+
+    model = publish_model()
+    row = random_inputs(1, seed=95)[0]
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    secret = f"s3://{settings.s3_bucket}/tenants/{victim}/secret.json"
+    s3.put_object(
+        Bucket=settings.s3_bucket, Key=f"tenants/{victim}/secret.json", Body=json.dumps(row)
+    )
+    # A job row and a message the API never wrote: `tenant` names `victim`'s object.
+    forged = JobMessage(
+        job_id=f"job_forged{uuid.uuid4().hex[:12]}",
+        tenant=tenant,
+        model=model.name,
+        version=model.version,
+        inputs=None,
+        input_uri=secret,
+        enqueued_at=datetime.now(UTC),
+        deadline=None,
+        request_id=None,
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            jobs.insert().values(
+                id=forged.job_id,
+                tenant=tenant,
+                model=model.name,
+                version=model.version,
+                status="queued",
+                lane="interactive",
+                input_uri=secret,
+            )
+        )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer.send(job_topic(model.name), key=forged.job_id.encode(), value=messages.encode(forged))
+    producer.flush()
+    producer.close()
+    honest = tenant_client.post("/v1/jobs", json={"model": model.name, "inputs": row}).json()["id"]
+
+    worker = start_worker(model.name)
+    job = finished(tenant_client, forged.job_id)
+    assert job["status"] == "failed"
+    assert job["error"]["type"] == "forbidden_input"
+    assert secret in job["error"]["message"]
+    assert job["outputs"] is None
+    assert finished(tenant_client, honest)["status"] == "succeeded"
+    assert worker.proc.poll() is None

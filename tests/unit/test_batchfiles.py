@@ -356,3 +356,79 @@ def test_batch_job_ids_are_the_same_each_time_and_sort_by_line() -> None:
     assert len(set(ids)) == 4
     assert all(i.startswith("job_") and len(i) == 30 for i in ids)
     assert batch_job_id(new_batch_id(), 1) != ids[0]
+
+
+class UnforeseenError(Exception):
+    """An exception type no code in the project knows about."""
+
+
+def test_a_line_nested_too_deeply_is_invalid_and_the_next_lines_are_read() -> None:
+    deep = b'{"custom_id": "deep", "inputs": {"amount": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    nested: Any = 1
+    for _ in range(64):
+        nested = [nested]
+    lines = jsonl(
+        deep,
+        {"custom_id": "65", "inputs": {**GOOD, "x": nested}},
+        {"custom_id": "ok", "inputs": GOOD},
+    )
+    assert [x.number for x in lines] == [1, 2, 3]
+    errors = {e["line"]: e["errors"] for e in report(lines)}
+    assert set(errors) == {1, 2}
+    for line in (1, 2):
+        assert errors[line][0]["loc"] == ["inputs"]
+        assert errors[line][0]["type"] == "too_deep"
+        assert "deeper than 64 levels" in errors[line][0]["msg"]
+
+
+def test_whatever_reading_one_line_raises_makes_only_that_line_invalid(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import inferfleet.batchfiles
+
+    real = inferfleet.batchfiles._custom_id
+
+    def custom_id(value: Any, present: bool) -> Any:
+        if value == "boom":
+            raise UnforeseenError("nobody saw this coming")
+        return real(value, present)
+
+    monkeypatch.setattr(inferfleet.batchfiles, "_custom_id", custom_id)
+    from_jsonl = jsonl(
+        {"custom_id": "a", "inputs": GOOD},
+        {"custom_id": "boom", "inputs": GOOD},
+        {"custom_id": "b", "inputs": GOOD},
+    )
+    header = "custom_id,amount,category,hour\n"
+    from_csv = list(
+        csv_lines([header.encode(), b"a,1,food,3", b"boom,1,food,3", b"b,1,food,3"], SCHEMA, 1024)
+    )
+    path = tmp_path / "in.parquet"
+    table = {"custom_id": ["a", "boom", "b"], "amount": [1.0] * 3, "category": ["food"] * 3}
+    pq.write_table(pa.table({**table, "hour": [3] * 3}), path)
+    from_parquet = list(parquet_lines(path))
+
+    for lines in (from_jsonl, from_csv, from_parquet):
+        assert [x.number for x in lines] == [1, 2, 3]
+        errors = {e["line"]: e["errors"] for e in report(lines)}
+        assert list(errors) == [2]
+        assert errors[2][0]["type"] == "line_unreadable"
+        assert "UnforeseenError: nobody saw this coming" in errors[2][0]["msg"]
+
+
+def test_whatever_checking_one_line_raises_makes_only_that_line_invalid() -> None:
+    class Validator:
+        def iter_errors(self, instance: Any) -> Any:
+            if instance.get("hour") == 13:
+                raise UnforeseenError("the validator broke")
+            return iter(())
+
+    lines = jsonl(
+        {"custom_id": "a", "inputs": GOOD},
+        {"custom_id": "b", "inputs": {**GOOD, "hour": 13}},
+        {"custom_id": "c", "inputs": GOOD},
+    )
+    errors = [check(x, Validator()) for x in lines]  # type: ignore[arg-type]
+    assert errors[0] == errors[2] == []
+    assert errors[1][0].type == "line_unreadable"
+    assert "UnforeseenError: the validator broke" in errors[1][0].msg

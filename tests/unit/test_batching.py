@@ -11,6 +11,7 @@ import pytest
 
 from inferfleet.messages import JobMessage, encode
 from worker.batching import (
+    MAX_ERROR_CHARS,
     Group,
     Outcome,
     Poison,
@@ -274,3 +275,13 @@ def test_settle_with_one_attempt_never_retries() -> None:
     outcomes = [Outcome("a", error={"type": "inference_error", "message": "x"})]
 
     assert settle(outcomes, {"a": 1}, max_attempts=1) == (outcomes, [])
+
+
+def test_an_error_is_bounded_so_it_fits_a_header_and_a_row() -> None:
+    huge = "'" + "x" * 5_000_000 + "' is not of type 'integer'"
+    outcome = Outcome("job-1", error={"type": "invalid_input", "message": huge + "\x00"})
+    assert outcome.error is not None
+    assert len(outcome.error["message"]) == MAX_ERROR_CHARS + 1
+    assert outcome.error["message"].endswith("…")
+    short = Outcome("job-2", error={"type": "x", "message": "bad\x00byte"})
+    assert short.error == {"type": "x", "message": "bad\ufffdbyte"}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from inferfleet import jsondepth
-from inferfleet.jsondepth import Shape, shape, too_deep
+from inferfleet.jsondepth import MAX_DEPTH, Shape, TooDeepError, loads, shape, too_deep
 
 
 def nested(depth: int) -> Any:
@@ -112,3 +112,28 @@ def test_shape_counts_a_flood_of_bulk_items_without_parsing() -> None:
     body = b'{"model": "m", "items": [' + b",".join([b"{}"] * 200_000) + b"]}"
 
     assert shape(body) == Shape(3, 199_999, 200_002 + 200_000)
+
+
+def test_too_deep_stops_at_the_first_level_past_the_limit_without_recursion() -> None:
+    assert too_deep(nested(100_000), 64) is not None
+    assert too_deep(nested(100_000), 10) == ("a", 0) * 5
+
+
+def test_loads_accepts_the_limit_and_refuses_one_more() -> None:
+    assert loads(json.dumps(nested(MAX_DEPTH))) == nested(MAX_DEPTH)
+    with pytest.raises(TooDeepError, match=f"deeper than {MAX_DEPTH} levels"):
+        loads(json.dumps(nested(MAX_DEPTH + 1)))
+
+
+@pytest.mark.parametrize("levels", [1_000, 100_000])
+def test_loads_refuses_any_depth_as_too_deep_never_recursion_error(levels: int) -> None:
+    data = b"[" * levels + b"]" * levels
+    with pytest.raises(TooDeepError) as raised:
+        loads(data)
+    assert raised.value.limit == MAX_DEPTH
+    assert isinstance(raised.value, ValueError)
+
+
+def test_loads_keeps_json_errors_as_they_are() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        loads(b"{not json")

@@ -79,9 +79,11 @@ class FakeS3:
     objects: dict[str, bytes] = field(default_factory=dict)
     errors: dict[str, Exception] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
 
     def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
         uri = f"s3://{Bucket}/{Key}"
+        self.reads.append(uri)
         if uri in self.errors:
             raise self.errors[uri]
         if uri not in self.objects:
@@ -130,6 +132,8 @@ def payloads(s3: FakeS3, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) ->
         return SimpleNamespace(request_schema=SCHEMA)
 
     monkeypatch.setattr(worker.payloads.registry, "get_version", get_version)
+    # These tests are about reading objects; tenancy has its own test below.
+    monkeypatch.setattr(worker.payloads, "job_input_uri", lambda uri, *_: uri)
     settings = load_settings(output_inline_bytes=40)
     return Payloads(settings, engine, s3)  # type: ignore[arg-type]
 
@@ -223,3 +227,37 @@ def test_small_outputs_touch_neither_s3_nor_the_database(payloads: Payloads, s3:
     outcomes = [Outcome("a", outputs={"label": 0})]
     assert payloads.store_outputs(outcomes, [job("a", inputs={"x": 1})]) == outcomes
     assert s3.events == []
+
+
+def test_a_uri_outside_the_tenants_prefixes_is_never_read(s3: FakeS3, engine: FakeEngine) -> None:
+    settings = load_settings()  # the default prefixes: s3://inferfleet/tenants/<tenant>/
+    mine = "s3://inferfleet/tenants/acme/in.json"
+    theirs = "s3://inferfleet/tenants/other/in.json"
+    claims = "s3://inferfleet/claims"
+    for uri in (mine, theirs, f"{claims}/own.json", f"{claims}/someone-elses.json"):
+        s3.objects[uri] = b'{"x": 1}'
+    payloads = Payloads(settings, engine, s3)  # type: ignore[arg-type]
+    payloads._schemas[("fraud", 1)] = SCHEMA
+    jobs = [
+        job("mine", uri=mine),
+        job("own", uri=f"{claims}/own.json"),  # its own claim check
+        job("theirs", uri=theirs),
+        job("climbs", uri="s3://inferfleet/tenants/acme/../other/in.json"),
+        job("encoded", uri="s3://inferfleet/tenants/acme/%2e%2e/other/in.json"),
+        job("borrowed", uri=f"{claims}/someone-elses.json"),
+    ]
+
+    ready, failed = payloads.fetch_inputs(jobs)
+
+    assert [j.job_id for j in ready] == ["mine", "own"]
+    assert {o.job_id: o.error["type"] for o in failed if o.error} == {
+        "theirs": "forbidden_input",
+        "climbs": "forbidden_input",
+        "encoded": "forbidden_input",
+        "borrowed": "forbidden_input",
+    }
+    for o in failed:
+        assert o.error is not None
+        assert "'acme'" in o.error["message"]
+        assert not o.retriable
+    assert s3.reads == [mine, f"{claims}/own.json"], "a forbidden object is never read"

@@ -23,6 +23,8 @@ class FakeModel:
 
 
 class FakeStore:
+    changes = 0
+
     def resolve(self, name: str) -> FakeModel:
         return FakeModel(name=name)
 
