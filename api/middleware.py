@@ -14,6 +14,7 @@ import io
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -146,57 +147,78 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = _declared_length(scope)
+        if declared is not None and declared > limit:
             await self._too_large(scope, receive, send, limit)
             return
+        # A slot taken for the body is held until the app has answered.
+        async with AsyncExitStack() as held:
+            body = await self._read_body(scope, receive, send, limit, declared, held)
+            if body is None or await self._refused_on_inspection(scope, receive, send, body):
+                return
+            await self.app(scope, _replay(body, receive), send)
+
+    async def _read_body(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limit: int,
+        declared: int | None,
+        held: AsyncExitStack,
+    ) -> bytes | None:
+        """The whole body, read while it holds a slot if it needs one; None when the
+        client went away, or when it was refused (too large, or no slot) and the app was
+        handed an empty body instead."""
         slotted: bool | None = False
-        try:
-            if declared is not None and declared.isdigit():
-                slotted = await self._slot_for(int(declared))
-                if slotted is None:
-                    await self._refuse(scope, receive, send, BODY_BUSY)
-                    return
-            # BytesIO grows in place and hands its buffer over without a copy at the end.
-            chunks = io.BytesIO()
-            received = 0
-            while True:
+        if declared is not None:
+            slotted = await self._hold_slot(declared, held)
+        received = 0
+        # BytesIO grows in place and hands its buffer over without a copy at the end.
+        with io.BytesIO() as chunks:
+            while slotted is not None:
                 message = await receive()
                 if message["type"] != "http.request":
-                    return  # the client went away before sending its whole body
+                    return None  # the client went away before sending its whole body
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > limit:
-                    chunks.close()
-                    await self._too_large(scope, receive, send, limit)
-                    return
+                    break
                 if not slotted:
-                    slotted = await self._slot_for(received)
+                    slotted = await self._hold_slot(received, held)
                     if slotted is None:
-                        chunks.close()
-                        await self._refuse(scope, receive, send, BODY_BUSY)
-                        return
+                        break
                 chunks.write(chunk)
                 if not message.get("more_body", False):
-                    break
-            body = chunks.getvalue()
-            chunks.close()
-            if self.inspect is not None and body:
-                errors = await run_in_threadpool(self.inspect, scope["path"], body)
-                if errors:
-                    await self._refuse(scope, receive, send, BODY_REFUSED, errors)
-                    return
-            await self.app(scope, _replay(body, receive), send)
-        finally:
-            if slotted and self.slots is not None:
-                self.slots.give_back()
+                    return chunks.getvalue()
+        if slotted is None:
+            await self._refuse(scope, receive, send, BODY_BUSY)
+        else:
+            await self._too_large(scope, receive, send, limit)
+        return None
 
-    async def _slot_for(self, size: int) -> bool | None:
-        """True once a slot is taken for a body of `size` bytes, False when it needs none,
-        None when none was free in time."""
+    async def _hold_slot(self, size: int, held: AsyncExitStack) -> bool | None:
+        """True once a slot is taken (and held by `held`) for a body of `size` bytes,
+        False when it needs none, None when none was free in time."""
         if self.slots is None or size <= self.slots.large_bytes:
             return False
-        return True if await self.slots.take() else None
+        if not await self.slots.take():
+            return None
+        held.callback(self.slots.give_back)
+        return True
+
+    async def _refused_on_inspection(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes
+    ) -> bool:
+        """Whether `inspect` found field errors in the body, which the app then gets
+        as `body_refused` with an empty body."""
+        if self.inspect is None or not body:
+            return False
+        errors = await run_in_threadpool(self.inspect, scope["path"], body)
+        if not errors:
+            return False
+        await self._refuse(scope, receive, send, BODY_REFUSED, errors)
+        return True
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, reason: str, value: object = None
@@ -209,6 +231,12 @@ class BodyLimitMiddleware:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         scope.setdefault("state", {})[EXCEEDED] = limit
         await self.app(scope, _replay(b"", _discarding(receive)), send)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length, when it is a number."""
+    declared = dict(scope["headers"]).get(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

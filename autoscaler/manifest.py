@@ -13,6 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,43 @@ def _int(spec: Mapping[str, Any], key: str, default: int | None, minimum: int) -
 
 
 def _trigger(so: str, index: int, raw: Any, env: Mapping[str, str]) -> KafkaTrigger:
+    _check_kafka(so, index, raw)
+    meta = _Metadata(
+        where=f"ScaledObject {so}, trigger {raw.get('name') or index}",
+        values={str(k): str(v).strip() for k, v in (raw.get("metadata") or {}).items()},
+        env=env,
+    )
+    meta.warn_unexpected()
+    meta.required("bootstrapServers")
+    group = meta.required("consumerGroup")
+    topic = meta.text("topic")
+    policy = meta.one_of("offsetResetPolicy", meta.text("offsetResetPolicy") or "latest")
+    metric_type = meta.one_of("metricType", raw.get("metricType") or "AverageValue")
+    trigger = KafkaTrigger(
+        name=str(raw.get("name") or f"s{index}-kafka-{topic or group + '-topics'}"),
+        consumer_group=group,
+        topic=topic,
+        lag_threshold=meta.integer("lagThreshold", 10),
+        activation_lag_threshold=meta.integer("activationLagThreshold", 0),
+        offset_reset_policy="earliest" if policy == "earliest" else "latest",
+        allow_idle_consumers=meta.boolean("allowIdleConsumers"),
+        exclude_persistent_lag=meta.boolean("excludePersistentLag"),
+        scale_to_zero_on_invalid_offset=meta.boolean("scaleToZeroOnInvalidOffset"),
+        limit_to_partitions_with_lag=meta.boolean("limitToPartitionsWithLag"),
+        ensure_even_distribution_of_partitions=meta.boolean("ensureEvenDistributionOfPartitions"),
+        # Without a topic KEDA drops partitionLimitation (kafkaMetadata.Validate).
+        partition_limitation=(
+            _partitions(meta.where, meta.text("partitionLimitation")) if topic else None
+        ),
+        metric_type="Value" if metric_type == "Value" else "AverageValue",
+        use_cached_metrics=bool(raw.get("useCachedMetrics", False)),
+    )
+    _validate_trigger(meta.where, trigger)
+    return trigger
+
+
+def _check_kafka(so: str, index: int, raw: Any) -> None:
+    """A trigger is a mapping of type `kafka`, the only type applied here."""
     if not isinstance(raw, Mapping):
         raise ScaledObjectError(f"ScaledObject {so}: trigger {index} is not a mapping")
     kind = raw.get("type")
@@ -164,68 +202,67 @@ def _trigger(so: str, index: int, raw: Any, env: Mapping[str, str]) -> KafkaTrig
             f"ScaledObject {so}: trigger {index} has type {kind!r}; "
             "the local autoscaler applies only `kafka` triggers"
         )
-    metadata = {str(k): str(v).strip() for k, v in (raw.get("metadata") or {}).items()}
-    where = f"ScaledObject {so}, trigger {raw.get('name') or index}"
-    for key in sorted(metadata):
-        base = key.removesuffix("FromEnv")
-        if key not in KAFKA_METADATA and not (key.endswith("FromEnv") and base in FROM_ENV):
-            log.warning("%s: unexpected metadata %s ignored, as KEDA ignores it", where, key)
 
-    def text(key: str) -> str | None:
-        value = metadata.get(key)
-        if not value and key in FROM_ENV and metadata.get(f"{key}FromEnv"):
-            value = env.get(metadata[f"{key}FromEnv"], "").strip()
+
+# The values each enumerated trigger field may take, in the words of its error.
+_CHOICES: dict[str, tuple[str, str]] = {
+    "offsetResetPolicy": ("latest", "earliest"),
+    "metricType": ("AverageValue", "Value"),
+}
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    """A trigger's metadata read as KEDA reads it: `…FromEnv` fallbacks, integers and
+    booleans parsed as Go parses them; every error names the trigger (`where`)."""
+
+    where: str
+    values: Mapping[str, str]
+    env: Mapping[str, str]
+
+    def warn_unexpected(self) -> None:
+        for key in sorted(self.values):
+            base = key.removesuffix("FromEnv")
+            if key not in KAFKA_METADATA and not (key.endswith("FromEnv") and base in FROM_ENV):
+                log.warning(
+                    "%s: unexpected metadata %s ignored, as KEDA ignores it", self.where, key
+                )
+
+    def text(self, key: str) -> str | None:
+        value = self.values.get(key)
+        if not value and key in FROM_ENV and self.values.get(f"{key}FromEnv"):
+            value = self.env.get(self.values[f"{key}FromEnv"], "").strip()
         return value or None
 
-    def integer(key: str, default: int) -> int:
-        value = text(key)
+    def required(self, key: str) -> str:
+        value = self.text(key)
+        if value is None:
+            raise ScaledObjectError(f"{self.where}: {key} is required")
+        return value
+
+    def integer(self, key: str, default: int) -> int:
+        value = self.text(key)
         if value is None:
             return default
         if not re.fullmatch(r"-?\d+", value):
-            raise ScaledObjectError(f"{where}: {key} {value!r} is not an integer")
+            raise ScaledObjectError(f"{self.where}: {key} {value!r} is not an integer")
         return int(value)
 
-    def boolean(key: str) -> bool:
-        value = text(key)
+    def boolean(self, key: str) -> bool:
+        value = self.text(key)
         if value is None:
             return False
         if value in {"1", "t", "T", "TRUE", "true", "True"}:
             return True
         if value in {"0", "f", "F", "FALSE", "false", "False"}:
             return False
-        raise ScaledObjectError(f"{where}: {key} {value!r} is not a boolean")
+        raise ScaledObjectError(f"{self.where}: {key} {value!r} is not a boolean")
 
-    if text("bootstrapServers") is None:
-        raise ScaledObjectError(f"{where}: bootstrapServers is required")
-    group = text("consumerGroup")
-    if group is None:
-        raise ScaledObjectError(f"{where}: consumerGroup is required")
-    topic = text("topic")
-    policy = text("offsetResetPolicy") or "latest"
-    if policy not in ("latest", "earliest"):
-        raise ScaledObjectError(f"{where}: offsetResetPolicy {policy!r} is not latest or earliest")
-    metric_type = raw.get("metricType") or "AverageValue"
-    if metric_type not in ("AverageValue", "Value"):
-        raise ScaledObjectError(f"{where}: metricType {metric_type!r} is not AverageValue or Value")
-    trigger = KafkaTrigger(
-        name=str(raw.get("name") or f"s{index}-kafka-{topic or group + '-topics'}"),
-        consumer_group=group,
-        topic=topic,
-        lag_threshold=integer("lagThreshold", 10),
-        activation_lag_threshold=integer("activationLagThreshold", 0),
-        offset_reset_policy="earliest" if policy == "earliest" else "latest",
-        allow_idle_consumers=boolean("allowIdleConsumers"),
-        exclude_persistent_lag=boolean("excludePersistentLag"),
-        scale_to_zero_on_invalid_offset=boolean("scaleToZeroOnInvalidOffset"),
-        limit_to_partitions_with_lag=boolean("limitToPartitionsWithLag"),
-        ensure_even_distribution_of_partitions=boolean("ensureEvenDistributionOfPartitions"),
-        # Without a topic KEDA drops partitionLimitation (kafkaMetadata.Validate).
-        partition_limitation=_partitions(where, text("partitionLimitation")) if topic else None,
-        metric_type="Value" if metric_type == "Value" else "AverageValue",
-        use_cached_metrics=bool(raw.get("useCachedMetrics", False)),
-    )
-    _validate_trigger(where, trigger)
-    return trigger
+    def one_of(self, key: str, value: Any) -> str:
+        first, second = _CHOICES[key]
+        if value not in (first, second):
+            raise ScaledObjectError(f"{self.where}: {key} {value!r} is not {first} or {second}")
+        return str(value)
 
 
 def _validate_trigger(where: str, t: KafkaTrigger) -> None:

@@ -87,11 +87,34 @@ def _named_files(raw: dict[str, Any]) -> list[str]:
 
 def read_package(folder: Path) -> Manifest:
     """Read and check a package folder; every problem names the file and the field."""
+    _refuse_pickles(folder)
+    raw = _load_manifest(folder)
+    _check_schema_and_example(raw)
+    model_file, assets = _package_files(folder, raw)
+    return Manifest(
+        name=raw["name"],
+        model_file=model_file,
+        request_schema=raw["request_schema"],
+        output_schema=raw["output_schema"],
+        preprocessing=raw.get("preprocessing") or {"kind": "none"},
+        assets=assets,
+        example=raw["example"],
+        preferred_batch_size=_preferred_batch_size(raw),
+        raw=raw,
+    )
+
+
+def _refuse_pickles(folder: Path) -> None:
+    """No file in the package may be a pickle (`REFUSED_SUFFIXES`)."""
     for path in folder.rglob("*"):
         if path.suffix.lower() in REFUSED_SUFFIXES:
             raise ArtifactError(
                 f"{path.relative_to(folder)}: pickled files are refused; ship ONNX and JSON only"
             )
+
+
+def _load_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest, a JSON object with every required field."""
     try:
         raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -103,6 +126,11 @@ def read_package(folder: Path) -> Manifest:
     for key in ("name", "model_file", "request_schema", "output_schema", "example"):
         if key not in raw:
             raise ArtifactError(f"{MANIFEST}: missing field {key!r}")
+    return raw
+
+
+def _check_schema_and_example(raw: dict[str, Any]) -> None:
+    """request_schema is a JSON Schema, and the example satisfies it."""
     try:
         Draft202012Validator.check_schema(raw["request_schema"])
     except SchemaError as e:
@@ -112,12 +140,21 @@ def read_package(folder: Path) -> Manifest:
         raise ArtifactError(
             f"{MANIFEST}: example does not satisfy request_schema: {errors[0].message}"
         )
+
+
+def _package_files(folder: Path, raw: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """(model_file, assets): the files the manifest names, each present in the package."""
     model_file, *assets = _named_files(raw)
     if not model_file.endswith(".onnx"):
         raise ArtifactError(f"{MANIFEST}: model_file {model_file!r} is not an .onnx file")
     for name in (model_file, *assets):
         if not (folder / name).is_file():
             raise ArtifactError(f"{MANIFEST}: {name!r} is not in the package")
+    return model_file, tuple(assets)
+
+
+def _preferred_batch_size(raw: dict[str, Any]) -> int:
+    """batching.preferred_batch_size, a positive integer (default 1024)."""
     batching = raw.get("batching") or {}
     preferred = batching.get("preferred_batch_size", 1024) if isinstance(batching, dict) else None
     if not isinstance(preferred, int) or isinstance(preferred, bool) or preferred < 1:
@@ -125,14 +162,4 @@ def read_package(folder: Path) -> Manifest:
             f"{MANIFEST}: batching.preferred_batch_size must be a positive integer, "
             f"got {preferred!r}"
         )
-    return Manifest(
-        name=raw["name"],
-        model_file=model_file,
-        request_schema=raw["request_schema"],
-        output_schema=raw["output_schema"],
-        preprocessing=raw.get("preprocessing") or {"kind": "none"},
-        assets=tuple(assets),
-        example=raw["example"],
-        preferred_batch_size=preferred,
-        raw=raw,
-    )
+    return preferred
