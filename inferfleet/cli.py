@@ -147,6 +147,15 @@ def _schedules_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# (command, module it runs, what it does), for `inferfleet --help`.
+SERVICES: tuple[tuple[str, str, str], ...] = (
+    ("api", "api", "serve the API"),
+    ("worker", "worker", "run a worker"),
+    ("scheduler", "scheduler", "run the scheduler's Celery worker or beat"),
+    ("autoscale", "autoscaler", "scale local workers as KEDA and the HPA would"),
+)
+
+
 def _run_module(module: str, extra: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", module, *extra])
 
@@ -200,18 +209,13 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--next", type=int, default=3, help="how many next runs to show")
     listing.set_defaults(run=_schedules_list)
 
-    for service in ("api", "worker", "scheduler"):
-        s = sub.add_parser(
-            service, help=f"run the {service} (python -m {service}); other options go to it"
-        )
-        s.set_defaults(module=service)
-    # Every option, --help included, goes to `python -m autoscaler`.
-    sub.add_parser(
-        "autoscale",
-        add_help=False,
-        help="scale local workers as KEDA and the HPA would (python -m autoscaler "
-        "--scaled-object FILE …)",
-    ).set_defaults(module="autoscaler")
+    # Each service's command line is built once, by the service (`parser()` in
+    # api/__main__.py, worker/main.py, scheduler/__main__.py, autoscaler/main.py): every
+    # option, --help included, goes to `python -m <service>`.
+    for command, module, what in SERVICES:
+        sub.add_parser(
+            command, add_help=False, help=f"{what} (python -m {module}; --help: its options)"
+        ).set_defaults(module=module)
     return top
 
 

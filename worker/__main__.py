@@ -1,4 +1,4 @@
-"""`python -m worker`: run one worker."""
+"""`python -m worker` (`inferfleet worker`): run one worker."""
 
 from worker.main import main
 

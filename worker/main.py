@@ -8,6 +8,7 @@ redelivered after a worker died holding them run one at a time (`worker.isolatio
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import threading
@@ -342,8 +343,23 @@ def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any
     return split_outputs(model.output_names, model.run(rows), len(rows))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line of `python -m worker`, which `inferfleet worker` runs."""
+    return argparse.ArgumentParser(
+        prog="inferfleet worker",
+        description="Run one worker until SIGTERM or SIGINT (also: python -m worker): load "
+        "the served models, then poll their job topics, run the jobs and write the results.",
+        epilog="It takes no options of its own: INFERFLEET_* settings (README.md, Settings) "
+        "configure it, chiefly INFERFLEET_WORKER_MODELS (the models it serves), "
+        "INFERFLEET_WORKER_GROUP (its consumer group), INFERFLEET_WORKER_HTTP_HOST and "
+        "INFERFLEET_WORKER_HTTP_PORT (/healthz, /readyz, /metrics), INFERFLEET_PROVIDERS "
+        "(ONNX Runtime execution providers) and INFERFLEET_MAX_ATTEMPTS.",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
     """`python -m worker`: run one worker until SIGTERM or SIGINT, then exit 0."""
+    parser().parse_args(argv)
     settings = load_settings()
     check_bound(settings)
     logs.configure()
