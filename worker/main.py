@@ -1,4 +1,9 @@
-"""The worker: load models, then poll → claim → infer per (model, version) → write → commit.
+"""The worker: load models, then for each batch poll → plan → run → persist → commit.
+
+Planning decodes the records and claims the jobs; one pure function
+(`worker.plan.plan_batch`) then says what runs, what waits for its version, what is
+dead-lettered and what runs alone. The loop counts, measures and logs nothing itself:
+it calls its observer's hooks (`worker.observe`).
 
 Each polled batch is handled whole before its offsets are committed, so a crash at any
 point means the batch is redelivered, and the status guards in `persist` make the
@@ -13,7 +18,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from concurrent.futures import Future
 from typing import Any
 
@@ -41,7 +46,9 @@ from worker.health import Readiness, serve
 from worker.isolation import TRANSIENT
 from worker.metrics import QueueProbe, WorkerMetrics
 from worker.models import ModelStore, check_bound
+from worker.observe import BatchLog, BatchObserver
 from worker.payloads import Payloads
+from worker.plan import Plan, Version, claimable, plan_batch
 from worker.requeue import dead_letters, put_back, resend
 from worker.runtime import LoadedModel
 from worker.summary import BatchSummary, Handled, summarise
@@ -67,6 +74,7 @@ class Worker:
         readiness: Readiness,
         consumer_factory: Callable[[Settings, Sequence[str]], JobConsumer] = JobConsumer,
         s3: Any = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -74,6 +82,8 @@ class Worker:
         # Inputs named by `input_uri` and large outputs; a client of its own when not given.
         self.payloads = Payloads(settings, engine, s3 or make_s3_client(settings))
         self.metrics = metrics
+        # Told of each step of each batch: logs and metrics unless given another.
+        self.observer = observer or BatchLog(metrics)
         self.readiness = readiness
         self._consumer_factory = consumer_factory
         self._consumer: JobConsumer | None = None
@@ -86,7 +96,6 @@ class Worker:
         self._own: set[str] = set()
         # The batch in hand: where its retries and dead letters go, and its records.
         self._batch: tuple[JobConsumer, list[Any]] | None = None
-        self._started = 0.0
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight, commit, leave the group and return."""
@@ -196,63 +205,53 @@ class Worker:
         records = consumer.poll()
         if not records:
             return None
-        self._started = time.monotonic()
+        self.observer.batch_started(records)
         self._batch = (consumer, records)
+        plan = self.plan(records)
+        consumer.send(put_back(records, plan.put_back))
+        if plan.only_waiting:
+            self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
+        final, retry = self.run_taken(plan.run, plan.attempts)
+        written = self.record(plan.run, final, retry)
+        consumer.send(dead_letters(plan.dead_letter))
+        alone, alone_retry = isolation.run_alone(
+            plan.alone, plan.redelivered, self.settings.max_attempts, self
+        )
+        consumer.commit()
+        self._own = set()
+        handled = Handled(len(records), plan, final + alone, len(retry) + len(alone_retry), written)
+        summary = summarise(handled)
+        self.observer.batch_done(handled, summary)
+        return summary
+
+    def plan(self, records: Sequence[Any]) -> Plan:
+        """Decode the records and claim their jobs; what becomes of each (`plan_batch`).
+
+        A job naming a version not loaded yet is not claimed (no attempt counted): it is
+        put back at the end of its topic while its version loads in the background, so
+        the poll loop never waits for a load.
+        """
         jobs, poison = decode_records(records)
-        for p in poison:
-            log.warning(
-                "dead-lettering undecodable record topic=%s partition=%d offset=%d: %s",
-                p.topic,
-                p.partition,
-                p.offset,
-                p.error,
-            )
-        jobs = self._wait_for_versions(consumer, records, jobs)
+        waiting = self._waiting_versions(jobs)
+        unfinished = persist.unfinished(
+            self.engine, [j.job_id for j in jobs if (j.model, j.version) in waiting]
+        )
         claim = persist.claim(
             self.engine,
-            [j.job_id for j in jobs],
+            [j.job_id for j in claimable(jobs, waiting)],
             own=self._own,
             retry_window_s=self.settings.webhook_retry_window_s,
         )
         self._own = set(claim.taken)
-        runnable = [j for j in jobs if j.job_id in claim.taken]
-        final, retry = self.run_taken(runnable, claim.taken)
-        written = self.record(runnable, final, retry)
-        consumer.send(dead_letters(poison))
-        redelivered = [j for j in jobs if j.job_id in claim.redelivered]
-        alone, alone_retry = isolation.run_alone(
-            redelivered, claim.redelivered, self.settings.max_attempts, self
-        )
-        consumer.commit()
-        self._own = set()
-        return summarise(
-            self.metrics,
-            self._started,
-            Handled(records, jobs, poison, claim, final + alone, len(retry) + len(alone_retry)),
-            written,
-        )
+        plan = plan_batch(jobs, poison, waiting, unfinished, claim)
+        self.observer.planned(plan)
+        return plan
 
-    def _wait_for_versions(
-        self, consumer: JobConsumer, records: list[Any], jobs: list[JobMessage]
-    ) -> list[JobMessage]:
-        """The jobs whose version is loaded (or failed to load: they fail naming it).
-
-        A job naming a version not loaded yet is put back at the end of its topic,
-        unclaimed (no attempt counted), while its version loads in the background;
-        the poll loop never waits for a load.
-        """
+    def _waiting_versions(self, jobs: Sequence[JobMessage]) -> Set[Version]:
+        """The versions the jobs name that are not loaded yet (a version that failed to
+        load is not waiting: its jobs run and fail naming it)."""
         versions = {(j.model, j.version) for j in jobs}
-        waiting_versions = {
-            key for key in versions if self.store.state(*key) in ("loading", "waiting")
-        }
-        if not waiting_versions:
-            return jobs
-        waiting = [j for j in jobs if (j.model, j.version) in waiting_versions]
-        alive = persist.unfinished(self.engine, [j.job_id for j in waiting])
-        consumer.send(put_back(records, [j for j in waiting if j.job_id in alive]))
-        if len(waiting) == len(jobs):
-            self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
-        return [j for j in jobs if (j.model, j.version) not in waiting_versions]
+        return {key for key in versions if self.store.state(*key) in ("loading", "waiting")}
 
     def run_taken(
         self, jobs: Sequence[JobMessage], attempts: Mapping[str, int]
@@ -307,17 +306,13 @@ class Worker:
         length = model.length
         by_length = None if length is None else (lambda job: length(job.inputs or {}))
         outcomes: list[Outcome] = []
-        with self.metrics.inference_seconds.labels(name, str(version)).time():
+        with self.observer.inference(name, version):
             for chunk in chunks(jobs, model.batch_size, by_length):
                 outcomes.extend(run_isolating_failures(chunk, lambda b: _infer(model, b)))
         by_id = {j.job_id: j for j in jobs}
         for o in outcomes:
             if o.error is not None:
-                log.warning(
-                    "inference failed: %s",
-                    o.error["message"],
-                    extra=logs.job_fields(by_id[o.job_id]),
-                )
+                self.observer.job_failed(by_id[o.job_id], o.error)
         return outcomes
 
     def _report(self, not_ready: str | None) -> None:

@@ -1,21 +1,13 @@
-"""One handled batch, counted: the summary log line, job and batch metrics, expiries."""
+"""One handled batch, counted: the numbers its summary line, its metrics and tests read."""
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from inferfleet.messages import JobMessage
-from worker import logs
-from worker.batching import Outcome, Poison
-from worker.metrics import WorkerMetrics
-from worker.persist import Claim
-
-log = logging.getLogger(__name__)
+from worker.batching import Outcome
+from worker.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -36,65 +28,36 @@ class BatchSummary:
 class Handled:
     """What one batch was and how its jobs ended."""
 
-    records: Sequence[Any]
-    jobs: Sequence[JobMessage]
-    poison: Sequence[Poison]
-    claim: Claim
+    records: int
+    plan: Plan
+    # Every final outcome: of the jobs run together, then of those run alone.
     final: Sequence[Outcome]
     retried: int
+    # How many outcomes of the jobs run together were written.
+    written: int
 
 
-def summarise(metrics: WorkerMetrics, started: float, batch: Handled, written: int) -> BatchSummary:
-    """Count, log and measure one handled batch (`started`: its `time.monotonic()`)."""
-    claim = batch.claim
+def summarise(batch: Handled) -> BatchSummary:
+    """The counts of one handled batch."""
+    plan = batch.plan
     failed = sum(1 for o in batch.final if o.error is not None)
-    _count(metrics, batch.jobs, batch.final, claim.expired)
-    for job in batch.jobs:
-        if job.job_id in claim.expired:
-            log.info("expired before it started", extra=logs.job_fields(job))
-    taken = len(claim.taken) + len(claim.redelivered)
-    summary = BatchSummary(
-        records=len(batch.records),
-        claimed=taken,
+    return BatchSummary(
+        records=batch.records,
+        claimed=len(plan.attempts) + len(plan.redelivered),
         succeeded=len(batch.final) - failed,
         failed=failed,
         retried=batch.retried,
-        expired=len(claim.expired),
-        skipped=len(batch.jobs) - taken - len(claim.expired),
-        dead_lettered=len(batch.poison) + failed,
+        expired=len(plan.expired),
+        skipped=plan.skipped,
+        dead_lettered=len(plan.dead_letter) + failed,
     )
-    elapsed = time.monotonic() - started
-    metrics.dead_letters.inc(summary.dead_lettered)
-    metrics.batch_records.observe(len(batch.records))
-    metrics.batch_seconds.observe(elapsed)
-    log.info(
-        "batch records=%d claimed=%d succeeded=%d failed=%d retried=%d expired=%d "
-        "skipped=%d dead_lettered=%d redelivered=%d written=%d seconds=%.3f",
-        summary.records,
-        summary.claimed,
-        summary.succeeded,
-        summary.failed,
-        summary.retried,
-        summary.expired,
-        summary.skipped,
-        summary.dead_lettered,
-        len(claim.redelivered),
-        written,
-        elapsed,
-    )
-    return summary
 
 
-def _count(
-    metrics: WorkerMetrics,
-    jobs: Sequence[JobMessage],
-    outcomes: Sequence[Outcome],
-    expired: set[str],
-) -> None:
-    by_id = {j.job_id: j.model for j in jobs}
+def job_counts(batch: Handled) -> Counter[tuple[str, str]]:
+    """How many jobs of each model ended each way: (model, status) -> count."""
+    model_of = {j.job_id: j.model for j in batch.plan.claimable}
     counts: Counter[tuple[str, str]] = Counter(
-        (by_id[o.job_id], "failed" if o.error else "succeeded") for o in outcomes
+        (model_of[o.job_id], "failed" if o.error else "succeeded") for o in batch.final
     )
-    counts.update((by_id[job_id], "expired") for job_id in expired)
-    for (model, status), n in counts.items():
-        metrics.jobs.labels(model, status).inc(n)
+    counts.update((j.model, "expired") for j in batch.plan.expired)
+    return counts

@@ -1,0 +1,92 @@
+"""What the worker loop tells as it goes: the loop calls a `BatchObserver`'s hooks at
+each step (as dramatiq calls its middleware), and `BatchLog`, the observer it runs
+with, turns them into log lines and Prometheus metrics. The loop itself counts,
+measures and logs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from inferfleet.messages import JobMessage
+from worker import logs
+from worker.metrics import WorkerMetrics
+from worker.plan import Plan
+from worker.summary import BatchSummary, Handled, job_counts
+
+log = logging.getLogger(__name__)
+
+
+class BatchObserver(Protocol):
+    """The hooks the worker loop calls while it handles one batch, in this order."""
+
+    def batch_started(self, records: Sequence[Any]) -> None:
+        """A poll returned these records."""
+
+    def planned(self, plan: Plan) -> None:
+        """The batch was decoded and claimed: `plan` says what becomes of each job."""
+
+    def inference(self, model: str, version: int) -> AbstractContextManager[Any]:
+        """Wraps the runtime calls of one (model, version) group."""
+
+    def job_failed(self, job: JobMessage, error: Mapping[str, str]) -> None:
+        """The runtime failed one job (it is retried while it has attempts left)."""
+
+    def batch_done(self, batch: Handled, summary: BatchSummary) -> None:
+        """Every record of the batch was handled and its offsets committed."""
+
+
+class BatchLog:
+    """The observer that logs each batch and measures it as Prometheus metrics."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+        self._started = 0.0
+
+    def batch_started(self, records: Sequence[Any]) -> None:
+        self._started = time.monotonic()
+
+    def planned(self, plan: Plan) -> None:
+        for p in plan.dead_letter:
+            log.warning(
+                "dead-lettering undecodable record topic=%s partition=%d offset=%d: %s",
+                p.topic,
+                p.partition,
+                p.offset,
+                p.error,
+            )
+
+    def inference(self, model: str, version: int) -> AbstractContextManager[Any]:
+        return self.metrics.inference_seconds.labels(model, str(version)).time()
+
+    def job_failed(self, job: JobMessage, error: Mapping[str, str]) -> None:
+        log.warning("inference failed: %s", error["message"], extra=logs.job_fields(job))
+
+    def batch_done(self, batch: Handled, summary: BatchSummary) -> None:
+        for job in batch.plan.expired:
+            log.info("expired before it started", extra=logs.job_fields(job))
+        for (model, status), n in job_counts(batch).items():
+            self.metrics.jobs.labels(model, status).inc(n)
+        elapsed = time.monotonic() - self._started
+        self.metrics.dead_letters.inc(summary.dead_lettered)
+        self.metrics.batch_records.observe(summary.records)
+        self.metrics.batch_seconds.observe(elapsed)
+        log.info(
+            "batch records=%d claimed=%d succeeded=%d failed=%d retried=%d expired=%d "
+            "skipped=%d dead_lettered=%d redelivered=%d written=%d seconds=%.3f",
+            summary.records,
+            summary.claimed,
+            summary.succeeded,
+            summary.failed,
+            summary.retried,
+            summary.expired,
+            summary.skipped,
+            summary.dead_lettered,
+            len(batch.plan.redelivered),
+            batch.written,
+            elapsed,
+        )
