@@ -2,8 +2,8 @@
 
 Planning decodes the records and claims the jobs; one pure function
 (`worker.plan.plan_batch`) then says what runs, what waits for its version, what is
-dead-lettered and what runs alone. The loop counts, measures and logs nothing itself:
-it calls its observer's hooks (`worker.observe`).
+dead-lettered and what runs alone. The batch's counts, metrics and log lines are its
+observer's: the loop calls the observer's hooks at each step (`worker.observe`).
 
 Each polled batch is handled whole before its offsets are committed, so a crash at any
 point means the batch is redelivered, and the status guards in `persist` make the
@@ -297,7 +297,7 @@ class Worker:
         except TRANSIENT:
             raise
         except Exception as e:  # noqa: BLE001 - a version that cannot load fails its jobs
-            log.error("model=%s version=%d unavailable: %r", name, version, e)
+            self.observer.version_unavailable(name, version, e)
             message = f"{name} v{version} cannot be loaded: {e}"
             error = {"type": "model_unavailable", "message": message}
             # Not in the registry, or a bad artifact: no retry will help.

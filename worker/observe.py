@@ -1,7 +1,7 @@
 """What the worker loop tells as it goes: the loop calls a `BatchObserver`'s hooks at
 each step (as dramatiq calls its middleware), and `BatchLog`, the observer it runs
-with, turns them into log lines and Prometheus metrics. The loop itself counts,
-measures and logs nothing.
+with, turns them into log lines and Prometheus metrics. The loop itself keeps no counts
+and no metrics, and writes no line about a batch.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class BatchObserver(Protocol):
     def inference(self, model: str, version: int) -> AbstractContextManager[Any]:
         """Wraps the runtime calls of one (model, version) group."""
 
+    def version_unavailable(self, model: str, version: int, error: Exception) -> None:
+        """A version the batch's jobs name cannot be loaded: they fail naming it."""
+
     def job_failed(self, job: JobMessage, error: Mapping[str, str]) -> None:
         """The runtime failed one job (it is retried while it has attempts left)."""
 
@@ -62,6 +65,9 @@ class BatchLog:
 
     def inference(self, model: str, version: int) -> AbstractContextManager[Any]:
         return self.metrics.inference_seconds.labels(model, str(version)).time()
+
+    def version_unavailable(self, model: str, version: int, error: Exception) -> None:
+        log.error("model=%s version=%d unavailable: %r", model, version, error)
 
     def job_failed(self, job: JobMessage, error: Mapping[str, str]) -> None:
         log.warning("inference failed: %s", error["message"], extra=logs.job_fields(job))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from inferfleet import messages
+from inferfleet.errors import InferfleetError
 from inferfleet.messages import JobMessage
 from inferfleet.settings import load_settings
 from worker import persist
@@ -88,6 +89,9 @@ class Recorder:
 
     def inference(self, model: str, version: int) -> AbstractContextManager[Any]:
         return nullcontext()
+
+    def version_unavailable(self, model: str, version: int, error: Exception) -> None:
+        self.events.append(f"unavailable {model} v{version}")
 
     def job_failed(self, job: JobMessage, error: Mapping[str, str]) -> None:
         self.events.append(f"failed {job.job_id}")
@@ -187,3 +191,41 @@ def test_batch_log_counts_jobs_by_model_and_end(monkeypatch: pytest.MonkeyPatch)
     assert value("inferfleet_worker_jobs_total", model="fraud", status="expired") == 1
     assert value("inferfleet_worker_dead_letters_total") == 1
     assert value("inferfleet_worker_batch_records_sum") == 3
+
+
+class UnloadableStore:
+    def state(self, name: str, version: int) -> str:
+        return "failed"
+
+    def get(self, name: str, version: int) -> Any:
+        raise InferfleetError(f"{name} has no version {version}")
+
+
+def test_a_version_that_cannot_load_is_told_to_the_observer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    records = [FakeRecord(TOPIC, 0, 0, b"a", messages.encode(job("a")))]
+    monkeypatch.setattr(persist, "claim", lambda engine, ids, **kw: Claim(taken={"a": 3}))
+    monkeypatch.setattr(persist, "finish", lambda engine, final, **kw: len(final))
+    observer = Recorder()
+    w = Worker(
+        load_settings(),
+        engine=None,  # type: ignore[arg-type]
+        store=UnloadableStore(),  # type: ignore[arg-type]
+        metrics=WorkerMetrics(),
+        readiness=Readiness(),
+        s3=object(),
+        observer=observer,
+    )
+    w.payloads._schemas[("fraud", 1)] = {"type": "object"}  # the registry, already read
+
+    summary = w.handle_batch(FakeConsumer(records))  # type: ignore[arg-type]
+
+    assert observer.events == [
+        "started 1",
+        "planned run=a alone=",
+        "unavailable fraud v1",
+        "done",
+    ]
+    assert summary is not None
+    assert summary.failed == 1
