@@ -201,7 +201,8 @@ class Worker:
             log.info("left the consumer group; stopped")
 
     def handle_batch(self, consumer: JobConsumer) -> BatchSummary | None:
-        """Poll once and see every polled record to a committed end."""
+        """Poll once and see every polled record to a committed end:
+        poll → plan → run → persist → commit."""
         records = consumer.poll()
         if not records:
             return None
@@ -212,8 +213,9 @@ class Worker:
         if plan.only_waiting:
             self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
         final, retry = self.run_taken(plan.run, plan.attempts)
-        written = self.record(plan.run, final, retry)
+        written = self.record(plan.run, final, retry)  # outcomes, retries, their dead letters
         consumer.send(dead_letters(plan.dead_letter))
+        # Redelivered jobs: each taken, run and persisted alone, in turn.
         alone, alone_retry = isolation.run_alone(
             plan.alone, plan.redelivered, self.settings.max_attempts, self
         )
