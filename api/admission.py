@@ -35,8 +35,8 @@ from kafka.errors import KafkaError
 
 from api.metrics import ApiMetrics
 from api.problems import ProblemError
+from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
-from inferfleet.topics import job_topic
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,10 @@ from api.openapi import documented_openapi
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter, parse_rate, redis_storage
 from api.readiness import Readiness
-from inferfleet.db import make_engine
-from inferfleet.keys import KeyLookup
-from inferfleet.objectstore import make_s3_client
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
+from inferfleet.tenants.keys import KeyLookup
 
 DESCRIPTION = """\
 Submit inference jobs to a fleet of batched ONNX Runtime workers; poll for the result

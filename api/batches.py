@@ -16,18 +16,19 @@ from sqlalchemy import Connection, func
 
 from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
 from api.problems import ProblemError, problem_responses
+from api.store import list_batches
 from api.uploads import tenant_uri
-from inferfleet import registry
-from inferfleet.batchschemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
-from inferfleet.batchview import get_batch, job_counts, list_batches, load_view, views
+from inferfleet.batches.schemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
+from inferfleet.batches.view import get_batch, job_counts, load_view, views
+from inferfleet.clients.objectstore import presigner
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.ids import new_batch_id
-from inferfleet.jobview import Presigner
-from inferfleet.objectstore import presigner
-from inferfleet.outbox import add_batch_event
-from inferfleet.paging import owned_by
+from inferfleet.jobs.outbox import add_batch_event
+from inferfleet.jobs.view import Presigner
+from inferfleet.jobs.webhooks import dns, url_problem
+from inferfleet.models import registry
 from inferfleet.tables import batches, jobs
-from inferfleet.webhooks import dns, url_problem
+from inferfleet.tenants.scoping import owned_by
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 

@@ -10,8 +10,8 @@ from sqlalchemy import Connection, select
 from api.deps import PrincipalDep, ServicesDep
 from api.problems import ProblemError, problem_responses
 from api.store import get_job
-from inferfleet import outbox
-from inferfleet.schemas import DeliveryList, DeliveryView
+from inferfleet.jobs import outbox
+from inferfleet.jobs.schemas import DeliveryList, DeliveryView
 from inferfleet.tables import webhook_attempts, webhook_events
 
 router = APIRouter(prefix="/v1/jobs", tags=["deliveries"])

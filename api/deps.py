@@ -28,10 +28,10 @@ from api.problems import ProblemError
 from api.queue import JobQueue
 from api.ratelimit import RateLimiter
 from inferfleet.errors import FieldError, InvalidInputError
-from inferfleet.keys import KeyRecord
 from inferfleet.settings import Settings
+from inferfleet.tenants.keys import KeyRecord
 
-# The live record of a key, or None: `inferfleet.keys.KeyLookup` in the app.
+# The live record of a key, or None: `inferfleet.tenants.keys.KeyLookup` in the app.
 KeyResolver = Callable[[str], KeyRecord | None]
 
 

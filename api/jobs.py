@@ -17,10 +17,9 @@ from api.problems import ProblemError, problem_responses
 from api.store import cancel_job, get_job, list_jobs
 from api.submit import Item, submit
 from api.uploads import tenant_uri
+from inferfleet.clients.objectstore import presigner
 from inferfleet.errors import FieldError, InvalidInputError
-from inferfleet.jobview import Presigner, job_view
-from inferfleet.objectstore import presigner
-from inferfleet.schemas import (
+from inferfleet.jobs.schemas import (
     BulkCreated,
     BulkSubmit,
     JobCreated,
@@ -29,6 +28,7 @@ from inferfleet.schemas import (
     JobSubmit,
     JobView,
 )
+from inferfleet.jobs.view import Presigner, job_view
 from inferfleet.tables import TERMINAL_STATUSES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

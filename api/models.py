@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Response
 
 from api.deps import ServicesDep, require_admin
 from api.problems import problem_responses
-from inferfleet import registry
 from inferfleet.errors import FieldError, InvalidInputError
-from inferfleet.publish import fetch_package, publish
-from inferfleet.schemas import (
+from inferfleet.models import registry
+from inferfleet.models.publish import fetch_package, publish
+from inferfleet.models.schemas import (
     AliasUpdate,
     AliasView,
     ModelList,

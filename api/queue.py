@@ -13,10 +13,10 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from inferfleet.broker import Record, make_producer, send_all
+from inferfleet.clients.broker import Record, make_producer, send_all
+from inferfleet.clients.topics import ensure_topics
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
-from inferfleet.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

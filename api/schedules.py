@@ -15,16 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from api.deps import RequestIdDep, ServicesDep, require_admin
 from api.problems import ProblemError, problem_responses
 from api.uploads import tenant_uri
-from inferfleet import registry
-from inferfleet.batchschemas import (
-    BatchWebhook,
-    ScheduleCreate,
-    ScheduleFired,
-    ScheduleList,
-    ScheduleView,
-)
-from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
-from inferfleet.schedules import (
+from inferfleet.batches.schedules import (
     Schedule,
     firing_batch,
     get_schedule,
@@ -34,8 +25,17 @@ from inferfleet.schedules import (
     next_runs,
     placeholder_problem,
 )
+from inferfleet.batches.schemas import (
+    BatchWebhook,
+    ScheduleCreate,
+    ScheduleFired,
+    ScheduleList,
+    ScheduleView,
+)
+from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
+from inferfleet.jobs.webhooks import dns, url_problem
+from inferfleet.models import registry
 from inferfleet.tables import schedules, tenants
-from inferfleet.webhooks import dns, url_problem
 
 router = APIRouter(
     prefix="/v1/schedules",

@@ -1,4 +1,4 @@
-"""Job rows as the API writes and reads them."""
+"""Job rows as the API writes and reads them, and the listing of batches."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from inferfleet.outbox import add_job_events
-from inferfleet.paging import newest_first, owned_by
-from inferfleet.tables import jobs
+from api.paging import newest_first
+from inferfleet.jobs.outbox import add_job_events
+from inferfleet.tables import batches, jobs
+from inferfleet.tenants.scoping import owned_by
 
 
 def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -82,3 +83,22 @@ def cancel_job(
         add_job_events(conn, [job_id], retry_window_s)
         return True, row
     return False, get_job(conn, tenant, job_id)
+
+
+def list_batches(
+    conn: Connection,
+    tenant: str | None,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    model: str | None = None,
+) -> tuple[list[Any], str | None]:
+    """A page of `tenant`'s batches, newest first, and the cursor of the next page (or
+    None)."""
+    query = select(batches).where(owned_by(batches, tenant))
+    if status is not None:
+        query = query.where(batches.c.status == status)
+    if model is not None:
+        query = query.where(batches.c.model == model)
+    return newest_first(conn, query, batches, limit, cursor)

@@ -27,18 +27,19 @@ from api.deps import Principal, Services
 from api.idempotency import Binding, bind, unbind
 from api.problems import ProblemError
 from api.store import fail_unqueued, insert_jobs
-from inferfleet import messages, registry
-from inferfleet.broker import Record
+from inferfleet.clients.broker import Record
+from inferfleet.clients.objectstore import put_bytes
+from inferfleet.clients.topics import Lane, job_topic
 from inferfleet.errors import FieldError, InvalidInputError, QueueUnavailableError
 from inferfleet.ids import new_job_id
+from inferfleet.jobs import messages
+from inferfleet.jobs.produced import mark_produced
+from inferfleet.jobs.schemas import Webhook
+from inferfleet.jobs.webhooks import dns, url_problem
 from inferfleet.jsondepth import MAX_DEPTH
-from inferfleet.objectstore import put_bytes
-from inferfleet.produced import mark_produced
-from inferfleet.schemas import Webhook
-from inferfleet.tenancy import claim_uri
-from inferfleet.topics import Lane, job_topic
-from inferfleet.validation import validate_instance, validator_for
-from inferfleet.webhooks import dns, url_problem
+from inferfleet.models import registry
+from inferfleet.models.validation import validate_instance, validator_for
+from inferfleet.tenants.uris import claim_uri
 
 log = logging.getLogger(__name__)
 

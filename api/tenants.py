@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends
 
 from api.deps import ServicesDep, require_admin
 from api.problems import problem_responses
-from inferfleet import keys
-from inferfleet.schemas import SecretRotated
+from inferfleet.tenants import keys
+from inferfleet.tenants.schemas import SecretRotated
 
 router = APIRouter(
     prefix="/v1/tenants",

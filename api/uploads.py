@@ -11,11 +11,11 @@ from ulid import ULID
 
 from api.deps import PrincipalDep, ServicesDep
 from api.problems import ProblemError, problem_responses
+from inferfleet.clients.objectstore import presigned_put
 from inferfleet.errors import FieldError
-from inferfleet.objectstore import presigned_put
-from inferfleet.schemas import UploadCreate, UploadCreated
 from inferfleet.settings import Settings
-from inferfleet.tenancy import allowed_uri, tenant_prefixes
+from inferfleet.tenants.schemas import UploadCreate, UploadCreated
+from inferfleet.tenants.uris import allowed_uri, tenant_prefixes
 
 router = APIRouter(
     prefix="/v1/uploads", tags=["uploads"], responses=problem_responses(401, 403, 422, 429, 503)

@@ -49,12 +49,12 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable as a pac
 
 from sqlalchemy import func, text
 
-from inferfleet.batchresults import results_uri, upload_lines
-from inferfleet.db import make_engine
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client, split_uri
 from inferfleet.ids import new_batch_id
-from inferfleet.objectstore import make_s3_client, split_uri
 from inferfleet.settings import Settings, load_settings
 from inferfleet.tables import batches
+from scheduler.batchresults import results_uri, upload_lines
 
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "bench"
@@ -119,7 +119,7 @@ def run_ingest(settings: Settings, batch_id: str, out: Any) -> None:
     """In a fresh process: the real ingest of one batch."""
     from kafka import KafkaProducer
 
-    from inferfleet.broker import make_producer
+    from inferfleet.clients.broker import make_producer
     from scheduler.batches import Ingest
 
     engine = make_engine(settings, pool_size=2)

@@ -57,14 +57,15 @@ from bench.worker_process import (
     worker_group,
 )
 from bench.workload import TENANT, publish_fresh, remove, synthetic_inputs
-from inferfleet import keys, messages
-from inferfleet.broker import Record, make_producer, send_all
-from inferfleet.db import make_engine
+from inferfleet.clients.broker import Record, make_producer, send_all
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.clients.topics import job_topic
 from inferfleet.ids import new_job_id
-from inferfleet.objectstore import make_s3_client
-from inferfleet.registry import ModelVersion
+from inferfleet.jobs import messages
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
-from inferfleet.topics import job_topic
+from inferfleet.tenants import keys
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 10_000

@@ -5,7 +5,7 @@ or, for a text model, seeded sentences of 8 to 60 words (`synthetic_sentences`).
 Everything the bench makes carries one unique model name (`bench-<hex>`): its registry
 rows, its topics, its S3 objects and its job rows. That is how `remove` finds what to
 delete without touching anything else. Job rows have the columns `api/submit.py`
-writes; messages are `inferfleet.messages` v1, keyed by job ID, on the interactive topic.
+writes; messages are `inferfleet.jobs.messages` v1, keyed by job ID, on the interactive topic.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ from kafka.errors import KafkaError
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
-from inferfleet import messages, publish
-from inferfleet.broker import Record, make_producer, send_all
+from inferfleet.clients.broker import Record, make_producer, send_all
+from inferfleet.clients.objectstore import split_uri
+from inferfleet.clients.topics import dlq_topic, job_topic, model_topics
 from inferfleet.ids import new_job_id
-from inferfleet.objectstore import split_uri
-from inferfleet.registry import ModelVersion
+from inferfleet.jobs import messages
+from inferfleet.models import publish
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
 from inferfleet.tables import TERMINAL_STATUSES, jobs, model_aliases, model_versions
-from inferfleet.topics import dlq_topic, job_topic, model_topics
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def analyze(engine: Engine) -> None:
     """Refresh the planner's statistics of `jobs`, so they count the backlog just inserted.
 
     The engine plans the worker's statements for their actual parameters
-    (`inferfleet.db.make_engine`), so stale statistics no longer make the claim slow
+    (`inferfleet.clients.db.make_engine`), so stale statistics no longer make the claim slow
     (bench/claim_plans.py shows the generic plan it avoids); this only keeps runs alike.
     """
     with engine.begin() as conn:

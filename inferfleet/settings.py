@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0)  # 0 = ONNX Runtime's choice
     registry_poll_s: float = Field(default=2.0, gt=0)
 
-    # Webhook targets and receivers (inferfleet/webhooktargets.py, scheduler/dispatch.py).
+    # Webhook targets and receivers (inferfleet/jobs/webhooktargets.py, scheduler/dispatch.py).
     # The longest wait for a webhook host's addresses at submit (then accepted: the
     # dispatcher resolves again at each attempt, within the attempt's deadline).
     webhook_dns_timeout_s: float = Field(default=2.0, gt=0)
@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     dispatch_threads: int = Field(default=64, ge=2)
     webhook_tenant_inflight: int = Field(default=16, ge=1)
     # Worker: a loaded version no job has used for this long may be unloaded to load
-    # another one a job names (`worker.models`).
+    # another one a job names (`worker.modelstore`).
     model_idle_s: float = Field(default=30.0, ge=0)
 
     @field_validator("providers")

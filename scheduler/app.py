@@ -35,8 +35,8 @@ from celery import Celery
 from kombu.entity import Queue
 from sqlalchemy import Engine
 
-from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client, presigner
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client, presigner
 from inferfleet.settings import Settings
 from scheduler.batches import register as register_batches
 from scheduler.dispatch import Dispatcher

@@ -47,8 +47,18 @@ from celery import Celery
 from kafka import KafkaProducer
 from sqlalchemy import Engine, func, text
 
-from inferfleet import registry
-from inferfleet.batchfiles import (
+from inferfleet.clients.broker import make_producer
+from inferfleet.clients.objectstore import exists, split_uri
+from inferfleet.clients.outages import OUTAGES
+from inferfleet.clients.topics import ensure_topics, job_topic
+from inferfleet.errors import FieldError, NotFoundError
+from inferfleet.jobs.outbox import add_batch_event
+from inferfleet.models import registry
+from inferfleet.models.registry import ModelVersion
+from inferfleet.models.validation import validator_for
+from inferfleet.settings import Settings
+from inferfleet.tables import batches
+from scheduler.batchfiles import (
     BatchFileError,
     Format,
     Line,
@@ -60,16 +70,6 @@ from inferfleet.batchfiles import (
     parquet_lines,
     split_lines,
 )
-from inferfleet.broker import make_producer
-from inferfleet.errors import FieldError, NotFoundError
-from inferfleet.objectstore import exists, split_uri
-from inferfleet.outages import OUTAGES
-from inferfleet.outbox import add_batch_event
-from inferfleet.registry import ModelVersion
-from inferfleet.settings import Settings
-from inferfleet.tables import batches
-from inferfleet.topics import ensure_topics, job_topic
-from inferfleet.validation import validator_for
 from scheduler.enqueue import insert_new, job_rows, produce
 from scheduler.results import finish_batches, write_resubmit_input
 

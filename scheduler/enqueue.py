@@ -17,14 +17,14 @@ from kafka import KafkaProducer
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, text
 
-from inferfleet import messages
-from inferfleet.broker import Record, send_all
+from inferfleet.clients.broker import Record, send_all
+from inferfleet.clients.objectstore import put_bytes
 from inferfleet.ids import batch_job_id
-from inferfleet.objectstore import put_bytes
-from inferfleet.produced import mark_produced
-from inferfleet.registry import ModelVersion
+from inferfleet.jobs import messages
+from inferfleet.jobs.produced import mark_produced
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
-from inferfleet.tenancy import claim_uri
+from inferfleet.tenants.uris import claim_uri
 
 # Jobs of a chunk that an earlier run of the ingest inserted, and whether they still
 # need producing.

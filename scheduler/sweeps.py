@@ -24,12 +24,12 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, text
 
-from inferfleet import messages
-from inferfleet.broker import Record
-from inferfleet.objectstore import split_uri
-from inferfleet.outbox import add_job_events
+from inferfleet.clients.broker import Record
+from inferfleet.clients.objectstore import split_uri
+from inferfleet.clients.topics import LANES, Lane, job_topic
+from inferfleet.jobs import messages
+from inferfleet.jobs.outbox import add_job_events
 from inferfleet.settings import Settings
-from inferfleet.topics import LANES, Lane, job_topic
 
 log = logging.getLogger(__name__)
 

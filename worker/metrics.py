@@ -22,8 +22,8 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
-from inferfleet.topics import model_topics
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 from sqlalchemy import Engine
 
-from inferfleet import jsondepth, registry
+from inferfleet import jsondepth
+from inferfleet.clients.objectstore import is_missing, put_bytes, split_uri
 from inferfleet.errors import NotFoundError
-from inferfleet.messages import JobMessage
-from inferfleet.objectstore import is_missing, put_bytes, split_uri
+from inferfleet.jobs.messages import JobMessage
+from inferfleet.models import registry
+from inferfleet.models.validation import validate_instance, validator_for
 from inferfleet.settings import Settings
-from inferfleet.tenancy import job_input_uri
-from inferfleet.validation import validate_instance, validator_for
+from inferfleet.tenants.uris import job_input_uri
 from worker.batching import Outcome
 from worker.isolation import TRANSIENT, unexpected
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 from worker import logs
 from worker.batching import Outcome, Poison
 from worker.metrics import WorkerMetrics

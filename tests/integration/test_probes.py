@@ -23,8 +23,8 @@ from sqlalchemy import Engine
 from api.admission import Admission
 from api.app import create_app
 from api.readiness import CHECK_TIMEOUT_S
+from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
-from inferfleet.topics import job_topic
 from tests.integration.conftest import (
     PublishModel,
     bearer,

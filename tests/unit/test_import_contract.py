@@ -103,7 +103,9 @@ def test_a_backwards_import_is_named_with_its_file_and_line(
 def test_imports_of_the_shared_package_and_within_a_service_are_allowed(tmp_path: Path) -> None:
     write(tmp_path, "inferfleet/a.py", "from . import errors\nfrom .errors import ConfigError\n")
     write(tmp_path, "api/a.py", "from inferfleet import errors\nfrom . import problems\n")
-    write(tmp_path, "worker/a.py", "import inferfleet.messages\nfrom .batching import Poison\n")
+    write(
+        tmp_path, "worker/a.py", "import inferfleet.jobs.messages\nfrom .batching import Poison\n"
+    )
     # Relative imports resolve inside the importing package: these are
     # inferfleet.api and worker.api, not the api service.
     write(tmp_path, "inferfleet/b.py", "from .api import thing\n")

@@ -1,4 +1,4 @@
-"""worker.models: a hard bound on loaded versions that never unloads an alias target,
+"""worker.modelstore: a hard bound on loaded versions that never unloads an alias target,
 loads in the background, and remembers versions that cannot load (no services)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-import worker.models
+import worker.modelstore
 from inferfleet.errors import ArtifactError, ConfigError, NotFoundError
 from inferfleet.settings import load_settings
-from worker.models import ModelStore, check_bound, to_unload
+from worker.modelstore import ModelStore, check_bound, to_unload
 
 A1, A2, A3, B1 = ("a", 1), ("a", 2), ("a", 3), ("b", 1)
 
@@ -65,9 +65,9 @@ def store(monkeypatch: pytest.MonkeyPatch) -> ModelStore:
             raise ArtifactError(f"{version.name} v8 fails its warm-up")
         return SimpleNamespace(name=version.name, version=version.version)
 
-    monkeypatch.setattr(worker.models.registry, "get_version", get_version)
-    monkeypatch.setattr(worker.models, "cached_files", lambda *a: {})
-    monkeypatch.setattr(worker.models, "open_model", open_model)
+    monkeypatch.setattr(worker.modelstore.registry, "get_version", get_version)
+    monkeypatch.setattr(worker.modelstore, "cached_files", lambda *a: {})
+    monkeypatch.setattr(worker.modelstore, "open_model", open_model)
     settings = load_settings(model_cache_versions=2, model_idle_s=10.0)
     return ModelStore(settings, FakeEngine(), None, clock=Clock())  # type: ignore[arg-type]
 
@@ -127,7 +127,7 @@ def test_a_version_that_cannot_load_fails_until_it_is_tried_again(
     with pytest.raises(error, match=f"a.*{version}"):
         store.get("a", version)
     assert loaded(store) == set()
-    clock.now += worker.models.FAILED_FOR_S
+    clock.now += worker.modelstore.FAILED_FOR_S
     assert store.state("a", version) == "loading", "tried again after a while"
     assert settle(store, "a", version) == "failed"
 

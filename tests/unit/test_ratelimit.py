@@ -29,8 +29,8 @@ from api.metrics import ApiMetrics
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import FALLBACK_S, RateLimiter, parse_rate, retry_after
 from inferfleet.errors import ConfigError
-from inferfleet.keys import KeyRecord, Scope
 from inferfleet.settings import load_settings
+from inferfleet.tenants.keys import KeyRecord, Scope
 
 with warnings.catch_warnings():
     # Starlette warns at import when the test client runs on httpx rather than httpx2;

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from boto3.s3.transfer import TransferConfig
 
-from inferfleet.objectstore import split_uri
+from inferfleet.clients.objectstore import split_uri
 
 RESULTS_FILE = "results.jsonl"
 # Parts of the multipart upload. s3transfer reads a stream ahead of the parts in flight

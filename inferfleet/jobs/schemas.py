@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (API.md is the contract)."""
+"""Request and response bodies of jobs and their webhook deliveries (API.md is the contract)."""
 
 from __future__ import annotations
 
@@ -67,26 +67,6 @@ class BulkSubmit(BaseModel):
     ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
 
 
-class UploadCreate(BaseModel):
-    """`POST /v1/uploads`: the name of the file to upload (one path segment)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    filename: str = Field(
-        min_length=1,
-        max_length=200,
-        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$",
-        description="letters, digits, `.`, `_` and `-`; no slash, not starting with a dot",
-    )
-
-
-class UploadCreated(BaseModel):
-    """Where the upload goes: `uri` to name in a job, `upload_url` to `PUT` the bytes to."""
-
-    uri: str
-    upload_url: str
-
-
 class JobCreated(BaseModel):
     """The 202 answer to a submit; `version` is the resolved version, never an alias."""
 
@@ -136,108 +116,6 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
-class ModelFile(BaseModel):
-    """One stored file of a model package."""
-
-    uri: str
-    sha256: str
-    size_bytes: int
-
-
-class ModelVersionView(BaseModel):
-    """One registered version of a model."""
-
-    name: str
-    version: str
-    files: dict[str, ModelFile]
-    preprocessing: dict[str, Any]
-    request_schema: dict[str, Any]
-    output_schema: dict[str, Any]
-    example: dict[str, Any] | None
-    created_at: datetime
-
-
-class ModelView(BaseModel):
-    """`GET /v1/models/{name}`: a model's versions and where its aliases point."""
-
-    name: str
-    aliases: dict[str, str]
-    versions: list[ModelVersionView]
-
-
-class ModelSummary(BaseModel):
-    """One item of `GET /v1/models`."""
-
-    name: str
-    aliases: dict[str, str]
-    latest_version: str
-
-
-class ModelList(BaseModel):
-    """`GET /v1/models`."""
-
-    items: list[ModelSummary]
-
-
-class RegisterVersion(BaseModel):
-    """`POST /v1/models/{name}/versions`: a package folder already in S3."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    package_uri: str = Field(
-        pattern=r"^s3://[^/]+/.+", description="s3://bucket/prefix/ holding manifest.json"
-    )
-    alias: str | None = Field(default=None, description="an alias to point at the new version")
-
-
-class AliasUpdate(BaseModel):
-    """`PUT /v1/models/{name}/aliases/{alias}`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    version: str = Field(pattern=r"^[1-9][0-9]*$")
-
-
-class AliasView(BaseModel):
-    """Where an alias points."""
-
-    name: str
-    alias: str
-    version: str
-
-
-class KeyCreate(BaseModel):
-    """`POST /v1/keys`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    scope: Literal["jobs", "admin"]
-
-
-class KeyView(BaseModel):
-    """A stored key, without the key itself."""
-
-    id: str
-    tenant: str
-    scope: Literal["jobs", "admin"]
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-class KeyCreated(KeyView):
-    """The answer to `POST /v1/keys`: the only time the key is shown."""
-
-    key: str
-    webhook_secret: str
-
-
-class KeyList(BaseModel):
-    """`GET /v1/keys`."""
-
-    items: list[KeyView]
-
-
 class DeliveryView(BaseModel):
     """One attempt to deliver one webhook event."""
 
@@ -256,12 +134,3 @@ class DeliveryList(BaseModel):
     first."""
 
     items: list[DeliveryView]
-
-
-class SecretRotated(BaseModel):
-    """`POST /v1/tenants/{tenant}/webhook-secret`: the new secret, shown once; the
-    previous one also signs until `previous_secret_expires_at`."""
-
-    tenant: str
-    webhook_secret: str
-    previous_secret_expires_at: datetime

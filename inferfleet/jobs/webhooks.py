@@ -5,7 +5,7 @@ Signatures are made by the `standardwebhooks` library: `v1,` + base64 HMAC-SHA25
 secret. During a secret rotation every delivery carries both signatures.
 
 A webhook URL must be http(s), and its host must not be, or resolve to, an address that
-is not globally routable (`inferfleet.webhooktargets` holds the rule), unless the
+is not globally routable (`inferfleet.jobs.webhooktargets` holds the rule), unless the
 allowlist names the host or a block holding the address. A name that does not resolve
 is accepted at submit; the dispatcher resolves and checks it again at every attempt.
 """
@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
+from inferfleet.jobs.webhooktargets import Refusal, Resolver, bounded_resolver, check_url
 from inferfleet.settings import Settings
-from inferfleet.webhooktargets import Refusal, Resolver, bounded_resolver, check_url
 
 
 def signed_headers(

@@ -35,7 +35,7 @@ from jsonschema import Draft202012Validator
 
 from inferfleet import jsondepth
 from inferfleet.errors import FieldError, InferfleetError
-from inferfleet.validation import validate_instance
+from inferfleet.models.validation import validate_instance
 
 Format = Literal["jsonl", "csv", "parquet"]
 FORMATS: dict[str, Format] = {

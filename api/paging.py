@@ -1,4 +1,4 @@
-"""Tenant scoping and cursor pages, shared by every listing of jobs and batches.
+"""Cursor pages, shared by the API's listings of jobs and batches.
 
 IDs are time-ordered (ULIDs), so a page is the newest rows below a cursor, and the
 cursor of the next page is the last ID of this one: rows created meanwhile never shift
@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, true
-
-
-def owned_by(table: Table, tenant: str | None) -> Any:
-    """The condition that a row of `table` belongs to `tenant` (None: any tenant, for
-    admin keys)."""
-    return true() if tenant is None else table.c.tenant == tenant
+from sqlalchemy import Connection, Select, Table
 
 
 def newest_first(

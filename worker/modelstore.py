@@ -27,12 +27,12 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine
 
-from inferfleet import registry
+from inferfleet.clients.objectstore import download_verified, sha256_file
+from inferfleet.clients.outages import OUTAGES
 from inferfleet.errors import ConfigError
-from inferfleet.objectstore import download_verified, sha256_file
-from inferfleet.outages import OUTAGES
-from inferfleet.publish import cache_path
-from inferfleet.registry import ModelVersion
+from inferfleet.models import registry
+from inferfleet.models.publish import cache_path
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
 from worker.runtime import LoadedModel, open_model
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from inferfleet.schemas import JobError
+from inferfleet.jobs.schemas import JobError
 
 BatchStatus = Literal["validating", "queued", "running", "completed", "failed", "cancelled"]
 BatchEvent = Literal["batch.completed", "batch.failed", "batch.cancelled"]

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
-from inferfleet.schemas import ModelFile, ModelSummary, ModelVersionView, ModelView
+from inferfleet.models.schemas import ModelFile, ModelSummary, ModelVersionView, ModelView
 from inferfleet.tables import model_aliases, model_versions
 
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")

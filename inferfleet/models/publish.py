@@ -20,16 +20,17 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from inferfleet import objectstore, registry
+from inferfleet.clients import objectstore
+from inferfleet.clients.topics import dlq_topic, ensure_topics, model_topics
 from inferfleet.errors import ArtifactError, NotFoundError
-from inferfleet.modelpkg import MANIFEST, Manifest, read_manifest_files, read_package
-from inferfleet.preprocessing import make_preprocessor, mismatches, split_outputs
-from inferfleet.registry import ModelVersion
-from inferfleet.schemas import ModelFile
-from inferfleet.sessions import graph_inputs, graph_outputs, open_session
+from inferfleet.models import registry
+from inferfleet.models.package import MANIFEST, Manifest, read_manifest_files, read_package
+from inferfleet.models.preprocessing import make_preprocessor, mismatches, split_outputs
+from inferfleet.models.registry import ModelVersion
+from inferfleet.models.schemas import ModelFile
+from inferfleet.models.sessions import graph_inputs, graph_outputs, open_session
+from inferfleet.models.validation import validate_instance, validator_for
 from inferfleet.settings import Settings
-from inferfleet.topics import dlq_topic, ensure_topics, model_topics
-from inferfleet.validation import validate_instance, validator_for
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ The manifest's fields:
 | `model_file` | the ONNX graph's file name in the folder |
 | `request_schema` | JSON Schema of one instance, as clients send it |
 | `example` | one instance that satisfies `request_schema`; publishing runs it |
-| `preprocessing` | `{"kind": "none"}` or a tokenizer step (see `inferfleet.preprocessing`) |
+| `preprocessing` | `{"kind": "none"}` or a tokenizer step (see `inferfleet.models.preprocessing`) |
 | `output_schema` | JSON Schema of one result; its properties are graph outputs |
 | `batching` | hints, e.g. `{"preferred_batch_size": 64}` |
 

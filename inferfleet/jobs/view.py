@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from inferfleet.schemas import JobError, JobView
+from inferfleet.jobs.schemas import JobError, JobView
 
 # Turns an `s3://` URI into a presigned GET URL.
 Presigner = Callable[[str], str]

@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text
 
-from inferfleet.batchschemas import BatchCounts, BatchView, InvalidLine
-from inferfleet.jobview import Presigner
-from inferfleet.paging import newest_first, owned_by
-from inferfleet.schemas import JobError
+from inferfleet.batches.schemas import BatchCounts, BatchView, InvalidLine
+from inferfleet.jobs.schemas import JobError
+from inferfleet.jobs.view import Presigner
 from inferfleet.tables import batches
+from inferfleet.tenants.scoping import owned_by
 
 COUNTS = text(
     """
@@ -100,22 +100,3 @@ def load_view(
     batch."""
     row = get_batch(conn, tenant, batch_id)
     return views(conn, [row], presign)[0] if row is not None else None
-
-
-def list_batches(
-    conn: Connection,
-    tenant: str | None,
-    *,
-    limit: int,
-    cursor: str | None = None,
-    status: str | None = None,
-    model: str | None = None,
-) -> tuple[list[Any], str | None]:
-    """A page of `tenant`'s batches, newest first, and the cursor of the next page (or
-    None)."""
-    query = select(batches).where(owned_by(batches, tenant))
-    if status is not None:
-        query = query.where(batches.c.status == status)
-    if model is not None:
-        query = query.where(batches.c.model == model)
-    return newest_first(conn, query, batches, limit, cursor)

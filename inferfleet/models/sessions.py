@@ -14,7 +14,7 @@ from typing import Any
 import onnxruntime as ort
 
 from inferfleet.errors import ArtifactError
-from inferfleet.preprocessing import TensorSpec
+from inferfleet.models.preprocessing import TensorSpec
 from inferfleet.settings import Settings
 
 CPU = "CPUExecutionProvider"
