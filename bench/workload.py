@@ -4,7 +4,7 @@ Requests fit the package: fraud rows drawn like its training data (`synthetic_in
 or, for a text model, seeded sentences of 8 to 60 words (`synthetic_sentences`).
 Everything the bench makes carries one unique model name (`bench-<hex>`): its registry
 rows, its topics, its S3 objects and its job rows. That is how `remove` finds what to
-delete without touching anything else. Job rows have the columns `api/submit.py`
+delete without touching anything else. Job rows have the columns `api/plumbing/submit.py`
 writes; messages are `inferfleet.jobs.messages` v1, keyed by job ID, on the interactive topic.
 """
 

@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Depends
 
-from api.deps import ServicesDep, require_admin
-from api.problems import problem_responses
+from api.plumbing.deps import ServicesDep, require_admin
+from api.plumbing.problems import problem_responses
 from inferfleet.tenants import keys
 from inferfleet.tenants.schemas import KeyCreate, KeyCreated, KeyList, KeyView
 

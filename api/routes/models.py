@@ -8,8 +8,8 @@ from pathlib import Path
 from botocore.exceptions import ParamValidationError
 from fastapi import APIRouter, Depends, Response
 
-from api.deps import ServicesDep, require_admin
-from api.problems import problem_responses
+from api.plumbing.deps import ServicesDep, require_admin
+from api.plumbing.problems import problem_responses
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.models import registry
 from inferfleet.models.publish import fetch_package, publish

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from api.deps import ServicesDep, require_admin
-from api.problems import problem_responses
+from api.plumbing.deps import ServicesDep, require_admin
+from api.plumbing.problems import problem_responses
 from inferfleet.tenants import keys
 from inferfleet.tenants.schemas import SecretRotated
 

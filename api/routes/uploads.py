@@ -1,4 +1,4 @@
-"""The tenant's S3 area: presigned uploads, and the check on every S3 URI a client names.
+"""The tenant's S3 area: presigned uploads.
 
 Clients that cannot reach S3 with credentials of their own upload through
 `POST /v1/uploads` (a presigned `PUT`), then name the returned `uri` in a job.
@@ -9,35 +9,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from ulid import ULID
 
-from api.deps import PrincipalDep, ServicesDep
-from api.problems import ProblemError, problem_responses
+from api.plumbing.deps import PrincipalDep, ServicesDep
+from api.plumbing.problems import ProblemError, problem_responses
 from inferfleet.clients.objectstore import presigned_put
-from inferfleet.errors import FieldError
-from inferfleet.settings import Settings
 from inferfleet.tenants.schemas import UploadCreate, UploadCreated
-from inferfleet.tenants.uris import allowed_uri, tenant_prefixes
+from inferfleet.tenants.uris import tenant_prefixes
 
 router = APIRouter(
     prefix="/v1/uploads", tags=["uploads"], responses=problem_responses(401, 403, 422, 429, 503)
 )
-
-
-def tenant_uri(settings: Settings, tenant: str, loc: tuple[str | int, ...], uri: str) -> str:
-    """`uri` normalised, if it lies under one of `tenant`'s prefixes; 403 naming it if not.
-
-    Store and use the returned form: it is the one that was checked.
-    """
-    prefixes = tenant_prefixes(settings.tenant_prefixes, settings.s3_bucket, tenant)
-    checked = allowed_uri(uri, prefixes)
-    if checked is None:
-        msg = f"not under this tenant's S3 prefixes ({', '.join(prefixes) or 'none'})"
-        raise ProblemError(
-            403,
-            "Forbidden",
-            f"{'.'.join(map(str, loc))} {uri!r} is {msg}",
-            errors=[FieldError(loc, msg, "s3_prefix_forbidden", uri)],
-        )
-    return checked
 
 
 @router.post("", status_code=201, response_model=UploadCreated)

@@ -3,7 +3,7 @@ reading and parsing a body may cost.
 
 From the outside in: `RequestIdMiddleware`, `AuthenticateMiddleware` (401 from the
 headers alone), `BodyLimitMiddleware` (size, large-body slots, shape). The last one never
-answers itself: it marks `request.state` and the routes' first dependency (`api.deps`)
+answers itself: it marks `request.state` and the routes' first dependency (`api.plumbing.deps`)
 answers, so the checks run in API.md's order.
 """
 
@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.problems import ProblemError, problem_response
+from api.plumbing.problems import ProblemError, problem_response
 from inferfleet.errors import FieldError
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -118,7 +118,7 @@ class BodyLimitMiddleware:
     take bodies parse them whole anyway). For a longer one, whether its Content-Length
     says so or the bytes show it, reading stops, `request.state.body_limit_exceeded` is
     set to the limit, and the app is handed an empty body. The middleware does not answer:
-    the routes' first dependency (`api.deps`) answers 413 once the key is checked, so the
+    the routes' first dependency (`api.plumbing.deps`) answers 413 once the key is checked, so the
     checks run in API.md's order (401/403 before 413). The rest of the body is discarded:
     by the server once the response is sent, or here if the app asks for more.
 

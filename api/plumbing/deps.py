@@ -21,12 +21,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 
-from api.admission import Admission
-from api.metrics import ApiMetrics
-from api.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
-from api.problems import ProblemError
-from api.queue import JobQueue
-from api.ratelimit import RateLimiter
+from api.plumbing.admission import Admission
+from api.plumbing.metrics import ApiMetrics
+from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
+from api.plumbing.problems import ProblemError
+from api.plumbing.queue import JobQueue
+from api.plumbing.ratelimit import RateLimiter
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.settings import Settings
 from inferfleet.tenants.keys import KeyRecord

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api import idempotency
-from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
-from api.idempotency import Binding
-from api.problems import ProblemError, problem_responses
-from api.store import cancel_job, get_job, list_jobs
-from api.submit import Item, submit
-from api.uploads import tenant_uri
+from api.plumbing import idempotency
+from api.plumbing.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
+from api.plumbing.idempotency import Binding
+from api.plumbing.prefixes import tenant_uri
+from api.plumbing.problems import ProblemError, problem_responses
+from api.plumbing.store import cancel_job, get_job, list_jobs
+from api.plumbing.submit import Item, submit
 from inferfleet.clients.objectstore import presigner
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.jobs.schemas import (

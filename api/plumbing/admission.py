@@ -33,8 +33,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from api.metrics import ApiMetrics
-from api.problems import ProblemError
+from api.plumbing.metrics import ApiMetrics
+from api.plumbing.problems import ProblemError
 from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
 

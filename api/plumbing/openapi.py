@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api import problems
+from api.plumbing import problems
 
 BEARER = "bearerAuth"
 REQUEST_ID_HEADER = {

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import Connection, select
 
-from api.deps import PrincipalDep, ServicesDep
-from api.problems import ProblemError, problem_responses
-from api.store import get_job
+from api.plumbing.deps import PrincipalDep, ServicesDep
+from api.plumbing.problems import ProblemError, problem_responses
+from api.plumbing.store import get_job
 from inferfleet.jobs import outbox
 from inferfleet.jobs.schemas import DeliveryList, DeliveryView
 from inferfleet.tables import webhook_attempts, webhook_events

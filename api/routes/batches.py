@@ -14,10 +14,10 @@ from typing import Annotated, NoReturn
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import Connection, func
 
-from api.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
-from api.problems import ProblemError, problem_responses
-from api.store import list_batches
-from api.uploads import tenant_uri
+from api.plumbing.deps import PrincipalDep, RequestIdDep, Services, ServicesDep
+from api.plumbing.prefixes import tenant_uri
+from api.plumbing.problems import ProblemError, problem_responses
+from api.plumbing.store import list_batches
 from inferfleet.batches.schemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
 from inferfleet.batches.view import get_batch, job_counts, load_view, views
 from inferfleet.clients.objectstore import presigner

@@ -23,7 +23,7 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from api.metrics import ApiMetrics
+from api.plumbing.metrics import ApiMetrics
 from inferfleet.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.middleware import Inspect
+from api.plumbing.middleware import Inspect
 from inferfleet.errors import FieldError
 from inferfleet.jsondepth import MAX_DEPTH, shape, too_deep
 from inferfleet.settings import Settings

@@ -22,11 +22,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.bodies import deep_inputs
-from api.deps import Principal, Services
-from api.idempotency import Binding, bind, unbind
-from api.problems import ProblemError
-from api.store import fail_unqueued, insert_jobs
+from api.plumbing.bodies import deep_inputs
+from api.plumbing.deps import Principal, Services
+from api.plumbing.idempotency import Binding, bind, unbind
+from api.plumbing.problems import ProblemError
+from api.plumbing.store import fail_unqueued, insert_jobs
 from inferfleet.clients.broker import Record
 from inferfleet.clients.objectstore import put_bytes
 from inferfleet.clients.topics import Lane, job_topic

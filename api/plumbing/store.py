@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from api.paging import newest_first
+from api.plumbing.paging import newest_first
 from inferfleet.jobs.outbox import add_job_events
 from inferfleet.tables import batches, jobs
 from inferfleet.tenants.scoping import owned_by

@@ -2,7 +2,7 @@
 
 `/healthz` and `/readyz` are `async` and use no threadpool dependency, so they answer
 while every request thread is busy: `/healthz` at once, `/readyz` from the background
-check (`api.readiness`).
+check (`api.plumbing.readiness`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import ServicesDep
-from api.readiness import Readiness
+from api.plumbing.deps import ServicesDep
+from api.plumbing.readiness import Readiness
 
 router = APIRouter(tags=["health"])
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Response
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects.postgresql import insert
 
-from api.deps import RequestIdDep, ServicesDep, require_admin
-from api.problems import ProblemError, problem_responses
-from api.uploads import tenant_uri
+from api.plumbing.deps import RequestIdDep, ServicesDep, require_admin
+from api.plumbing.prefixes import tenant_uri
+from api.plumbing.problems import ProblemError, problem_responses
 from inferfleet.batches.schedules import (
     Schedule,
     firing_batch,
