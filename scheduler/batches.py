@@ -276,7 +276,7 @@ class Ingest:
             # ingest of this batch inserts meanwhile, and a cancel waits for these rows.
             self.renew(conn)
             todo = insert_new(conn, rows)
-        produce(self.engine, producer, topic, self.batch, version, todo, now, self.settings)
+        produce(self.engine, producer, topic, todo, self.settings)
 
     def renew(self, conn: Any) -> None:
         """Extend the lease; BatchCancelledError if the batch is no longer `validating`."""

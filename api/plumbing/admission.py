@@ -2,9 +2,9 @@
 
 A submission is refused with 429 (and `Retry-After`) while the consumer lag of the topic
 its jobs would go to passes `admission_max_lag` (0 turns the check off). The lag is that
-of the workers' group, `worker_group`: summed over the topic's partitions, the log-end
-offset minus the group's committed offset, or minus the earliest offset where the group
-has committed nothing.
+of the workers' group, `worker_group`, as `inferfleet.clients.grouplag` counts it: summed
+over the topic's partitions, the log-end offset minus the group's committed offset, or
+minus the earliest offset where the group has committed nothing.
 
 Where it runs: in `submit()`, once the request body is validated (422), an
 `Idempotency-Key` repeat is answered and the version is resolved (404 for a model that
@@ -25,9 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
@@ -35,6 +34,7 @@ from kafka.errors import KafkaError
 
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.problems import ProblemError
+from inferfleet.clients.grouplag import group_lag, read_offsets
 from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
 
@@ -42,22 +42,6 @@ log = logging.getLogger(__name__)
 
 # How long one lag measurement may wait for Kafka.
 KAFKA_TIMEOUT_MS = 2000
-
-P = TypeVar("P")
-
-
-def backlog(end: Mapping[P, int], beginning: Mapping[P, int], committed: Mapping[P, int]) -> int:
-    """Records waiting for the group: per partition, the end offset minus where it resumes.
-
-    The group resumes at its committed offset, or at the earliest offset where it has none
-    (or where retention already deleted the committed one).
-    """
-    total = 0
-    for partition, end_offset in end.items():
-        earliest = beginning.get(partition, 0)
-        resume = max(committed.get(partition, earliest), earliest)
-        total += max(0, end_offset - resume)
-    return total
 
 
 class KafkaBacklog:
@@ -100,11 +84,8 @@ class KafkaBacklog:
         if not numbers:
             return 0
         partitions = [TopicPartition(topic, n) for n in sorted(numbers)]
-        end = self._consumer.end_offsets(partitions, KAFKA_TIMEOUT_MS)
-        beginning = self._consumer.beginning_offsets(partitions, KAFKA_TIMEOUT_MS)
-        offsets = self._admin.list_group_offsets({self._group: partitions})[self._group]
-        committed = {p: o.offset for p, o in offsets.items() if o.offset >= 0}
-        return backlog(end, beginning, committed)
+        found = read_offsets(self._consumer, self._admin, self._group, partitions, KAFKA_TIMEOUT_MS)
+        return group_lag(found.end, found.beginning, found.committed)
 
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None

@@ -5,16 +5,13 @@ fails, the rows just inserted are marked failed and the caller answers 503. Once
 has acknowledged, `produced_at` is set: a `queued` row without it is one whose message
 never left (a crash in between), which the scheduler's sweep produces later.
 
-Inputs above `claim_check_bytes` go to S3 first (`claims/<job_id>.json`, a prefix no
-tenant may name) and travel as `input_uri` (claim check), so no message outgrows the
-broker's limit; the worker reads them back like a client's own `input_uri`.
+Inputs above `claim_check_bytes` go to S3 first and travel as `input_uri`
+(`inferfleet.jobs.claims`), so no message outgrows the broker's limit.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,26 +24,20 @@ from api.plumbing.deps import Principal, Services
 from api.plumbing.idempotency import Binding, bind, unbind
 from api.plumbing.problems import ProblemError
 from api.plumbing.store import fail_unqueued, insert_jobs
-from inferfleet.clients.broker import Record
-from inferfleet.clients.objectstore import put_bytes
+from inferfleet.clients.objectstore import put_all
 from inferfleet.clients.topics import Lane, job_topic
 from inferfleet.errors import FieldError, InvalidInputError, QueueUnavailableError
 from inferfleet.ids import new_job_id
 from inferfleet.jobs import messages
+from inferfleet.jobs.claims import claim
 from inferfleet.jobs.produced import mark_produced
 from inferfleet.jobs.schemas import Webhook
 from inferfleet.jobs.webhooks import dns, url_problem
 from inferfleet.jsondepth import MAX_DEPTH
 from inferfleet.models import registry
 from inferfleet.models.validation import validate_instance, validator_for
-from inferfleet.tenants.uris import claim_uri
 
 log = logging.getLogger(__name__)
-
-CLAIM_THREADS = 8
-# Only jobs still `queued` need it (the sweeper looks at no others), and rows a worker
-# holds are skipped rather than waited for: waiting could deadlock with the worker's own
-# multi-row updates, and a row it holds is running or done.
 
 
 @dataclass(frozen=True)
@@ -152,26 +143,7 @@ def submit(
         insert_jobs(conn, rows)
 
     topic = job_topic(version.name, lane)
-    records = [
-        Record(
-            topic=topic,
-            key=job_id.encode(),
-            value=messages.encode(
-                messages.JobMessage(
-                    job_id=job_id,
-                    tenant=principal.tenant,
-                    model=version.name,
-                    version=version.version,
-                    inputs=inputs,
-                    input_uri=input_uri,
-                    enqueued_at=now,
-                    deadline=deadline,
-                    request_id=request_id,
-                )
-            ),
-        )
-        for job_id, (inputs, input_uri) in zip(ids, placed, strict=True)
-    ]
+    records = [messages.record(topic, row) for row in rows]
     try:
         with services.metrics.produce_seconds.time():
             services.queue.send(records)
@@ -207,18 +179,13 @@ def _claim_check(services: Services, ids: list[str], items: list[Item]) -> dict[
     does not take them answers 503: nothing was inserted or queued.
     """
     settings = services.settings
-    large: dict[str, tuple[str, bytes]] = {}
-    for job_id, item in zip(ids, items, strict=True):
-        if item.inputs is None:
-            continue
-        data = json.dumps(item.inputs, separators=(",", ":")).encode()
-        if len(data) > settings.claim_check_bytes:
-            large[job_id] = (claim_uri(settings.s3_bucket, job_id), data)
-    if not large:
-        return {}
+    large = {
+        job_id: placed
+        for job_id, item in zip(ids, items, strict=True)
+        if item.inputs is not None and (placed := claim(settings, job_id, item.inputs))
+    }
     try:
-        with ThreadPoolExecutor(min(CLAIM_THREADS, len(large)), thread_name_prefix="claim") as pool:
-            list(pool.map(lambda placed: put_bytes(services.s3, *placed), large.values()))
+        put_all(services.s3, list(large.values()), "claim")
     except (BotoCoreError, ClientError) as e:
         services.metrics.jobs_rejected.labels(reason="object_store_unavailable").inc()
         raise ProblemError(

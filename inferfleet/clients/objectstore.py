@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -16,6 +17,9 @@ from botocore.exceptions import ClientError
 
 from inferfleet.errors import ArtifactError
 from inferfleet.settings import Settings
+
+# How many objects `put_all` writes at once.
+PUT_THREADS = 8
 
 CHUNK = 1024 * 1024
 
@@ -70,6 +74,15 @@ def put_bytes(s3: Any, uri: str, data: bytes, content_type: str = "application/j
     """Write `data` as the object at `uri`, replacing any object there."""
     bucket, key = split_uri(uri)
     s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def put_all(s3: Any, objects: Collection[tuple[str, bytes]], name: str) -> None:
+    """Write every `(uri, data)` of `objects`, up to PUT_THREADS at once (threads named
+    `name`); the first failure raises once the others are done."""
+    if not objects:
+        return
+    with ThreadPoolExecutor(min(PUT_THREADS, len(objects)), thread_name_prefix=name) as pool:
+        list(pool.map(lambda placed: put_bytes(s3, *placed), objects))
 
 
 def presigned_get(s3: Any, uri: str, expiry_s: int) -> str:

@@ -7,9 +7,12 @@ Key: the job ID. Value: JSON `{"v": 1, "job_id", "tenant", "model", "version",
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from inferfleet.clients.broker import Record
 
 VERSION = 1
 # Versions are Postgres integers; a larger number could not name a registered version.
@@ -33,6 +36,31 @@ class JobMessage:
     enqueued_at: datetime
     deadline: datetime | None
     request_id: str | None
+
+
+def from_row(row: Mapping[str, Any]) -> JobMessage:
+    """The message of a job row (the `jobs` columns by name): one rule for the API's
+    submit, a batch's ingest and the sweep that produces what never left.
+
+    A job sent by `input_uri` carries no inputs; it was enqueued when its row was made;
+    a row without a `deadline` has none.
+    """
+    return JobMessage(
+        job_id=row["id"],
+        tenant=row["tenant"],
+        model=row["model"],
+        version=row["version"],
+        inputs=row["inputs"] if row["input_uri"] is None else None,
+        input_uri=row["input_uri"],
+        enqueued_at=row["created_at"],
+        deadline=row.get("deadline"),
+        request_id=row["request_id"],
+    )
+
+
+def record(topic: str, row: Mapping[str, Any]) -> Record:
+    """The record of a job row on `topic`: keyed by the job ID, its message as the value."""
+    return Record(topic=topic, key=row["id"].encode(), value=encode(from_row(row)))
 
 
 def encode(msg: JobMessage) -> bytes:

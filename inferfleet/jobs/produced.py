@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
-# Only rows still `queued` and not held by anyone: a worker may already be writing the
-# job (waiting on its row could deadlock with the worker's batch), and rewriting a
-# finished row would be a second write of a terminal job.
+# Only rows still `queued` (the sweep looks at no others) and not held by anyone: a
+# worker may already be writing the job (waiting on its row could deadlock with the
+# worker's multi-row updates), and rewriting a finished row would be a second write of a
+# terminal job.
 MARK_PRODUCED = text(
     """
     UPDATE jobs SET produced_at = now()

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from urllib.parse import unquote
 
 from inferfleet.errors import ConfigError
+from inferfleet.jobs.claims import claim_uri
 
 SCHEME = "s3://"
 # S3's rules for bucket names (lower case, digits, dots, hyphens; 3 to 63 characters).
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # A URI still changing after this many percent-decodings is refused outright.
 MAX_DECODINGS = 4
-# Where inputs too large for a message go (claim checks): a prefix no tenant may name.
-CLAIM_PREFIX = "claims"
 
 
 def normalise(uri: str) -> str | None:
@@ -107,11 +106,6 @@ def allowed_uri(uri: str, prefixes: Sequence[str]) -> str | None:
 def _plain(name: str) -> bool:
     """Whether `name` can stand in a path without moving it (no `/`, `\\`, `%`, `.`, `..`)."""
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\%")
-
-
-def claim_uri(bucket: str, job_id: str) -> str:
-    """Where a job's inputs too large for its message are written (the claim check)."""
-    return f"{SCHEME}{bucket}/{CLAIM_PREFIX}/{job_id}.json"
 
 
 def job_input_uri(

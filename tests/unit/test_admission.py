@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from kafka.errors import KafkaConnectionError
 
-from api.plumbing.admission import Admission, backlog
+from api.plumbing.admission import Admission
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.problems import ProblemError
+from inferfleet.clients.grouplag import group_lag as backlog
 from inferfleet.settings import load_settings
 
 
