@@ -26,7 +26,6 @@ from inferfleet.batches.schedules import (
     placeholder_problem,
 )
 from inferfleet.batches.schemas import (
-    BatchWebhook,
     ScheduleCreate,
     ScheduleFired,
     ScheduleList,
@@ -187,18 +186,4 @@ def _view(schedule: Schedule) -> ScheduleView:
         upcoming = next_runs(schedule.rule, datetime.now(UTC), 1)
     except (InvalidInputError, ValueError):
         upcoming = []  # stored valid, refused by a newer cron library or tz data
-    return ScheduleView(
-        name=schedule.name,
-        cron=schedule.cron,
-        timezone=schedule.timezone,
-        tenant=schedule.tenant,
-        model=schedule.model,
-        version=schedule.version,
-        input_uri=schedule.input_uri,
-        output_prefix=schedule.output_prefix,
-        webhook=BatchWebhook.model_validate(schedule.webhook) if schedule.webhook else None,
-        catch_up=schedule.catch_up,
-        last_fired_for=schedule.last_fired_for,
-        next_run_at=upcoming[0] if upcoming else None,
-        created_at=schedule.created_at,
-    )
+    return ScheduleView(**dict(schedule), next_run_at=upcoming[0] if upcoming else None)

@@ -36,9 +36,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import CroniterError, croniter
+from pydantic import ConfigDict
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert
 
+from inferfleet.batches.schemas import ScheduleFields
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.ids import new_batch_id
 from inferfleet.tables import batches, schedules
@@ -227,26 +229,14 @@ def output_prefix_for(output_prefix: str, name: str, scheduled_for: datetime) ->
     return f"{output_prefix.rstrip('/')}/{name}/{stamp}/"
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """A stored schedule (table `schedules`)."""
+class Schedule(ScheduleFields):
+    """A stored schedule (table `schedules`), as the scheduler fires it."""
 
-    name: str
-    cron: str
-    timezone: str
-    tenant: str
-    model: str
-    version: str
-    input_uri: str
-    output_prefix: str
-    webhook: dict[str, Any] | None
-    catch_up: bool
-    last_fired_for: datetime | None
-    created_at: datetime
+    model_config = ConfigDict(frozen=True)
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
-        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+        return cls.model_validate({name: getattr(row, name) for name in cls.model_fields})
 
     @property
     def rule(self) -> Cron:
@@ -284,7 +274,7 @@ def insert_firing(
         "status": "validating",
         "input_uri": input_uri_for(schedule.input_uri, scheduled_for, tz),
         "output_prefix": output_prefix_for(schedule.output_prefix, schedule.name, scheduled_for),
-        "webhook": schedule.webhook,
+        "webhook": schedule.webhook.model_dump(mode="json") if schedule.webhook else None,
         "schedule_name": schedule.name,
         "scheduled_for": scheduled_for,
         "request_id": request_id,

@@ -66,8 +66,10 @@ class ScheduleCreate(BaseModel):
     )
 
 
-class ScheduleView(BaseModel):
-    """A stored schedule; `last_fired_for` is the latest scheduled time handled."""
+class ScheduleFields(BaseModel):
+    """A stored schedule (table `schedules`): the one declaration of its fields, shared by
+    the schedule the scheduler fires (`inferfleet.batches.schedules.Schedule`) and the
+    API's view of it."""
 
     name: str
     cron: str
@@ -80,8 +82,13 @@ class ScheduleView(BaseModel):
     webhook: BatchWebhook | None
     catch_up: bool
     last_fired_for: datetime | None
-    next_run_at: datetime | None
     created_at: datetime
+
+
+class ScheduleView(ScheduleFields):
+    """A stored schedule; `last_fired_for` is the latest scheduled time handled."""
+
+    next_run_at: datetime | None
 
 
 class ScheduleList(BaseModel):
