@@ -25,7 +25,7 @@ from kafka.errors import KafkaError
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
-from inferfleet.clients.broker import Record, make_producer, send_all
+from inferfleet.clients.broker import make_producer, send_all
 from inferfleet.clients.objectstore import split_uri
 from inferfleet.clients.topics import dlq_topic, job_topic, model_topics
 from inferfleet.ids import new_job_id
@@ -191,7 +191,7 @@ def produce(settings: Settings, version: ModelVersion, batch: Sequence[Job], run
     try:
         for start in range(0, len(batch), PRODUCE_CHUNK):
             records = [
-                Record(topic, job.id.encode(), _message(version, job, now, run))
+                messages.record(topic, message_row(version, job.id, job.inputs, now, run))
                 for job in batch[start : start + PRODUCE_CHUNK]
             ]
             send_all(producer, records, timeout_s=60)
@@ -199,20 +199,20 @@ def produce(settings: Settings, version: ModelVersion, batch: Sequence[Job], run
         producer.close(timeout=10)
 
 
-def _message(version: ModelVersion, job: Job, now: datetime, run: str) -> bytes:
-    return messages.encode(
-        messages.JobMessage(
-            job_id=job.id,
-            tenant=TENANT,
-            model=version.name,
-            version=version.version,
-            inputs=job.inputs,
-            input_uri=None,
-            enqueued_at=now,
-            deadline=None,
-            request_id=run,
-        )
-    )
+def message_row(
+    version: ModelVersion, job_id: str, inputs: Any, now: datetime, request_id: str
+) -> dict[str, Any]:
+    """The columns of a job row that its message carries (`messages.from_row`)."""
+    return {
+        "id": job_id,
+        "tenant": TENANT,
+        "model": version.name,
+        "version": version.version,
+        "inputs": inputs,
+        "input_uri": None,
+        "created_at": now,
+        "request_id": request_id,
+    }
 
 
 COUNT_BY_STATUS = text(
