@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     schedule_tick_s: float = Field(default=15.0, gt=0)
     schedule_grace_s: float = Field(default=300.0, ge=0)
 
-    # Batches (scheduler/batches.py, scheduler/results.py): how often beat looks for
+    # Batches (scheduler/ingest.py, scheduler/results.py): how often beat looks for
     # batches to ingest and batches whose jobs all ended; how long a task holds a batch
     # without renewing (a crashed ingest is taken up again after it); jobs per insert
     # and produce; invalid lines whose details a batch keeps.

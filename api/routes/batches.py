@@ -3,7 +3,7 @@
 `POST /v1/batches` checks what can be checked without reading the file (the tenant's S3
 prefixes, the model and version, the webhook URL), stores the batch as `validating` and
 answers at once. The scheduler's ingest task reads, validates and enqueues the file
-after the answer (scheduler/batches.py); its results writer completes the batch
+after the answer (scheduler/ingest.py); its results writer completes the batch
 (scheduler/results.py).
 """
 
