@@ -27,7 +27,9 @@ from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
 from api.plumbing.problems import ProblemError
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter
+from inferfleet.clients.objectstore import presigner
 from inferfleet.errors import FieldError, InvalidInputError
+from inferfleet.jobs.view import Presigner
 from inferfleet.settings import Settings
 from inferfleet.tenants.keys import KeyRecord
 
@@ -47,6 +49,10 @@ class Services:
     limiter: RateLimiter
     admission: Admission
     keys: KeyResolver
+
+    def presigner(self) -> Presigner:
+        """Presigned GET URLs for the `s3://` URIs an answer names (outputs, results)."""
+        return presigner(self.s3, self.settings.presign_expiry_s)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,26 @@
-"""Job rows as the API writes and reads them, and the listing of batches."""
+"""Job rows as the API writes and reads them."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
+from starlette.concurrency import run_in_threadpool
 
+from api.plumbing.deps import Principal, Services
 from api.plumbing.paging import newest_first
+from api.plumbing.problems import ProblemError
 from inferfleet.jobs.outbox import add_job_events
-from inferfleet.tables import batches, jobs
+from inferfleet.jobs.schemas import JobList, JobView
+from inferfleet.jobs.view import job_view
+from inferfleet.tables import TERMINAL_STATUSES, jobs
 from inferfleet.tenants.scoping import owned_by
+
+# The longest a `GET /v1/jobs/{id}?wait=` holds its answer.
+MAX_WAIT_S = 60.0
 
 
 def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -85,20 +95,70 @@ def cancel_job(
     return False, get_job(conn, tenant, job_id)
 
 
-def list_batches(
-    conn: Connection,
-    tenant: str | None,
+def page(
+    services: Services,
+    principal: Principal,
     *,
     limit: int,
-    cursor: str | None = None,
-    status: str | None = None,
-    model: str | None = None,
-) -> tuple[list[Any], str | None]:
-    """A page of `tenant`'s batches, newest first, and the cursor of the next page (or
-    None)."""
-    query = select(batches).where(owned_by(batches, tenant))
-    if status is not None:
-        query = query.where(batches.c.status == status)
-    if model is not None:
-        query = query.where(batches.c.model == model)
-    return newest_first(conn, query, batches, limit, cursor)
+    cursor: str | None,
+    status: str | None,
+    model: str | None,
+    batch_id: str | None,
+) -> JobList:
+    """The caller's jobs, newest first, a page at a time."""
+    with services.engine.connect() as conn:
+        rows, next_cursor = list_jobs(
+            conn,
+            principal.reads,
+            limit=limit,
+            cursor=cursor,
+            status=status,
+            model=model,
+            batch_id=batch_id,
+        )
+    presign = services.presigner()
+    return JobList(items=[job_view(r, presign) for r in rows], next_cursor=next_cursor)
+
+
+def cancel(services: Services, principal: Principal, job_id: str) -> JobView:
+    """A queued job becomes `cancelled`; 404 for a job the caller cannot see, 409 for a
+    running or finished one."""
+    with services.engine.begin() as conn:
+        cancelled, row = cancel_job(
+            conn, principal.reads, job_id, services.settings.webhook_retry_window_s
+        )
+    if row is None:
+        raise ProblemError(404, "Not Found", f"no job {job_id!r}")
+    if not cancelled:
+        raise ProblemError(
+            409,
+            "Conflict",
+            f"job {job_id} is {row.status}; only a queued job can be cancelled",
+            job_status=row.status,
+        )
+    services.metrics.jobs_cancelled.labels(model=row.model).inc()
+    return job_view(row, services.presigner())
+
+
+async def wait_for_job(
+    services: Services, principal: Principal, job_id: str, wait: float
+) -> JobView:
+    """The job as it is now; with `wait`, held until it is terminal or `wait` seconds
+    (at most MAX_WAIT_S) pass. 404 for a job the caller cannot see."""
+
+    def load() -> JobView | None:
+        with services.engine.connect() as conn:
+            row = get_job(conn, principal.reads, job_id)
+        return job_view(row, services.presigner()) if row is not None else None
+
+    deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+    pause = 0.02
+    while True:
+        view = await run_in_threadpool(load)
+        if view is None:
+            raise ProblemError(404, "Not Found", f"no job {job_id!r}")
+        remaining = deadline - time.monotonic()
+        if view.status in TERMINAL_STATUSES or remaining <= 0:
+            return view
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)

@@ -17,13 +17,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.plumbing import idempotency
 from api.plumbing.bodies import deep_inputs
 from api.plumbing.deps import Principal, Services
 from api.plumbing.idempotency import Binding, bind, unbind
+from api.plumbing.prefixes import tenant_uri
 from api.plumbing.problems import ProblemError
-from api.plumbing.store import fail_unqueued, insert_jobs
+from api.plumbing.store import fail_unqueued, get_job, insert_jobs
 from inferfleet.clients.objectstore import put_all
 from inferfleet.clients.topics import Lane, job_topic
 from inferfleet.errors import FieldError, InvalidInputError, QueueUnavailableError
@@ -31,8 +34,9 @@ from inferfleet.ids import new_job_id
 from inferfleet.jobs import messages
 from inferfleet.jobs.claims import claim
 from inferfleet.jobs.produced import mark_produced
-from inferfleet.jobs.schemas import Webhook
-from inferfleet.jobs.webhooks import dns, url_problem
+from inferfleet.jobs.schemas import BulkSubmit, JobSubmit, Webhook
+from inferfleet.jobs.view import job_view
+from inferfleet.jobs.webhooks import refused_url
 from inferfleet.jsondepth import MAX_DEPTH
 from inferfleet.models import registry
 from inferfleet.models.validation import validate_instance, validator_for
@@ -100,12 +104,8 @@ def submit(
             errors.append(too_deep)
         else:
             errors.extend(validate_instance(validator, item.inputs, item.loc))
-    if webhook is not None:
-        problem = url_problem(
-            str(webhook.url), services.settings.webhook_allowlist, dns(services.settings)
-        )
-        if problem is not None:
-            errors.append(FieldError(("webhook", "url"), problem, "url_refused", str(webhook.url)))
+    if webhook is not None and (refused := refused_url(str(webhook.url), services.settings)):
+        errors.append(refused)
     if errors:
         services.metrics.jobs_rejected.labels(reason="invalid").inc()
         raise InvalidInputError(errors)
@@ -196,3 +196,87 @@ def _claim_check(services: Services, ids: list[str], items: list[Item]) -> dict[
             headers={"Retry-After": str(settings.retry_after_s)},
         ) from e
     return {job_id: uri for job_id, (uri, _) in large.items()}
+
+
+def submit_job(
+    services: Services,
+    principal: Principal,
+    body: JobSubmit,
+    request_id: str,
+    idempotency_key: str | None,
+) -> Submitted | JSONResponse:
+    """`POST /v1/jobs`: queue one job, or, for an `Idempotency-Key` already bound, the
+    answer of the first job (200) or 409 for a different body."""
+    input_uri = None
+    if body.input_uri is not None:
+        input_uri = tenant_uri(services.settings, principal.tenant, ("input_uri",), body.input_uri)
+    binding = None
+    if idempotency_key is not None:
+        sent = body.model_dump(mode="json", exclude_unset=True)
+        binding = Binding(principal.tenant, idempotency_key, idempotency.request_hash(sent))
+        earlier = _bound_job(services, binding)
+        if earlier is not None:
+            return earlier
+    try:
+        done = submit(
+            services,
+            principal,
+            model=body.model,
+            version_ref=body.version,
+            items=[Item(body.inputs, body.metadata, ("inputs",), input_uri)],
+            webhook=body.webhook,
+            ttl_seconds=body.ttl_seconds,
+            request_id=request_id,
+            idempotency=binding,
+        )
+    except idempotency.KeyTakenError:
+        # A concurrent duplicate bound the key first: answer with its job.
+        assert binding is not None
+        earlier = _bound_job(services, binding)
+        if earlier is None:
+            raise
+        return earlier
+    return done
+
+
+def _bound_job(services: Services, binding: Binding) -> JSONResponse | None:
+    """The answer for a key already bound: the job (200), or 409 for another body."""
+    with services.engine.connect() as conn:
+        found = idempotency.find(conn, binding.tenant, binding.key)
+        row = get_job(conn, binding.tenant, found[1]) if found is not None else None
+    if found is None or row is None:
+        return None
+    if found[0] != binding.request_hash:
+        raise ProblemError(
+            409, "Conflict", f"Idempotency-Key {binding.key!r} was used with a different body"
+        )
+    view = job_view(row, services.presigner())
+    return JSONResponse(view.model_dump(mode="json"), status_code=200)
+
+
+def submit_bulk(
+    services: Services, principal: Principal, body: BulkSubmit, request_id: str
+) -> Submitted:
+    """`POST /v1/jobs/bulk`: every item validated before any is queued."""
+    limit = services.settings.max_bulk_items
+    if len(body.items) > limit:
+        raise InvalidInputError(
+            [
+                FieldError(
+                    ("items",), f"at most {limit} items per request", "too_long", len(body.items)
+                )
+            ]
+        )
+    return submit(
+        services,
+        principal,
+        model=body.model,
+        version_ref=body.version,
+        items=[
+            Item(inputs=it.inputs, metadata=it.metadata, loc=("items", i, "inputs"))
+            for i, it in enumerate(body.items)
+        ],
+        webhook=body.webhook,
+        ttl_seconds=body.ttl_seconds,
+        request_id=request_id,
+    )

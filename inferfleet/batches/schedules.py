@@ -234,6 +234,8 @@ class Schedule(ScheduleFields):
 
     model_config = ConfigDict(frozen=True)
 
+    created_at: datetime
+
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
         return cls.model_validate({name: getattr(row, name) for name in cls.model_fields})

@@ -69,7 +69,7 @@ class ScheduleCreate(BaseModel):
 class ScheduleFields(BaseModel):
     """A stored schedule (table `schedules`): the one declaration of its fields, shared by
     the schedule the scheduler fires (`inferfleet.batches.schedules.Schedule`) and the
-    API's view of it."""
+    API's view of it. Each adds `created_at` itself, so the view keeps its field order."""
 
     name: str
     cron: str
@@ -82,13 +82,13 @@ class ScheduleFields(BaseModel):
     webhook: BatchWebhook | None
     catch_up: bool
     last_fired_for: datetime | None
-    created_at: datetime
 
 
 class ScheduleView(ScheduleFields):
     """A stored schedule; `last_fired_for` is the latest scheduled time handled."""
 
     next_run_at: datetime | None
+    created_at: datetime
 
 
 class ScheduleList(BaseModel):

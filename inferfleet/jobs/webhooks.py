@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
+from inferfleet.errors import FieldError
 from inferfleet.jobs.webhooktargets import Refusal, Resolver, bounded_resolver, check_url
 from inferfleet.settings import Settings
 
@@ -52,3 +53,10 @@ def url_problem(url: str, allowlist: Sequence[str], resolver: Resolver | None = 
     if isinstance(found, Refusal) and not found.unresolved:
         return found.reason
     return None
+
+
+def refused_url(url: str, settings: Settings) -> FieldError | None:
+    """The error of a webhook URL a client names (`webhook.url`, `url_refused`) when the
+    safety check refuses it, with the configured allowlist and bounded DNS; else None."""
+    problem = url_problem(url, settings.webhook_allowlist, dns(settings))
+    return None if problem is None else FieldError(("webhook", "url"), problem, "url_refused", url)
