@@ -1,10 +1,16 @@
-"""The check on every S3 URI a client names: under one of the tenant's prefixes, or 403."""
+"""The tenant's S3 area: the check on every S3 URI a client names (under one of the
+tenant's prefixes, or 403), and new upload objects under its first prefix."""
 
 from __future__ import annotations
 
+from ulid import ULID
+
+from api.plumbing.deps import Services
 from api.plumbing.problems import ProblemError
+from inferfleet.clients.objectstore import presigned_put
 from inferfleet.errors import FieldError
 from inferfleet.settings import Settings
+from inferfleet.tenants.schemas import UploadCreated
 from inferfleet.tenants.uris import allowed_uri, tenant_prefixes
 
 
@@ -24,3 +30,16 @@ def tenant_uri(settings: Settings, tenant: str, loc: tuple[str | int, ...], uri:
             errors=[FieldError(loc, msg, "s3_prefix_forbidden", uri)],
         )
     return checked
+
+
+def new_upload(services: Services, tenant: str, filename: str) -> UploadCreated:
+    """A new object under the tenant's first prefix and a presigned `PUT` URL for it
+    (`<prefix>uploads/<ulid>/<filename>`); 403 for a tenant without a prefix."""
+    settings = services.settings
+    prefixes = tenant_prefixes(settings.tenant_prefixes, settings.s3_bucket, tenant)
+    if not prefixes:
+        raise ProblemError(403, "Forbidden", f"tenant {tenant!r} has no S3 prefix")
+    uri = f"{prefixes[0]}uploads/{str(ULID()).lower()}/{filename}"
+    return UploadCreated(
+        uri=uri, upload_url=presigned_put(services.s3, uri, settings.presign_expiry_s)
+    )

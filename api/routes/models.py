@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from botocore.exceptions import ParamValidationError
 from fastapi import APIRouter, Depends, Response
 
+from api.plumbing import packages
 from api.plumbing.deps import ServicesDep, require_admin
 from api.plumbing.problems import problem_responses
-from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.models import registry
-from inferfleet.models.publish import fetch_package, publish
 from inferfleet.models.schemas import (
     AliasUpdate,
     AliasView,
@@ -58,17 +53,7 @@ def register_version(
     The package is checked exactly as the CLI checks it (graph against preprocessing,
     the manifest's example run) before anything is registered.
     """
-    registry.check_model_name(name)
-    with tempfile.TemporaryDirectory(prefix="inferfleet-package-") as tmp:
-        try:
-            folder = fetch_package(services.s3, body.package_uri, Path(tmp))
-        except (ValueError, ParamValidationError) as e:
-            # A URI that S3 cannot address (a malformed bucket name, say) names no package.
-            error = FieldError(("package_uri",), f"cannot be read: {e}", "s3_uri", body.package_uri)
-            raise InvalidInputError([error]) from e
-        version = publish(
-            services.settings, services.engine, services.s3, folder, name=name, alias=body.alias
-        )
+    version = packages.register(services, name, body)
     response.headers["Location"] = f"/v1/models/{name}"
     return registry.version_view(version)
 
