@@ -10,42 +10,32 @@ from fastapi import Depends, FastAPI, Request
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from api import (
-    batches,
-    deliveries,
-    health,
-    jobs,
-    keys,
-    models,
-    problems,
-    schedules,
-    tenants,
-    uploads,
-)
-from api.admission import Admission, KafkaBacklog
-from api.bodies import inspector
-from api.deps import (
+from api.plumbing import problems
+from api.plumbing.admission import Admission, KafkaBacklog
+from api.plumbing.bodies import inspector
+from api.plumbing.deps import (
     Principal,
     Services,
     admin_within_limits,
     caller_within_limits,
     principal_for,
 )
-from api.metrics import ApiMetrics
-from api.middleware import (
+from api.plumbing.metrics import ApiMetrics
+from api.plumbing.middleware import (
     AuthenticateMiddleware,
     BodyLimitMiddleware,
     BodySlots,
     RequestIdMiddleware,
 )
-from api.openapi import documented_openapi
-from api.queue import JobQueue
-from api.ratelimit import RateLimiter, parse_rate, redis_storage
-from api.readiness import Readiness
-from inferfleet.db import make_engine
-from inferfleet.keys import KeyLookup
-from inferfleet.objectstore import make_s3_client
+from api.plumbing.openapi import documented_openapi
+from api.plumbing.queue import JobQueue
+from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
+from api.plumbing.readiness import Readiness
+from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
+from inferfleet.tenants.keys import KeyLookup
 
 DESCRIPTION = """\
 Submit inference jobs to a fleet of batched ONNX Runtime workers; poll for the result
@@ -110,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.openapi = documented_openapi(app)  # type: ignore[method-assign]
     app.include_router(health.router)
-    # Every /v1 router, with its checks first and in API.md's order (see api.deps).
+    # Every /v1 router, with its checks first and in API.md's order (see api.plumbing.deps).
     for router in (jobs.router, deliveries.router, uploads.router, batches.router):
         app.include_router(router, dependencies=[Depends(caller_within_limits)])
     for router in (models.router, keys.router, tenants.router, schedules.router):
@@ -134,8 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def authenticate(request: Request) -> Principal:
-    """The caller of a /v1 request, from its `Authorization` header alone (api.deps's rule);
-    ProblemError: 401, or 503 while the database does not answer."""
+    """The caller of a /v1 request, from its `Authorization` header alone (the rule of
+    api.plumbing.deps); ProblemError: 401, or 503 while the database does not answer."""
     services: Services = request.app.state.services
     try:
         return await run_in_threadpool(

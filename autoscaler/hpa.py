@@ -16,10 +16,10 @@ pure function.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from autoscaler.spec import Behavior, MetricType, ScalingRules
+from autoscaler.spec import Behavior, MetricType, Policy, ScalingRules
 
 # The controller's flags: --horizontal-pod-autoscaler-tolerance,
 # --horizontal-pod-autoscaler-downscale-stabilization, --horizontal-pod-autoscaler-sync-period.
@@ -197,20 +197,7 @@ def scale_up_limit_with_rules(
     removed within it) and adds `value` pods or `value` percent (rounded up); selectPolicy
     Max takes the largest of those, Min the smallest, Disabled keeps `current`.
     """
-    if rules.select_policy == "Disabled":
-        return current
-    proposals = []
-    for policy in rules.policies:
-        start = (
-            current
-            - change_in_period(ups, now, policy.period_s)
-            + change_in_period(downs, now, policy.period_s)
-        )
-        if policy.type == "Pods":
-            proposals.append(start + policy.value)
-        else:
-            proposals.append(math.ceil(start * (1 + policy.value / 100)))
-    return min(proposals) if rules.select_policy == "Min" else max(proposals)
+    return _limit_with_rules(current, ups, downs, rules, now, _added, up=True)
 
 
 def scale_down_limit_with_rules(
@@ -222,20 +209,47 @@ def scale_down_limit_with_rules(
     truncated, as Go's int32 conversion does); Max takes the lowest count (the largest
     change), Min the highest.
     """
+    return _limit_with_rules(current, ups, downs, rules, now, _removed, up=False)
+
+
+def _added(start: int, policy: Policy) -> int:
+    if policy.type == "Pods":
+        return start + policy.value
+    return math.ceil(start * (1 + policy.value / 100))
+
+
+def _removed(start: int, policy: Policy) -> int:
+    if policy.type == "Pods":
+        return start - policy.value
+    return int(start * (1 - policy.value / 100))
+
+
+def _limit_with_rules(
+    current: int,
+    ups: Sequence[Stamped],
+    downs: Sequence[Stamped],
+    rules: ScalingRules,
+    now: float,
+    step: Callable[[int, Policy], int],
+    *,
+    up: bool,
+) -> int:
+    """The limit both directions share: each policy steps from the count at the start of
+    its period; selectPolicy Max takes the largest change, Min the smallest."""
     if rules.select_policy == "Disabled":
         return current
-    proposals = []
-    for policy in rules.policies:
-        start = (
+    proposals = [
+        step(
             current
             - change_in_period(ups, now, policy.period_s)
-            + change_in_period(downs, now, policy.period_s)
+            + change_in_period(downs, now, policy.period_s),
+            policy,
         )
-        if policy.type == "Pods":
-            proposals.append(start - policy.value)
-        else:
-            proposals.append(int(start * (1 - policy.value / 100)))
-    return max(proposals) if rules.select_policy == "Min" else min(proposals)
+        for policy in rules.policies
+    ]
+    largest_change = max(proposals) if up else min(proposals)
+    smallest_change = min(proposals) if up else max(proposals)
+    return smallest_change if rules.select_policy == "Min" else largest_change
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,9 @@ from autoscaler.metrics import AutoscalerMetrics
 from autoscaler.offsets import KafkaOffsets
 from autoscaler.pool import WorkerPool
 from autoscaler.spec import ScaledObject, ScaledObjectError
+from inferfleet.clients.topics import LANES, job_topic
 from inferfleet.errors import InferfleetError
 from inferfleet.settings import load_settings
-from inferfleet.topics import LANES, job_topic
 
 log = logging.getLogger("autoscaler")
 

@@ -8,7 +8,7 @@ For each size in `--lines`, on a model published under a fresh name (`bench-<hex
 1. a JSONL file of that many valid fraud lines is generated and streamed to S3 (a
    multipart upload fed by a generator; the file is never in memory);
 2. a `validating` batch row names it, and a fresh process (`spawn`) runs the real
-   ingest on it (`scheduler.batches.Ingest`: stream from S3, validate, spool, insert
+   ingest on it (`scheduler.ingest.Ingest`: stream from S3, validate, spool, insert
    the jobs in chunks, produce them to Kafka, set `produced_at`);
 3. every job is then marked `succeeded` with an output by one SQL statement, not by a
    worker: this measures the batch machinery, not inference (`bench/throughput.py`
@@ -49,12 +49,12 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable as a pac
 
 from sqlalchemy import func, text
 
-from inferfleet.batchresults import results_uri, upload_lines
-from inferfleet.db import make_engine
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client, split_uri
 from inferfleet.ids import new_batch_id
-from inferfleet.objectstore import make_s3_client, split_uri
 from inferfleet.settings import Settings, load_settings
 from inferfleet.tables import batches
+from scheduler.batchresults import results_uri, upload_lines
 
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "bench"
@@ -119,8 +119,8 @@ def run_ingest(settings: Settings, batch_id: str, out: Any) -> None:
     """In a fresh process: the real ingest of one batch."""
     from kafka import KafkaProducer
 
-    from inferfleet.broker import make_producer
-    from scheduler.batches import Ingest
+    from inferfleet.clients.broker import make_producer
+    from scheduler.ingest import Ingest
 
     engine = make_engine(settings, pool_size=2)
     s3 = make_s3_client(settings)

@@ -28,11 +28,11 @@ from celery import Celery
 from celery.signals import worker_process_init
 from sqlalchemy import Engine, text
 
-from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client
-from inferfleet.preprocessing import split_outputs
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.models.preprocessing import split_outputs
 from inferfleet.settings import load_settings
-from worker.models import ModelStore
+from worker.modelstore import ModelStore
 from worker.persist import CLAIM
 from worker.runtime import LoadedModel
 

@@ -53,10 +53,10 @@ from sqlalchemy import Engine, text
 
 from bench.worker_process import WorkerRun, run_worker, worker_group
 from bench.workload import jobs_from, publish_fresh, remove, synthetic_requests
-from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client
-from inferfleet.preprocessing import Tokenize
-from inferfleet.registry import ModelVersion
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.models.preprocessing import Tokenize
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
 from worker.runtime import LoadedModel, open_model
 

@@ -46,9 +46,9 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable as a pac
 
 import httpx
 
-from inferfleet import keys
-from inferfleet.db import make_engine
+from inferfleet.clients.db import make_engine
 from inferfleet.settings import load_settings
+from inferfleet.tenants import keys
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench-no-such-model"

@@ -56,15 +56,16 @@ from bench.worker_process import (
     wait_ready,
     worker_group,
 )
-from bench.workload import TENANT, publish_fresh, remove, synthetic_inputs
-from inferfleet import keys, messages
-from inferfleet.broker import Record, make_producer, send_all
-from inferfleet.db import make_engine
+from bench.workload import TENANT, message_row, publish_fresh, remove, synthetic_inputs
+from inferfleet.clients.broker import make_producer, send_all
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.clients.topics import job_topic
 from inferfleet.ids import new_job_id
-from inferfleet.objectstore import make_s3_client
-from inferfleet.registry import ModelVersion
+from inferfleet.jobs import messages
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
-from inferfleet.topics import job_topic
+from inferfleet.tenants import keys
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 10_000
@@ -218,28 +219,12 @@ def produce_batch(
         for start_at in range(0, len(ids), CHUNK):
             part = ids[start_at : start_at + CHUNK]
             records = [
-                Record(topic, job_id.encode(), _message(version, job_id, row, now, batch_id))
+                messages.record(topic, message_row(version, job_id, row, now, batch_id))
                 for job_id, row in zip(part, inputs[start_at : start_at + CHUNK], strict=True)
             ]
             send_all(producer, records, timeout_s=60)
     finally:
         producer.close(timeout=10)
-
-
-def _message(version: ModelVersion, job_id: str, row: Any, now: datetime, batch_id: str) -> bytes:
-    return messages.encode(
-        messages.JobMessage(
-            job_id=job_id,
-            tenant=TENANT,
-            model=version.name,
-            version=version.version,
-            inputs=row,
-            input_uri=None,
-            enqueued_at=now,
-            deadline=None,
-            request_id=batch_id,
-        )
-    )
 
 
 BATCH_PROGRESS = text(

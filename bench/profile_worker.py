@@ -45,15 +45,15 @@ from bench.workload import (
     remove,
     synthetic_requests,
 )
-from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client
-from inferfleet.registry import ModelVersion
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
 from worker import persist
 from worker.consume import JobConsumer
 from worker.health import Readiness
 from worker.metrics import WorkerMetrics
-from worker.models import ModelStore
+from worker.modelstore import ModelStore
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "bench-profile"

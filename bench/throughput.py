@@ -65,9 +65,9 @@ from bench.workload import (
     remove,
     synthetic_inputs,
 )
-from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client
-from inferfleet.registry import ModelVersion
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
 from worker.runtime import open_model
 

@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import Engine
 
 from bench.workload import Completion, Job, analyze, insert_queued, produce, wait_until_ended
-from inferfleet.registry import ModelVersion
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ Requests fit the package: fraud rows drawn like its training data (`synthetic_in
 or, for a text model, seeded sentences of 8 to 60 words (`synthetic_sentences`).
 Everything the bench makes carries one unique model name (`bench-<hex>`): its registry
 rows, its topics, its S3 objects and its job rows. That is how `remove` finds what to
-delete without touching anything else. Job rows have the columns `api/submit.py`
-writes; messages are `inferfleet.messages` v1, keyed by job ID, on the interactive topic.
+delete without touching anything else. Job rows have the columns `api/plumbing/submit.py`
+writes; messages are `inferfleet.jobs.messages` v1, keyed by job ID, on the interactive topic.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ from kafka.errors import KafkaError
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
-from inferfleet import messages, publish
-from inferfleet.broker import Record, make_producer, send_all
+from inferfleet.clients.broker import make_producer, send_all
+from inferfleet.clients.objectstore import split_uri
+from inferfleet.clients.topics import dlq_topic, job_topic, model_topics
 from inferfleet.ids import new_job_id
-from inferfleet.objectstore import split_uri
-from inferfleet.registry import ModelVersion
+from inferfleet.jobs import messages
+from inferfleet.models import publish
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
 from inferfleet.tables import TERMINAL_STATUSES, jobs, model_aliases, model_versions
-from inferfleet.topics import dlq_topic, job_topic, model_topics
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def analyze(engine: Engine) -> None:
     """Refresh the planner's statistics of `jobs`, so they count the backlog just inserted.
 
     The engine plans the worker's statements for their actual parameters
-    (`inferfleet.db.make_engine`), so stale statistics no longer make the claim slow
+    (`inferfleet.clients.db.make_engine`), so stale statistics no longer make the claim slow
     (bench/claim_plans.py shows the generic plan it avoids); this only keeps runs alike.
     """
     with engine.begin() as conn:
@@ -190,7 +191,7 @@ def produce(settings: Settings, version: ModelVersion, batch: Sequence[Job], run
     try:
         for start in range(0, len(batch), PRODUCE_CHUNK):
             records = [
-                Record(topic, job.id.encode(), _message(version, job, now, run))
+                messages.record(topic, message_row(version, job.id, job.inputs, now, run))
                 for job in batch[start : start + PRODUCE_CHUNK]
             ]
             send_all(producer, records, timeout_s=60)
@@ -198,20 +199,20 @@ def produce(settings: Settings, version: ModelVersion, batch: Sequence[Job], run
         producer.close(timeout=10)
 
 
-def _message(version: ModelVersion, job: Job, now: datetime, run: str) -> bytes:
-    return messages.encode(
-        messages.JobMessage(
-            job_id=job.id,
-            tenant=TENANT,
-            model=version.name,
-            version=version.version,
-            inputs=job.inputs,
-            input_uri=None,
-            enqueued_at=now,
-            deadline=None,
-            request_id=run,
-        )
-    )
+def message_row(
+    version: ModelVersion, job_id: str, inputs: Any, now: datetime, request_id: str
+) -> dict[str, Any]:
+    """The columns of a job row that its message carries (`messages.from_row`)."""
+    return {
+        "id": job_id,
+        "tenant": TENANT,
+        "model": version.name,
+        "version": version.version,
+        "inputs": inputs,
+        "input_uri": None,
+        "created_at": now,
+        "request_id": request_id,
+    }
 
 
 COUNT_BY_STATUS = text(

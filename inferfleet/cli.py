@@ -19,12 +19,14 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import ProgrammingError
 
-from inferfleet import keys, registry, schedules
-from inferfleet.db import make_engine
+from inferfleet.batches import schedules
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.errors import InferfleetError
-from inferfleet.objectstore import make_s3_client
-from inferfleet.publish import publish, restore
+from inferfleet.models import registry
+from inferfleet.models.publish import publish, restore
 from inferfleet.settings import Settings, load_settings
+from inferfleet.tenants import keys
 
 
 @contextmanager

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     schedule_tick_s: float = Field(default=15.0, gt=0)
     schedule_grace_s: float = Field(default=300.0, ge=0)
 
-    # Batches (scheduler/batches.py, scheduler/results.py): how often beat looks for
+    # Batches (scheduler/ingest.py, scheduler/results.py): how often beat looks for
     # batches to ingest and batches whose jobs all ended; how long a task holds a batch
     # without renewing (a crashed ingest is taken up again after it); jobs per insert
     # and produce; invalid lines whose details a batch keeps.
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0)  # 0 = ONNX Runtime's choice
     registry_poll_s: float = Field(default=2.0, gt=0)
 
-    # Webhook targets and receivers (inferfleet/webhooktargets.py, scheduler/dispatch.py).
+    # Webhook targets and receivers (inferfleet/jobs/webhooktargets.py, scheduler/dispatch.py).
     # The longest wait for a webhook host's addresses at submit (then accepted: the
     # dispatcher resolves again at each attempt, within the attempt's deadline).
     webhook_dns_timeout_s: float = Field(default=2.0, gt=0)
@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     dispatch_threads: int = Field(default=64, ge=2)
     webhook_tenant_inflight: int = Field(default=16, ge=1)
     # Worker: a loaded version no job has used for this long may be unloaded to load
-    # another one a job names (`worker.models`).
+    # another one a job names (`worker.modelstore`).
     model_idle_s: float = Field(default=30.0, ge=0)
 
     @field_validator("providers")

@@ -19,7 +19,7 @@ Tasks:
   whose message never left, expire overdue queued jobs, delete results past the
   retention (`scheduler.sweeps`).
 - `inferfleet.ingest_batches`, `…finish_batches`, every `INFERFLEET_BATCH_POLL_S`:
-  ingest one `validating` batch (`scheduler.batches`); write the results of batches
+  ingest one `validating` batch (`scheduler.ingest`); write the results of batches
   whose jobs all ended and complete them (`scheduler.results`).
 
 Connections are made per process on first use, after Celery's prefork pool has forked.
@@ -35,12 +35,12 @@ from celery import Celery
 from kombu.entity import Queue
 from sqlalchemy import Engine
 
-from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client, presigner
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client, presigner
 from inferfleet.settings import Settings
-from scheduler.batches import register as register_batches
 from scheduler.dispatch import Dispatcher
 from scheduler.firing import fire_due
+from scheduler.ingest import register as register_batches
 from scheduler.sweep_tasks import register as register_sweeps
 
 DISPATCH_TASK = "inferfleet.dispatch_webhooks"

@@ -35,13 +35,13 @@ import httpcore
 import httpx
 from sqlalchemy import Connection, Engine, select, text
 
-from inferfleet.batchview import load_view
+from inferfleet.batches.view import load_view
 from inferfleet.errors import ConfigError
-from inferfleet.jobview import Presigner, job_view
+from inferfleet.jobs.view import Presigner, job_view
+from inferfleet.jobs.webhooks import signed_headers
+from inferfleet.jobs.webhooktargets import Refusal, Resolver, check_url, system_resolve
 from inferfleet.settings import Settings
 from inferfleet.tables import jobs, tenants, webhook_events
-from inferfleet.webhooks import signed_headers
-from inferfleet.webhooktargets import Refusal, Resolver, check_url, system_resolve
 from scheduler import sending
 from scheduler.retries import AttemptResult, next_step, retry_after_s
 

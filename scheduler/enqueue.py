@@ -17,14 +17,14 @@ from kafka import KafkaProducer
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, text
 
-from inferfleet import messages
-from inferfleet.broker import Record, send_all
+from inferfleet.clients.broker import send_all
+from inferfleet.clients.objectstore import put_bytes
 from inferfleet.ids import batch_job_id
-from inferfleet.objectstore import put_bytes
-from inferfleet.produced import mark_produced
-from inferfleet.registry import ModelVersion
+from inferfleet.jobs import messages
+from inferfleet.jobs.claims import claim
+from inferfleet.jobs.produced import mark_produced
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
-from inferfleet.tenancy import claim_uri
 
 # Jobs of a chunk that an earlier run of the ingest inserted, and whether they still
 # need producing.
@@ -67,8 +67,10 @@ def job_rows(
         job_id = batch_job_id(batch.id, number)
         input_uri = None
         if len(spooled) > settings.claim_check_bytes:  # else the inputs are smaller still
-            input_uri = _claim_check(s3, settings, job_id, inputs)
-            inputs = None if input_uri is not None else inputs
+            placed = claim(settings, job_id, inputs)
+            if placed is not None:
+                put_bytes(s3, *placed)
+                input_uri, inputs = placed[0], None
         rows.append(
             {
                 "id": job_id,
@@ -115,10 +117,7 @@ def produce(
     engine: Engine,
     producer: KafkaProducer,
     topic: str,
-    batch: Any,
-    version: ModelVersion,
     rows: list[dict[str, Any]],
-    now: datetime,
     settings: Settings,
 ) -> None:
     """Produce the rows' messages, wait for Kafka's acknowledgements, set `produced_at`.
@@ -127,33 +126,7 @@ def produce(
     """
     if not rows:
         return
-    records = [_record(topic, batch, version, row, now) for row in rows]
+    records = [messages.record(topic, row) for row in rows]
     send_all(producer, records, settings.produce_timeout_s)
     with engine.begin() as conn:
         mark_produced(conn, [row["id"] for row in rows])
-
-
-def _record(
-    topic: str, batch: Any, version: ModelVersion, row: dict[str, Any], now: datetime
-) -> Record:
-    message = messages.JobMessage(
-        job_id=row["id"],
-        tenant=batch.tenant,
-        model=version.name,
-        version=version.version,
-        inputs=row["inputs"],
-        input_uri=row["input_uri"],
-        enqueued_at=now,
-        deadline=None,
-        request_id=batch.request_id,
-    )
-    return Record(topic=topic, key=row["id"].encode(), value=messages.encode(message))
-
-
-def _claim_check(s3: Any, settings: Settings, job_id: str, inputs: dict[str, Any]) -> str | None:
-    data = json.dumps(inputs, separators=(",", ":")).encode()
-    if len(data) <= settings.claim_check_bytes:
-        return None
-    uri = claim_uri(settings.s3_bucket, job_id)
-    put_bytes(s3, uri, data)
-    return uri

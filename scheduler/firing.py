@@ -1,6 +1,6 @@
 """One beat tick over every schedule: fire what is due, record what was handled.
 
-The rules live in `inferfleet.schedules`; this module applies them to the stored
+The rules live in `inferfleet.batches.schedules`; this module applies them to the stored
 schedules. Any number of scheduler processes may run a tick at the same time: each
 takes the schedules with `FOR UPDATE SKIP LOCKED` (a process finding them locked leaves
 them to the next tick), and the unique constraint `batches_one_per_firing` holds even
@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, func, select, update
 
+from inferfleet.batches.schedules import Schedule, due, insert_firing
 from inferfleet.errors import InvalidInputError
-from inferfleet.schedules import Schedule, due, insert_firing
 from inferfleet.settings import Settings
 from inferfleet.tables import schedules
 

@@ -24,12 +24,12 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from inferfleet.batchresults import results_lines, results_uri, upload_lines
-from inferfleet.batchview import job_counts, shown_status, unfinished
-from inferfleet.objectstore import split_uri
-from inferfleet.outbox import add_batch_event
+from inferfleet.batches.view import job_counts, shown_status, unfinished
+from inferfleet.clients.objectstore import split_uri
+from inferfleet.jobs.outbox import add_batch_event
 from inferfleet.settings import Settings
 from inferfleet.tables import jobs
+from scheduler.batchresults import results_lines, results_uri, upload_lines
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Built on httpcore (the transport under httpx), whose network backend is the seam:
 - `PinnedBackend` opens TCP connections only to the addresses that were checked for
-  the URL's host (`inferfleet.webhooktargets`), never resolving the name again. The URL
+  the URL's host (`inferfleet.jobs.webhooktargets`), never resolving the name again. The URL
   keeps its host, so the `Host` header, TLS server name (SNI) and certificate check
   are the host's own.
 - Every connect, write, TLS handshake and read waits at most what is left of the one

@@ -23,10 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from inferfleet.broker import Record, make_producer, send_all
+from inferfleet.clients.broker import Record, make_producer, send_all
+from inferfleet.clients.topics import ensure_topics
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
-from inferfleet.topics import ensure_topics
 from scheduler.sweeps import delete_old_results, expire_overdue, reproduce_unproduced
 
 log = logging.getLogger(__name__)

@@ -19,22 +19,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from inferfleet import messages
-from inferfleet.broker import Record
-from inferfleet.objectstore import split_uri
-from inferfleet.outbox import add_job_events
+from inferfleet.clients.broker import Record
+from inferfleet.clients.objectstore import split_uri
+from inferfleet.clients.topics import LANES, Lane, job_topic
+from inferfleet.jobs import messages
+from inferfleet.jobs.claims import CLAIM_PREFIX, RESULTS_PREFIX
+from inferfleet.jobs.outbox import add_job_events
 from inferfleet.settings import Settings
-from inferfleet.topics import LANES, Lane, job_topic
 
 log = logging.getLogger(__name__)
 
 # Prefixes of the objects the system writes itself: claim-checked inputs, large outputs.
-OWN_PREFIXES = ("claims/", "results/")
+OWN_PREFIXES = (f"{CLAIM_PREFIX}/", f"{RESULTS_PREFIX}/")
 S3_DELETE_MAX = 1000  # keys per DeleteObjects request
 
 UNPRODUCED = text(
@@ -150,18 +150,7 @@ class Chunks:
 def job_record(row: Any) -> Record:
     """The job's message, as the API produced it (or would have), on its lane's topic."""
     lane: Lane = row.lane if row.lane in LANES else "interactive"
-    message = messages.JobMessage(
-        job_id=row.id,
-        tenant=row.tenant,
-        model=row.model,
-        version=row.version,
-        inputs=row.inputs if row.input_uri is None else None,
-        input_uri=row.input_uri,
-        enqueued_at=cast(datetime, row.created_at),
-        deadline=row.deadline,
-        request_id=row.request_id,
-    )
-    return Record(job_topic(row.model, lane), row.id.encode(), messages.encode(message))
+    return messages.record(job_topic(row.model, lane), row._mapping)
 
 
 def reproduce_unproduced(

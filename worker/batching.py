@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inferfleet.messages import JobMessage, UndecodableMessageError, decode
+from inferfleet.jobs.messages import JobMessage, UndecodableMessageError, decode
 
 
 @dataclass(frozen=True)

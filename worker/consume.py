@@ -10,7 +10,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError
 
-from inferfleet.broker import Record, make_consumer, make_producer, send_all
+from inferfleet.clients.broker import Record, make_consumer, make_producer, send_all
 from inferfleet.settings import Settings
 from worker.lanes import LanePoller
 

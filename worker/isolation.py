@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from inferfleet.messages import JobMessage
-from inferfleet.outages import OUTAGES
+from inferfleet.clients.outages import OUTAGES
+from inferfleet.jobs.messages import JobMessage
 from worker import logs
 from worker.batching import Outcome
 

@@ -1,6 +1,6 @@
 """Priority lanes: a worker serves interactive records before batch records.
 
-Each model has two topics, `….interactive` and `….batch` (`inferfleet.topics`), and a
+Each model has two topics, `….interactive` and `….batch` (`inferfleet.clients.topics`), and a
 worker's one consumer reads both. kafka-python hands out buffered records in the order
 their fetches came in, megabytes per partition, so an interactive record arriving
 behind a fetched batch backlog would otherwise wait for all of it.
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from kafka.errors import KafkaError
 
-from inferfleet.topics import Lane
+from inferfleet.clients.topics import Lane
 
 log = logging.getLogger(__name__)
 

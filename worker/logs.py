@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 
 FIELDS = ("job_id", "request_id", "model", "version")
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(context)s%(message)s"

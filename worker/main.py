@@ -24,14 +24,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from inferfleet.db import make_engine
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.clients.topics import dlq_topic, ensure_topics, model_topics
 from inferfleet.errors import InferfleetError
-from inferfleet.messages import JobMessage
-from inferfleet.objectstore import make_s3_client
-from inferfleet.preprocessing import split_outputs
-from inferfleet.registry import DEFAULT_ALIAS
+from inferfleet.jobs.messages import JobMessage
+from inferfleet.models.preprocessing import split_outputs
+from inferfleet.models.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
-from inferfleet.topics import dlq_topic, ensure_topics, model_topics
 from worker import isolation, logs, persist
 from worker.batching import (
     Outcome,
@@ -45,7 +45,7 @@ from worker.consume import JobConsumer
 from worker.health import Readiness, serve
 from worker.isolation import TRANSIENT
 from worker.metrics import QueueProbe, WorkerMetrics
-from worker.models import ModelStore, check_bound
+from worker.modelstore import ModelStore, check_bound
 from worker.observe import BatchLog, BatchObserver
 from worker.payloads import Payloads
 from worker.plan import Plan, Version, claimable, plan_batch
@@ -143,7 +143,7 @@ class Worker:
 
         The new version loads in the background beside the old one, which keeps serving
         the jobs that were pinned to it at submit, as any other version does: loaded
-        while there is room, unloaded once idle when another is wanted (`worker.models`).
+        while there is room, unloaded once idle when another is wanted (`worker.modelstore`).
         """
         if self.store.changes != self._reported:
             self._report(None)

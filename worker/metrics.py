@@ -15,15 +15,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from inferfleet.clients.grouplag import lag, read_offsets, resume_offsets
+from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
-from inferfleet.topics import model_topics
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ QUEUE_PROBE_INTERVAL_S = 15.0  # KEDA's pollingInterval in keda/: the same view,
 RATE_WINDOW_S = 60.0
 KAFKA_TIMEOUT_MS = 5000
 PEEK_TIMEOUT_S = 2.0  # how long one probe may wait for the oldest records
-
-P = TypeVar("P")
 
 
 class WorkerMetrics:
@@ -111,26 +110,6 @@ class WorkerMetrics:
             "Queue measurements that failed because Kafka did not answer.",
             registry=self.registry,
         )
-
-
-def resume_offsets(
-    end: Mapping[P, int], beginning: Mapping[P, int], committed: Mapping[P, int]
-) -> dict[P, int]:
-    """Per partition, the offset the group consumes next.
-
-    Its committed offset, or the earliest one where it has none (the worker's consumers
-    start there) or where retention already deleted the committed one.
-    """
-    resume = {}
-    for partition, end_offset in end.items():
-        earliest = beginning.get(partition, 0)
-        resume[partition] = min(max(committed.get(partition, earliest), earliest), end_offset)
-    return resume
-
-
-def lag(end: Mapping[P, int], resume: Mapping[P, int]) -> int:
-    """Records waiting for the group: per partition, the end offset minus where it resumes."""
-    return sum(max(0, end_offset - resume.get(p, 0)) for p, end_offset in end.items())
 
 
 class Throughput:
@@ -247,12 +226,10 @@ class QueueProbe:
         if not partitions:
             return
         now = self._clock()
-        end = consumer.end_offsets(partitions, KAFKA_TIMEOUT_MS)
-        beginning = consumer.beginning_offsets(partitions, KAFKA_TIMEOUT_MS)
         group = self._settings.worker_group
-        offsets = admin.list_group_offsets({group: partitions})[group]
-        committed = {p: o.offset for p, o in offsets.items() if o.offset >= 0}
-        resume = resume_offsets(end, beginning, committed)
+        found = read_offsets(consumer, admin, group, partitions, KAFKA_TIMEOUT_MS)
+        end = found.end
+        resume = resume_offsets(end, found.beginning, found.committed)
         oldest = self._oldest_timestamps({p: r for p, r in resume.items() if end[p] > r})
         wall_now = self._wall_clock()
         for topic in {p.topic for p in partitions}:

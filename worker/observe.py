@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 from worker import logs
 from worker.metrics import WorkerMetrics
 from worker.plan import Plan

@@ -28,13 +28,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 from sqlalchemy import Engine
 
-from inferfleet import jsondepth, registry
+from inferfleet import jsondepth
+from inferfleet.clients.objectstore import is_missing, put_all, split_uri
 from inferfleet.errors import NotFoundError
-from inferfleet.messages import JobMessage
-from inferfleet.objectstore import is_missing, put_bytes, split_uri
+from inferfleet.jobs.claims import result_uri
+from inferfleet.jobs.messages import JobMessage
+from inferfleet.models import registry
+from inferfleet.models.validation import validate_instance, validator_for
 from inferfleet.settings import Settings
-from inferfleet.tenancy import job_input_uri
-from inferfleet.validation import validate_instance, validator_for
+from inferfleet.tenants.uris import job_input_uri
 from worker.batching import Outcome
 from worker.isolation import TRANSIENT, unexpected
 
@@ -69,11 +71,6 @@ def too_deep(job: JobMessage) -> Outcome | None:
     if job.inputs is None or jsondepth.too_deep(job.inputs, limit) is None:
         return None
     return _failed(job, "invalid_input", f"inputs nest deeper than {limit} levels")
-
-
-def result_uri(bucket: str, tenant: str, job_id: str) -> str:
-    """Where a job's large outputs are written."""
-    return f"s3://{bucket}/results/{tenant}/{job_id}.json"
 
 
 class Payloads:
@@ -208,8 +205,7 @@ class Payloads:
         outcomes = [unencodable.get(o.job_id, o) for o in outcomes]
         if not large:
             return outcomes
-        with ThreadPoolExecutor(min(THREADS, len(large)), thread_name_prefix="output") as pool:
-            list(pool.map(lambda placed: put_bytes(self._s3, *placed), large.values()))
+        put_all(self._s3, list(large.values()), "output")
         return [
             replace(o, outputs=None, output_uri=large[o.job_id][0]) if o.job_id in large else o
             for o in outcomes

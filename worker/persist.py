@@ -3,7 +3,7 @@
 Both are guarded by status, so a redelivered message never rewrites a terminal job:
 only `queued` or `running` jobs are claimed, and only `running` jobs take a result.
 Jobs that end here (a result, or an expiry) get their webhook events in the same
-transaction (`inferfleet.outbox`).
+transaction (`inferfleet.jobs.outbox`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
 
-from inferfleet.outbox import add_job_events
+from inferfleet.jobs.outbox import add_job_events
 from worker.batching import Outcome, bounded
 from worker.isolation import CRASHED, Redelivered
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 from worker.batching import Poison
 from worker.isolation import Redelivered
 from worker.persist import Claim

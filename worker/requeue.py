@@ -9,10 +9,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from inferfleet import messages
-from inferfleet.broker import Record
-from inferfleet.messages import JobMessage
-from inferfleet.topics import dlq_topic, job_topic
+from inferfleet.clients.broker import Record
+from inferfleet.clients.topics import dlq_topic, job_topic
+from inferfleet.jobs import messages
+from inferfleet.jobs.messages import JobMessage
 from worker import logs
 from worker.batching import Outcome, Poison
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from inferfleet.errors import ArtifactError
-from inferfleet.preprocessing import (
+from inferfleet.models.preprocessing import (
     ONNX_DTYPES,
     Preprocessor,
     TensorSpec,
@@ -19,8 +19,8 @@ from inferfleet.preprocessing import (
     make_preprocessor,
     mismatches,
 )
-from inferfleet.registry import ModelVersion
-from inferfleet.sessions import graph_inputs, open_session
+from inferfleet.models.registry import ModelVersion
+from inferfleet.models.sessions import graph_inputs, open_session
 from inferfleet.settings import Settings
 
 log = logging.getLogger(__name__)

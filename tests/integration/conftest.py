@@ -31,12 +31,12 @@ from sqlalchemy import Engine, text
 
 from alembic import command
 from api.app import create_app
-from inferfleet import keys
-from inferfleet.db import make_engine
-from inferfleet.objectstore import make_s3_client
-from inferfleet.publish import publish
-from inferfleet.registry import ModelVersion
+from inferfleet.clients.db import make_engine
+from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.models.publish import publish
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
+from inferfleet.tenants import keys
 from tests.builds import fraud_build
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,12 +25,12 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, func, text
 from standardwebhooks.webhooks import Webhook
 
-from inferfleet import keys
+from inferfleet.clients.objectstore import split_uri
+from inferfleet.clients.topics import job_topic
 from inferfleet.ids import batch_job_id, new_batch_id
-from inferfleet.objectstore import split_uri
 from inferfleet.settings import Settings
 from inferfleet.tables import batches, jobs
-from inferfleet.topics import job_topic
+from inferfleet.tenants import keys
 from tests.integration.conftest import (
     bearer,
     eventually,

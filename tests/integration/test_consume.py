@@ -6,8 +6,8 @@ import uuid
 
 from kafka import KafkaProducer
 
+from inferfleet.clients.topics import ensure_topics
 from inferfleet.settings import Settings
-from inferfleet.topics import ensure_topics
 from tests.integration.conftest import eventually
 from worker.consume import JobConsumer
 

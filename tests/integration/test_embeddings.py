@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
-from inferfleet.publish import publish
+from inferfleet.models.publish import publish
 from inferfleet.settings import Settings
 from tests.builds import minilm_build
 from tests.integration.conftest import eventually, job_rows

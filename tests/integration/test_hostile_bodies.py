@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, event
 
 from api.app import create_app
-from inferfleet import keys
 from inferfleet.settings import Settings
+from inferfleet.tenants import keys
 from tests.integration.conftest import PublishModel, bearer, eventually, make_key, serve_built
 from tests.integration.test_jobs import random_inputs
 from tests.integration.test_limits import assert_problem

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine
 
-from inferfleet.topics import model_topics
+from inferfleet.clients.topics import model_topics
 from tests.builds import fraud_build
 from tests.integration.conftest import eventually, job_rows, terminal_writes
 

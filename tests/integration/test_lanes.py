@@ -18,12 +18,12 @@ import pytest
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
-from inferfleet import messages
-from inferfleet.broker import Record, make_producer, send_all
+from inferfleet.clients.broker import Record, make_producer, send_all
+from inferfleet.clients.topics import ensure_topics, job_topic, model_topics
 from inferfleet.ids import new_job_id
-from inferfleet.registry import ModelVersion
+from inferfleet.jobs import messages
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
-from inferfleet.topics import ensure_topics, job_topic, model_topics
 from tests.integration.conftest import eventually
 from worker.consume import JobConsumer
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from inferfleet.broker import Record, make_producer, send_all
+from inferfleet.clients.broker import Record, make_producer, send_all
+from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
-from inferfleet.topics import job_topic
 from tests.integration.conftest import (
     PublishModel,
     bearer,

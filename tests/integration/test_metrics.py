@@ -12,9 +12,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine, text
 
-from api.metrics import OUTBOX_BACKLOG
+from api.plumbing.metrics import OUTBOX_BACKLOG
+from inferfleet.clients.topics import ensure_topics, model_topics
 from inferfleet.settings import Settings
-from inferfleet.topics import ensure_topics, model_topics
 from worker.metrics import QueueProbe, WorkerMetrics
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ from kafka import KafkaConsumer
 from onnx import TensorProto, helper
 from sqlalchemy import Engine
 
-from inferfleet import objectstore
-from inferfleet.publish import cache_path, publish
+from inferfleet.clients import objectstore
+from inferfleet.clients.topics import dlq_topic, job_topic
+from inferfleet.models.publish import cache_path, publish
 from inferfleet.settings import Settings
-from inferfleet.topics import dlq_topic, job_topic
 from tests.integration.conftest import TEST_DATABASE_URL, eventually, job_rows
 from tests.integration.test_jobs import random_inputs
 from tests.integration.test_worker import group_members

@@ -16,8 +16,8 @@ import pytest
 from kafka import KafkaConsumer
 from sqlalchemy import Engine
 
+from inferfleet.clients.topics import dlq_topic, job_topic
 from inferfleet.settings import Settings
-from inferfleet.topics import dlq_topic, job_topic
 from tests.integration.conftest import (
     ROOT,
     bearer,

@@ -20,11 +20,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from api.admission import Admission
 from api.app import create_app
-from api.readiness import CHECK_TIMEOUT_S
+from api.plumbing.admission import Admission
+from api.plumbing.readiness import CHECK_TIMEOUT_S
+from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
-from inferfleet.topics import job_topic
 from tests.integration.conftest import (
     PublishModel,
     bearer,

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from inferfleet import objectstore
-from inferfleet.publish import cache_path, publish, restore
+from inferfleet.clients import objectstore
+from inferfleet.models.publish import cache_path, publish, restore
 from inferfleet.settings import Settings
 
 

@@ -15,8 +15,8 @@ import pytest
 from kafka import KafkaConsumer
 from sqlalchemy import Engine
 
+from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
-from inferfleet.topics import job_topic
 from tests.integration.conftest import bearer, free_port, job_rows, make_key, serve_app
 from tests.integration.test_jobs import onnx_reference, random_inputs, topic_message_count
 
@@ -323,8 +323,8 @@ def test_a_message_naming_another_tenants_object_fails_without_reading_it(
 
     from kafka import KafkaProducer
 
-    from inferfleet import messages
-    from inferfleet.messages import JobMessage
+    from inferfleet.jobs import messages
+    from inferfleet.jobs.messages import JobMessage
     from inferfleet.tables import jobs
 
     model = publish_model()

@@ -22,8 +22,14 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from inferfleet.batches.schedules import (
+    get_schedule,
+    insert_firing,
+    latest_run,
+    make_cron,
+    next_runs,
+)
 from inferfleet.cli import main as cli_main
-from inferfleet.schedules import get_schedule, insert_firing, latest_run, make_cron, next_runs
 from inferfleet.settings import Settings
 from scheduler.firing import fire_due
 from tests.integration.conftest import (

@@ -24,13 +24,13 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine, select
 
-from inferfleet import messages
+from inferfleet.clients.objectstore import exists, put_bytes
+from inferfleet.clients.topics import Lane, job_topic
 from inferfleet.ids import new_job_id
-from inferfleet.messages import JobMessage
-from inferfleet.objectstore import exists, put_bytes
+from inferfleet.jobs import messages
+from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import Settings
 from inferfleet.tables import batches, idempotency_keys, jobs, webhook_attempts, webhook_events
-from inferfleet.topics import Lane, job_topic
 from scheduler.sweep_tasks import Producer
 from scheduler.sweeps import delete_old_results, expire_overdue, reproduce_unproduced
 from tests.integration.conftest import (

@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import Engine, text
 from standardwebhooks.webhooks import Webhook
 
-from inferfleet import keys
 from inferfleet.ids import new_job_id
-from inferfleet.outbox import add_job_events
+from inferfleet.jobs.outbox import add_job_events
+from inferfleet.tenants import keys
 from scheduler.dispatch import TIMEOUT
 from tests.integration.conftest import eventually, free_port, start_scheduler
 from tests.integration.receiver import RawReceiver, Receiver, Responder, dripping, endless_body

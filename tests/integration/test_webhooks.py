@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import Engine, text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from inferfleet import keys
 from inferfleet.ids import new_job_id
-from inferfleet.outbox import add_job_events
+from inferfleet.jobs.outbox import add_job_events
+from inferfleet.tenants import keys
 from tests.integration.conftest import (
     bearer,
     eventually,

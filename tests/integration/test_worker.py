@@ -11,9 +11,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine
 
-from inferfleet.sessions import open_session
+from inferfleet.clients.topics import dlq_topic, job_topic
+from inferfleet.models.sessions import open_session
 from inferfleet.settings import Settings
-from inferfleet.topics import dlq_topic, job_topic
 from tests.integration.conftest import eventually, job_rows, terminal_writes
 from tests.integration.test_jobs import onnx_reference, random_inputs
 
@@ -133,7 +133,7 @@ def test_not_ready_until_the_model_is_loaded_and_warm(
     assert "production" in r.json()["reason"]
     assert group_members(kafka, worker.env["INFERFLEET_WORKER_GROUP"]) == 0
 
-    from inferfleet.registry import set_alias
+    from inferfleet.models.registry import set_alias
 
     with engine.begin() as conn:
         set_alias(conn, model.name, "production", model.version)

@@ -12,11 +12,11 @@ import httpx
 from kafka import KafkaProducer
 from sqlalchemy import Engine
 
-from inferfleet import messages
-from inferfleet.messages import JobMessage
+from inferfleet.clients.topics import job_topic
+from inferfleet.jobs import messages
+from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import Settings
 from inferfleet.tables import jobs
-from inferfleet.topics import job_topic
 from tests.integration.conftest import eventually, job_rows, terminal_writes
 from tests.integration.test_jobs import random_inputs
 

@@ -1,13 +1,14 @@
-"""api.admission: the lag arithmetic, the cache, and the refusal, with a fake measure."""
+"""api.plumbing.admission: the lag arithmetic, the cache, and the refusal, with a fake measure."""
 
 from __future__ import annotations
 
 import pytest
 from kafka.errors import KafkaConnectionError
 
-from api.admission import Admission, backlog
-from api.metrics import ApiMetrics
-from api.problems import ProblemError
+from api.plumbing.admission import Admission
+from api.plumbing.metrics import ApiMetrics
+from api.plumbing.problems import ProblemError
+from inferfleet.clients.grouplag import group_lag as backlog
 from inferfleet.settings import load_settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy.exc import OperationalError
 
-from api.metrics import OutboxBacklog, OutboxCollector
+from api.plumbing.metrics import OutboxBacklog, OutboxCollector
 
 
 class Clock:

@@ -14,7 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from inferfleet.batchfiles import (
+from inferfleet.ids import batch_job_id, new_batch_id
+from inferfleet.models.validation import validator_for
+from scheduler.batchfiles import (
     BatchFileError,
     Line,
     TooLong,
@@ -26,15 +28,13 @@ from inferfleet.batchfiles import (
     parquet_lines,
     split_lines,
 )
-from inferfleet.batchresults import (
+from scheduler.batchresults import (
     invalid_line,
     result_line,
     results_lines,
     results_uri,
     stream,
 )
-from inferfleet.ids import batch_job_id, new_batch_id
-from inferfleet.validation import validator_for
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -384,16 +384,16 @@ def test_a_line_nested_too_deeply_is_invalid_and_the_next_lines_are_read() -> No
 def test_whatever_reading_one_line_raises_makes_only_that_line_invalid(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import inferfleet.batchfiles
+    import scheduler.batchfiles
 
-    real = inferfleet.batchfiles._custom_id
+    real = scheduler.batchfiles._custom_id
 
     def custom_id(value: Any, present: bool) -> Any:
         if value == "boom":
             raise UnforeseenError("nobody saw this coming")
         return real(value, present)
 
-    monkeypatch.setattr(inferfleet.batchfiles, "_custom_id", custom_id)
+    monkeypatch.setattr(scheduler.batchfiles, "_custom_id", custom_id)
     from_jsonl = jsonl(
         {"custom_id": "a", "inputs": GOOD},
         {"custom_id": "boom", "inputs": GOOD},

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from inferfleet.messages import JobMessage, encode
+from inferfleet.jobs.messages import JobMessage, encode
 from worker.batching import (
     MAX_ERROR_CHARS,
     Group,

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from api.metrics import ApiMetrics, OutboxBacklog, OutboxCollector
+from api.plumbing.metrics import ApiMetrics, OutboxBacklog, OutboxCollector
 from worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]

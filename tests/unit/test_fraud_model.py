@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from inferfleet.modelpkg import read_package
-from inferfleet.preprocessing import TensorSpec, split_outputs, stack_columns
-from inferfleet.validation import validate_instance, validator_for
+from inferfleet.models.package import read_package
+from inferfleet.models.preprocessing import TensorSpec, split_outputs, stack_columns
+from inferfleet.models.validation import validate_instance, validator_for
 from tests.builds import fraud_build
 
 COLUMNS = ["transaction_amount", "merchant_category", "user_account_age_days", "hour_of_day"]

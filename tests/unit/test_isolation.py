@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 import worker.payloads
 from inferfleet import jsondepth
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import load_settings
 from worker.batching import Outcome
 from worker.health import Readiness

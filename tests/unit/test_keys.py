@@ -1,4 +1,4 @@
-"""inferfleet.keys.KeyLookup: unknown keys are remembered briefly, found keys never."""
+"""inferfleet.tenants.keys.KeyLookup: unknown keys are remembered briefly, found keys never."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
-from inferfleet.keys import KeyLookup, KeyRecord, hash_key
+from inferfleet.tenants.keys import KeyLookup, KeyRecord, hash_key
 
 
 class Clock:

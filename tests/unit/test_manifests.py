@@ -32,8 +32,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from inferfleet.clients.topics import LANES, job_topic
 from inferfleet.settings import PREFIX, Settings
-from inferfleet.topics import LANES, job_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 KEDA = ROOT / "keda"

@@ -1,4 +1,4 @@
-"""inferfleet.messages: the version-1 job message on the queue."""
+"""inferfleet.jobs.messages: the version-1 job message on the queue."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from inferfleet.messages import JobMessage, UndecodableMessageError, decode, encode
+from inferfleet.jobs.messages import JobMessage, UndecodableMessageError, decode, encode
 
 ENQUEUED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""api.middleware: request ids and body limits, on tiny in-process Starlette and FastAPI apps."""
+"""api.plumbing.middleware: request ids and body limits, on tiny in-process Starlette and
+FastAPI apps."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from api import problems
-from api.middleware import (
+from api.plumbing import problems
+from api.plumbing.middleware import (
     BODY_BUSY,
     BODY_REFUSED,
     EXCEEDED,
@@ -30,7 +31,7 @@ from api.middleware import (
     BodySlots,
     RequestIdMiddleware,
 )
-from api.problems import ProblemError
+from api.plumbing.problems import ProblemError
 from inferfleet.errors import FieldError
 
 with warnings.catch_warnings():

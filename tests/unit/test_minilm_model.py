@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from inferfleet.modelpkg import read_package
-from inferfleet.preprocessing import TensorSpec, make_preprocessor
-from inferfleet.validation import validate_instance, validator_for
+from inferfleet.models.package import read_package
+from inferfleet.models.preprocessing import TensorSpec, make_preprocessor
+from inferfleet.models.validation import validate_instance, validator_for
 from tests.builds import minilm_build
 
 minilm = minilm_build()

@@ -1,4 +1,4 @@
-"""inferfleet.modelpkg: a package folder is read only as JSON and ONNX, and checked."""
+"""inferfleet.models.package: a package folder is read only as JSON and ONNX, and checked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from inferfleet.errors import ArtifactError
-from inferfleet.modelpkg import read_package
+from inferfleet.models.package import read_package
 
 REQUEST_SCHEMA = {
     "type": "object",

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from inferfleet import messages
 from inferfleet.errors import InferfleetError
-from inferfleet.messages import JobMessage
+from inferfleet.jobs import messages
+from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import load_settings
 from worker import persist
 from worker.batching import Outcome

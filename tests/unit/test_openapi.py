@@ -13,7 +13,7 @@ import pytest
 from starlette.requests import Request
 
 from api.app import create_app
-from api.problems import PROBLEM, Problem, ProblemError, problem_response
+from api.plumbing.problems import PROBLEM, Problem, ProblemError, problem_response
 from inferfleet.errors import FieldError
 from inferfleet.settings import load_settings
 

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 import worker.payloads
 from inferfleet.errors import NotFoundError
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import load_settings
 from worker.batching import Outcome, settle
 from worker.main import TRANSIENT

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 from worker.batching import Poison
 from worker.isolation import Redelivered
 from worker.persist import Claim

@@ -1,4 +1,4 @@
-"""inferfleet.preprocessing: request rows to graph feeds, and graph outputs back to rows."""
+"""inferfleet.models.preprocessing: request rows to graph feeds, and graph outputs back to rows."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inferfleet.errors import ArtifactError
-from inferfleet.preprocessing import (
+from inferfleet.models.preprocessing import (
     Columns,
     TensorSpec,
     Tokenize,

@@ -1,4 +1,4 @@
-"""api.ratelimit and the checks every /v1 route runs first, on in-memory counters."""
+"""api.plumbing.ratelimit and the checks every /v1 route runs first, on in-memory counters."""
 
 from __future__ import annotations
 
@@ -16,21 +16,21 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from pydantic import BaseModel
 
-from api import problems
 from api.app import create_app
-from api.deps import (
+from api.plumbing import problems
+from api.plumbing.deps import (
     Principal,
     Services,
     admin_within_limits,
     caller_within_limits,
     get_principal,
 )
-from api.metrics import ApiMetrics
-from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from api.ratelimit import FALLBACK_S, RateLimiter, parse_rate, retry_after
+from api.plumbing.metrics import ApiMetrics
+from api.plumbing.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.plumbing.ratelimit import FALLBACK_S, RateLimiter, parse_rate, retry_after
 from inferfleet.errors import ConfigError
-from inferfleet.keys import KeyRecord, Scope
 from inferfleet.settings import load_settings
+from inferfleet.tenants.keys import KeyRecord, Scope
 
 with warnings.catch_warnings():
     # Starlette warns at import when the test client runs on httpx rather than httpx2;
@@ -109,7 +109,7 @@ class FailingStorage(MemoryStorage):
 def test_requests_are_counted_in_memory_while_the_storage_fails(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="api.ratelimit")
+    caplog.set_level(logging.INFO, logger="api.plumbing.ratelimit")
     storage, clock, metrics = FailingStorage(), Clock(), ApiMetrics()
     limiter = RateLimiter(storage, parse("2/minute"), clock=clock, metrics=metrics)
 

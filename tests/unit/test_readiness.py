@@ -1,11 +1,11 @@
-"""api.readiness: reports from background checks, their age, and checks that hang."""
+"""api.plumbing.readiness: reports from background checks, their age, and checks that hang."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
-from api.readiness import CHECK_TIMEOUT_S, Readiness, Report
+from api.plumbing.readiness import CHECK_TIMEOUT_S, Readiness, Report
 
 
 class Clock:

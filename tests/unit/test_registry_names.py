@@ -1,11 +1,11 @@
-"""inferfleet.registry.check_model_name: only names that can become topic names."""
+"""inferfleet.models.registry.check_model_name: only names that can become topic names."""
 
 from __future__ import annotations
 
 import pytest
 
 from inferfleet.errors import FieldError, InvalidInputError
-from inferfleet.registry import check_model_name
+from inferfleet.models.registry import check_model_name
 
 
 @pytest.mark.parametrize(

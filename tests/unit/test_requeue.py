@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from inferfleet.messages import JobMessage
+from inferfleet.jobs.messages import JobMessage
 from worker.batching import Outcome
 from worker.requeue import ERROR_HEADER, put_back, resend
 

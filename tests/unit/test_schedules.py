@@ -7,8 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from inferfleet.errors import InvalidInputError
-from inferfleet.schedules import (
+from inferfleet.batches.schedules import (
     due,
     input_uri_for,
     instant,
@@ -19,6 +18,7 @@ from inferfleet.schedules import (
     placeholder_problem,
     scheduled_date,
 )
+from inferfleet.errors import InvalidInputError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 GRACE = timedelta(minutes=5)

@@ -1,4 +1,5 @@
-"""inferfleet.schemas: the request bodies' own rules (upload file names, input URIs)."""
+"""inferfleet.jobs.schemas and inferfleet.tenants.schemas: the request bodies' own rules
+(upload file names, input URIs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from inferfleet.schemas import JobSubmit, UploadCreate
+from inferfleet.jobs.schemas import JobSubmit
+from inferfleet.tenants.schemas import UploadCreate
 
 
 @pytest.mark.parametrize(

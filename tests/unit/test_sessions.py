@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from inferfleet.errors import ArtifactError, ConfigError
-from inferfleet.sessions import choose_providers, open_session, provider_options
+from inferfleet.models.sessions import choose_providers, open_session, provider_options
 from inferfleet.settings import load_settings
 
 CUDA, TRT, CPU = "CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"

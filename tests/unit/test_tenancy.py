@@ -1,4 +1,4 @@
-"""inferfleet.tenancy: which S3 URIs a tenant may name, however they are spelled."""
+"""inferfleet.tenants.uris: which S3 URIs a tenant may name, however they are spelled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 
 from inferfleet.errors import ConfigError
-from inferfleet.tenancy import allowed_uri, normalise, readings, tenant_prefixes
+from inferfleet.tenants.uris import allowed_uri, normalise, readings, tenant_prefixes
 
 DEFAULT = ["s3://{bucket}/tenants/{tenant}/"]
 ACME = ["s3://inferfleet/tenants/acme/"]

@@ -1,4 +1,4 @@
-"""inferfleet.validation: every schema violation, located, with the value that was sent."""
+"""inferfleet.models.validation: every schema violation, located, with the value that was sent."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from inferfleet.errors import FieldError
-from inferfleet.validation import validate_instance, validator_for
+from inferfleet.models.validation import validate_instance, validator_for
 from tests.builds import fraud_build
 
 REQUEST_SCHEMA: dict[str, Any] = fraud_build().REQUEST_SCHEMA

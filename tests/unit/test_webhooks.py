@@ -12,9 +12,15 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from inferfleet import webhooktargets
-from inferfleet.webhooks import signed_headers, url_problem
-from inferfleet.webhooktargets import Refusal, Target, bounded_resolver, check_url, refused_kind
+from inferfleet.jobs import webhooktargets
+from inferfleet.jobs.webhooks import signed_headers, url_problem
+from inferfleet.jobs.webhooktargets import (
+    Refusal,
+    Target,
+    bounded_resolver,
+    check_url,
+    refused_kind,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 24).decode()

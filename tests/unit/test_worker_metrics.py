@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from inferfleet.clients.grouplag import lag, resume_offsets
 from inferfleet.settings import Settings
-from worker.metrics import QueueProbe, Throughput, WorkerMetrics, drain_seconds, lag, resume_offsets
+from worker.metrics import QueueProbe, Throughput, WorkerMetrics, drain_seconds
 
 
 @pytest.mark.parametrize(

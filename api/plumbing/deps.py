@@ -1,0 +1,182 @@
+"""What routes depend on, as `Annotated` dependencies.
+
+`create_app` puts one `Services` on `app.state`; routes ask for the pieces they need.
+`Principal` is who is calling, resolved from the `Authorization: Bearer <key>` header
+by `principal_for`: no key or an unknown or revoked one is 401. On `/v1` routes the
+`AuthenticateMiddleware` resolves it before any byte of the body is read and leaves it
+on `request.state`, where `get_principal` finds it.
+
+`create_app` includes every `/v1` router with `caller_within_limits` (or, for admin
+routers, `admin_within_limits`) as its first dependency, so the checks run in API.md's
+order: auth (401/403), body size (413), rate limit (429). FastAPI validates the body
+(422) only after a route's dependencies pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import Engine
+
+from api.plumbing.admission import Admission
+from api.plumbing.metrics import ApiMetrics
+from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
+from api.plumbing.problems import ProblemError
+from api.plumbing.queue import JobQueue
+from api.plumbing.ratelimit import RateLimiter
+from inferfleet.clients.objectstore import presigner
+from inferfleet.errors import FieldError, InvalidInputError
+from inferfleet.jobs.view import Presigner
+from inferfleet.settings import Settings
+from inferfleet.tenants.keys import KeyRecord
+
+# The live record of a key, or None: `inferfleet.tenants.keys.KeyLookup` in the app.
+KeyResolver = Callable[[str], KeyRecord | None]
+
+
+@dataclass(frozen=True)
+class Services:
+    """The API's connections to the outside world, made once per app."""
+
+    settings: Settings
+    engine: Engine
+    queue: JobQueue
+    metrics: ApiMetrics
+    s3: Any
+    limiter: RateLimiter
+    admission: Admission
+    keys: KeyResolver
+
+    def presigner(self) -> Presigner:
+        """Presigned GET URLs for the `s3://` URIs an answer names (outputs, results)."""
+        return presigner(self.s3, self.settings.presign_expiry_s)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: the tenant whose objects it may see, what it may do, and its key's id."""
+
+    tenant: str
+    scope: str
+    key_id: str
+
+    @property
+    def reads(self) -> str | None:
+        """The tenant whose objects this caller may read, or None for every tenant
+        (an admin key)."""
+        return None if self.scope == "admin" else self.tenant
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
+    """The caller named by an `Authorization` header; ProblemError (401) otherwise.
+
+    The one rule for keys: the middleware and the dependency below both use it.
+    """
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ProblemError(
+            401,
+            "Unauthorized",
+            "send an API key as `Authorization: Bearer <key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    record = resolve(key.strip())
+    if record is None:
+        raise ProblemError(
+            401,
+            "Unauthorized",
+            "the API key is unknown or revoked",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Principal(tenant=record.tenant, scope=record.scope, key_id=record.id)
+
+
+def get_principal(
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    resolved = getattr(request.state, PRINCIPAL, None)
+    if isinstance(resolved, Principal):
+        return resolved
+    return principal_for(services.keys, authorization)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    """The caller, if its key holds the `admin` scope; 403 otherwise."""
+    if principal.scope != "admin":
+        raise ProblemError(403, "Forbidden", "this route needs a key with the admin scope")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def _within_limits(request: Request, services: Services, principal: Principal) -> Principal:
+    exceeded: int | None = getattr(request.state, EXCEEDED, None)
+    if exceeded is not None:
+        services.metrics.requests_refused.labels(reason="too_large").inc()
+        raise ProblemError(
+            413, "Content Too Large", f"the request body is larger than {exceeded} bytes"
+        )
+    wait = services.limiter.hit(principal.key_id)
+    if wait is not None:
+        services.metrics.requests_refused.labels(reason="rate_limited").inc()
+        raise ProblemError(
+            429,
+            "Too Many Requests",
+            f"this API key is over its rate limit ({services.limiter.rate}); try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    refused: list[FieldError] | None = getattr(request.state, BODY_REFUSED, None)
+    if refused is not None:
+        services.metrics.requests_refused.labels(reason="body_shape").inc()
+        raise InvalidInputError(refused)
+    busy: float | None = getattr(request.state, BODY_BUSY, None)
+    if busy is not None:
+        services.metrics.requests_refused.labels(reason="body_slots_busy").inc()
+        retry = services.settings.retry_after_s
+        raise ProblemError(
+            503,
+            "Service Unavailable",
+            f"this server is reading as many large bodies as it may; none was free within "
+            f"{busy} s, so the body was not read and nothing was queued. Try again in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
+    return principal
+
+
+def caller_within_limits(
+    request: Request, services: ServicesDep, principal: PrincipalDep
+) -> Principal:
+    """The caller, once its body is within the size limit (413) and its key within the
+    rate limit (429); each request counts once against the rate. Then a body the
+    middleware refused unparsed (its shape: 422) or did not read (no slot free: 503)."""
+    return _within_limits(request, services, principal)
+
+
+def admin_within_limits(request: Request, services: ServicesDep, principal: AdminDep) -> Principal:
+    """`caller_within_limits` for admin routes: the scope (403) is checked before the size."""
+    return _within_limits(request, services, principal)
+
+
+def get_request_id(request: Request) -> str:
+    request_id: str = request.state.request_id
+    return request_id
+
+
+RequestIdDep = Annotated[str, Depends(get_request_id)]

@@ -1,0 +1,164 @@
+"""Job rows as the API writes and reads them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+from starlette.concurrency import run_in_threadpool
+
+from api.plumbing.deps import Principal, Services
+from api.plumbing.paging import newest_first
+from api.plumbing.problems import ProblemError
+from inferfleet.jobs.outbox import add_job_events
+from inferfleet.jobs.schemas import JobList, JobView
+from inferfleet.jobs.view import job_view
+from inferfleet.tables import TERMINAL_STATUSES, jobs
+from inferfleet.tenants.scoping import owned_by
+
+# The longest a `GET /v1/jobs/{id}?wait=` holds its answer.
+MAX_WAIT_S = 60.0
+
+
+def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert new `queued` job rows in one statement."""
+    conn.execute(jobs.insert(), list(rows))
+
+
+def fail_unqueued(engine: Engine, ids: Sequence[str], message: str) -> None:
+    """Mark jobs whose messages Kafka did not take as failed, so none stays `queued`.
+
+    A message that did land for one of them is then skipped by the worker, which only
+    takes `queued` or `running` jobs.
+    """
+    with engine.begin() as conn:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id.in_(list(ids)), jobs.c.status == "queued")
+            .values(
+                status="failed",
+                error={"type": "queue_unavailable", "message": message},
+                completed_at=func.now(),
+            )
+        )
+
+
+def get_job(conn: Connection, tenant: str | None, job_id: str) -> Any | None:
+    """The job row if it exists and belongs to `tenant` (None: any), else None."""
+    return conn.execute(
+        select(jobs).where(jobs.c.id == job_id, owned_by(jobs, tenant))
+    ).one_or_none()
+
+
+def list_jobs(
+    conn: Connection,
+    tenant: str | None,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    model: str | None = None,
+    batch_id: str | None = None,
+) -> tuple[list[Any], str | None]:
+    """A page of `tenant`'s jobs, newest first, and the cursor of the next page (or None)."""
+    query = select(jobs).where(owned_by(jobs, tenant))
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if model is not None:
+        query = query.where(jobs.c.model == model)
+    if batch_id is not None:
+        query = query.where(jobs.c.batch_id == batch_id)
+    return newest_first(conn, query, jobs, limit, cursor)
+
+
+def cancel_job(
+    conn: Connection, tenant: str | None, job_id: str, retry_window_s: float
+) -> tuple[bool, Any | None]:
+    """Cancel a queued job: (True, row) if cancelled, (False, row) if it was not queued.
+
+    The row is None when the job does not exist for `tenant`. A worker that claims the
+    job afterwards skips it: only `queued` and `running` jobs are claimed. The job's
+    `job.cancelled` event is queued in the same transaction.
+    """
+    row = conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job_id, owned_by(jobs, tenant), jobs.c.status == "queued")
+        .values(status="cancelled", completed_at=func.now())
+        .returning(jobs)
+    ).one_or_none()
+    if row is not None:
+        add_job_events(conn, [job_id], retry_window_s)
+        return True, row
+    return False, get_job(conn, tenant, job_id)
+
+
+def page(
+    services: Services,
+    principal: Principal,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: str | None,
+    model: str | None,
+    batch_id: str | None,
+) -> JobList:
+    """The caller's jobs, newest first, a page at a time."""
+    with services.engine.connect() as conn:
+        rows, next_cursor = list_jobs(
+            conn,
+            principal.reads,
+            limit=limit,
+            cursor=cursor,
+            status=status,
+            model=model,
+            batch_id=batch_id,
+        )
+    presign = services.presigner()
+    return JobList(items=[job_view(r, presign) for r in rows], next_cursor=next_cursor)
+
+
+def cancel(services: Services, principal: Principal, job_id: str) -> JobView:
+    """A queued job becomes `cancelled`; 404 for a job the caller cannot see, 409 for a
+    running or finished one."""
+    with services.engine.begin() as conn:
+        cancelled, row = cancel_job(
+            conn, principal.reads, job_id, services.settings.webhook_retry_window_s
+        )
+    if row is None:
+        raise ProblemError(404, "Not Found", f"no job {job_id!r}")
+    if not cancelled:
+        raise ProblemError(
+            409,
+            "Conflict",
+            f"job {job_id} is {row.status}; only a queued job can be cancelled",
+            job_status=row.status,
+        )
+    services.metrics.jobs_cancelled.labels(model=row.model).inc()
+    return job_view(row, services.presigner())
+
+
+async def wait_for_job(
+    services: Services, principal: Principal, job_id: str, wait: float
+) -> JobView:
+    """The job as it is now; with `wait`, held until it is terminal or `wait` seconds
+    (at most MAX_WAIT_S) pass. 404 for a job the caller cannot see."""
+
+    def load() -> JobView | None:
+        with services.engine.connect() as conn:
+            row = get_job(conn, principal.reads, job_id)
+        return job_view(row, services.presigner()) if row is not None else None
+
+    deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+    pause = 0.02
+    while True:
+        view = await run_in_threadpool(load)
+        if view is None:
+            raise ProblemError(404, "Not Found", f"no job {job_id!r}")
+        remaining = deadline - time.monotonic()
+        if view.status in TERMINAL_STATUSES or remaining <= 0:
+            return view
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)

@@ -1,0 +1,101 @@
+"""Routes under /v1/batches: score every line of an S3 file as one job each.
+
+`POST /v1/batches` checks what can be checked without reading the file (the tenant's S3
+prefixes, the model and version, the webhook URL), stores the batch as `validating` and
+answers at once. The scheduler's ingest task reads, validates and enqueues the file
+after the answer (scheduler/ingest.py); its results writer completes the batch
+(scheduler/results.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from api.plumbing import batchstore
+from api.plumbing.deps import PrincipalDep, RequestIdDep, ServicesDep
+from api.plumbing.problems import problem_responses
+from inferfleet.batches.schemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=BatchCreated,
+    responses=problem_responses(403, 404),
+)
+def create_batch(
+    body: BatchSubmit,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    request_id: RequestIdDep,
+    response: Response,
+) -> BatchCreated:
+    """Accept a batch; its file is read and validated after the answer.
+
+    Follow it with `GET /v1/batches/{id}`: `failed` (with `invalid_lines`, or an
+    `error` when the file cannot be read) or `queued`, then `running` and `completed`.
+    """
+    batch_id = batchstore.create(services, principal, body, request_id)
+    response.headers["Location"] = f"/v1/batches/{batch_id}"
+    return BatchCreated(id=batch_id, status="validating")
+
+
+@router.get("", response_model=BatchList)
+def read_batches(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    status: BatchStatus | None = None,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> BatchList:
+    """The caller's batches, newest first, a page at a time (`next_cursor` is null at the
+    end)."""
+    return batchstore.page(
+        services, principal, limit=limit, cursor=cursor, status=status, model=model
+    )
+
+
+@router.get("/{batch_id}", response_model=BatchView, responses=problem_responses(404))
+def read_batch(batch_id: str, services: ServicesDep, principal: PrincipalDep) -> BatchView:
+    """The batch as it is now; its counts move as its jobs finish."""
+    return batchstore.read(services, principal, batch_id)
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchView, responses=problem_responses(404, 409))
+def cancel_batch(batch_id: str, services: ServicesDep, principal: PrincipalDep) -> BatchView:
+    """The batch becomes `cancelled` and its queued jobs with it; jobs already running
+    finish. A batch that has ended answers 409 with `batch_status`.
+
+    A batch still being read stops at its next chunk: the ingest finds it cancelled.
+    """
+    return batchstore.cancel(services, principal, batch_id)
+
+
+@router.post(
+    "/{batch_id}/resubmit-failed",
+    status_code=202,
+    response_model=BatchView,
+    responses=problem_responses(404, 409),
+)
+def resubmit_failed(
+    batch_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    request_id: RequestIdDep,
+    response: Response,
+) -> BatchView:
+    """A new batch of the failed and expired lines of a batch that has ended.
+
+    The new batch (`resubmitted_from` names the first) runs on the same model version
+    and webhook; it is `validating` until its ingest has written its input, those
+    lines as JSONL with their `custom_id`, to `input_uri` (a folder of its own under
+    the first batch's output prefix, where its results go too) and read it back.
+    """
+    view = batchstore.resubmit_failed(services, principal, batch_id, request_id)
+    response.headers["Location"] = f"/v1/batches/{view.id}"
+    return view

@@ -1,0 +1,119 @@
+"""Routes under /v1/jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from api.plumbing import store
+from api.plumbing.deps import PrincipalDep, RequestIdDep, ServicesDep
+from api.plumbing.problems import problem_responses
+from api.plumbing.submit import submit_bulk, submit_job
+from inferfleet.jobs.schemas import (
+    BulkCreated,
+    BulkSubmit,
+    JobCreated,
+    JobList,
+    JobStatus,
+    JobSubmit,
+    JobView,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobCreated,
+    responses={
+        200: {"model": JobView, "description": "the job an Idempotency-Key bound"},
+        **problem_responses(403, 404, 409),
+    },
+)
+def create_job(
+    body: JobSubmit,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    request_id: RequestIdDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="an equal body under the same key within 24 h answers 200 with "
+            "the first job; a different body answers 409",
+        ),
+    ] = None,
+) -> JobCreated | JSONResponse:
+    """Queue one job; answers once Kafka has acknowledged its message.
+
+    With `Idempotency-Key`, a repeat of an equal body within 24 h answers 200 with the
+    first job as it is now; a different body under the same key answers 409.
+    """
+    done = submit_job(services, principal, body, request_id, idempotency_key)
+    if isinstance(done, JSONResponse):
+        return done  # the job the key bound, or 409
+    response.headers["Location"] = f"/v1/jobs/{done.ids[0]}"
+    return JobCreated(
+        id=done.ids[0],
+        status="queued",
+        model=done.model,
+        version=str(done.version),
+        created_at=done.created_at,
+    )
+
+
+@router.post(
+    "/bulk",
+    status_code=202,
+    response_model=BulkCreated,
+    responses=problem_responses(404),
+)
+def create_jobs(
+    body: BulkSubmit, services: ServicesDep, principal: PrincipalDep, request_id: RequestIdDep
+) -> BulkCreated:
+    """Queue many jobs of one model version; every item is validated before any is queued."""
+    done = submit_bulk(services, principal, body, request_id)
+    return BulkCreated(ids=done.ids)
+
+
+@router.get("", response_model=JobList)
+def read_jobs(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    status: JobStatus | None = None,
+    model: str | None = None,
+    batch_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JobList:
+    """The caller's jobs, newest first, a page at a time (`next_cursor` is null at the end)."""
+    return store.page(
+        services,
+        principal,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        model=model,
+        batch_id=batch_id,
+    )
+
+
+@router.post("/{job_id}/cancel", response_model=JobView, responses=problem_responses(404, 409))
+def cancel(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobView:
+    """A queued job becomes `cancelled`; a running or finished one answers 409."""
+    return store.cancel(services, principal, job_id)
+
+
+@router.get("/{job_id}", response_model=JobView, responses=problem_responses(404))
+async def read_job(
+    job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    wait: Annotated[float, Query(ge=0, description="seconds to hold the answer")] = 0,
+) -> JobView:
+    """The job as it is now; with `wait`, held until it is terminal or `wait` seconds pass."""
+    return await store.wait_for_job(services, principal, job_id, wait)

@@ -1,0 +1,1 @@
+"""Batches (a file of lines, one job each) and the schedules that fire them."""
