@@ -26,6 +26,7 @@ import httpx
 import pytest
 import uvicorn
 from alembic.config import Config
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine, text
 
@@ -33,9 +34,13 @@ from alembic import command
 from api.app import create_app
 from inferfleet.clients.db import make_engine
 from inferfleet.clients.objectstore import make_s3_client
+from inferfleet.clients.topics import job_topic
+from inferfleet.jobs import messages
+from inferfleet.jobs.messages import JobMessage
 from inferfleet.models.publish import publish
 from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings, load_settings
+from inferfleet.tables import jobs
 from inferfleet.tenants import keys
 from tests.builds import fraud_build
 
@@ -357,6 +362,29 @@ def client(api_url: str, admin_key: str) -> Iterator[httpx.Client]:
     """An HTTP client of the API, authenticated with the session's admin key."""
     with httpx.Client(base_url=api_url, timeout=30, headers=bearer(admin_key)) as c:
         yield c
+
+
+def enqueue_forged(engine: Engine, settings: Settings, job: JobMessage) -> str:
+    """Write `job`'s queued row and produce its message, as the API would, but without the
+    API's checks: for messages a worker must not trust. Returns the job ID."""
+    with engine.begin() as conn:
+        conn.execute(
+            jobs.insert().values(
+                id=job.job_id,
+                tenant=job.tenant,
+                model=job.model,
+                version=job.version,
+                status="queued",
+                lane="interactive",
+                inputs=job.inputs,
+                input_uri=job.input_uri,
+            )
+        )
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer.send(job_topic(job.model), key=job.job_id.encode(), value=messages.encode(job))
+    producer.flush()
+    producer.close()
+    return job.job_id
 
 
 def job_rows(engine: Engine, model: str) -> list[Any]:

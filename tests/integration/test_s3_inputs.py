@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,16 @@ from kafka import KafkaConsumer
 from sqlalchemy import Engine
 
 from inferfleet.clients.topics import job_topic
+from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import Settings
-from tests.integration.conftest import bearer, free_port, job_rows, make_key, serve_app
+from tests.integration.conftest import (
+    bearer,
+    enqueue_forged,
+    free_port,
+    job_rows,
+    make_key,
+    serve_app,
+)
 from tests.integration.test_jobs import onnx_reference, random_inputs, topic_message_count
 
 
@@ -319,14 +328,6 @@ def test_a_message_naming_another_tenants_object_fails_without_reading_it(
     settings: Settings,
     s3: Any,
 ) -> None:
-    from datetime import UTC, datetime
-
-    from kafka import KafkaProducer
-
-    from inferfleet.jobs import messages
-    from inferfleet.jobs.messages import JobMessage
-    from inferfleet.tables import jobs
-
     model = publish_model()
     row = random_inputs(1, seed=95)[0]
     victim = f"victim-{uuid.uuid4().hex[:8]}"
@@ -346,22 +347,7 @@ def test_a_message_naming_another_tenants_object_fails_without_reading_it(
         deadline=None,
         request_id=None,
     )
-    with engine.begin() as conn:
-        conn.execute(
-            jobs.insert().values(
-                id=forged.job_id,
-                tenant=tenant,
-                model=model.name,
-                version=model.version,
-                status="queued",
-                lane="interactive",
-                input_uri=secret,
-            )
-        )
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    producer.send(job_topic(model.name), key=forged.job_id.encode(), value=messages.encode(forged))
-    producer.flush()
-    producer.close()
+    enqueue_forged(engine, settings, forged)
     honest = tenant_client.post("/v1/jobs", json={"model": model.name, "inputs": row}).json()["id"]
 
     worker = start_worker(model.name)

@@ -9,15 +9,11 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
-from kafka import KafkaProducer
 from sqlalchemy import Engine
 
-from inferfleet.clients.topics import job_topic
-from inferfleet.jobs import messages
 from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import Settings
-from inferfleet.tables import jobs
-from tests.integration.conftest import eventually, job_rows, terminal_writes
+from tests.integration.conftest import enqueue_forged, eventually, job_rows, terminal_writes
 from tests.integration.test_jobs import random_inputs
 
 VERSIONS = 6
@@ -38,23 +34,7 @@ def forge_job(engine: Engine, settings: Settings, model: str, version: int) -> s
         deadline=None,
         request_id=None,
     )
-    with engine.begin() as conn:
-        conn.execute(
-            jobs.insert().values(
-                id=job.job_id,
-                tenant=job.tenant,
-                model=model,
-                version=version,
-                status="queued",
-                lane="interactive",
-                inputs=job.inputs,
-            )
-        )
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    producer.send(job_topic(model), key=job.job_id.encode(), value=messages.encode(job))
-    producer.flush()
-    producer.close()
-    return job.job_id
+    return enqueue_forged(engine, settings, job)
 
 
 def test_jobs_naming_more_versions_than_the_bound_all_finish_within_it(
