@@ -1,7 +1,7 @@
 """The baseline the batched worker is compared with: plain Celery on Redis, one job per task.
 
 Each task does what a straightforward Celery port of the worker would do for one job:
-claim it with the worker's own claim statement (`worker.persist.CLAIM`, status-guarded),
+claim it with the worker's own claim (`worker.persist.claim`, status-guarded),
 run the ONNX Runtime session at batch 1 (loaded by the worker's own `ModelStore`),
 and write the outputs with one single-row, status-guarded UPDATE (running → succeeded).
 That is two transactions per job where the batched worker has two per batch.
@@ -32,8 +32,8 @@ from inferfleet.clients.db import make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.models.preprocessing import split_outputs
 from inferfleet.settings import load_settings
+from worker import persist
 from worker.modelstore import ModelStore
-from worker.persist import CLAIM
 from worker.runtime import LoadedModel
 
 TASK_NAME = "bench.run_job"
@@ -60,6 +60,7 @@ class _Process:
 
     engine: Engine
     model: LoadedModel
+    retry_window_s: float  # of the webhook events a claim writes for jobs that expired
 
 
 @functools.cache
@@ -68,7 +69,7 @@ def _process() -> _Process:
     engine = make_engine(settings, pool_size=1)
     store = ModelStore(settings, engine, make_s3_client(settings))
     model = store.get(os.environ["BENCH_MODEL_NAME"], int(os.environ["BENCH_MODEL_VERSION"]))
-    return _Process(engine, model)
+    return _Process(engine, model, settings.webhook_retry_window_s)
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
@@ -81,9 +82,9 @@ def _open_before_first_task(**_: Any) -> None:
 def run_job(job_id: str, inputs: dict[str, Any]) -> None:
     """Claim, infer and record one job; a job that is not claimable is skipped."""
     process = _process()
-    with process.engine.begin() as conn:
-        if conn.execute(CLAIM, {"ids": [job_id]}).first() is None:
-            return
+    claim = persist.claim(process.engine, [job_id], retry_window_s=process.retry_window_s)
+    if job_id not in claim.taken:
+        return
     model = process.model
     outputs = split_outputs(model.output_names, model.run([inputs]), 1)[0]
     with process.engine.begin() as conn:
