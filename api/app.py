@@ -32,7 +32,7 @@ from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
 from api.plumbing.readiness import Readiness
 from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
-from inferfleet.clients.db import make_engine
+from inferfleet.clients.db import make_async_engine, make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
 from inferfleet.tenants.keys import KeyLookup
@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings)
+        engine = make_engine(settings, pool_size=5)
+        db = make_async_engine(settings)
         queue = JobQueue(settings)
         metrics = ApiMetrics()
         metrics.watch_outbox(engine)
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(
             settings=settings,
             engine=engine,
+            db=db,
             queue=queue,
             metrics=metrics,
             s3=make_s3_client(settings),
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             backlog.close()
             queue.close()
             engine.dispose()
+            await db.dispose()
 
     app = FastAPI(
         title="inferfleet",

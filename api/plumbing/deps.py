@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.plumbing.admission import Admission
 from api.plumbing.metrics import ApiMetrics
@@ -39,10 +40,15 @@ KeyResolver = Callable[[str], KeyRecord | None]
 
 @dataclass(frozen=True)
 class Services:
-    """The API's connections to the outside world, made once per app."""
+    """The API's connections to the outside world, made once per app.
+
+    `db` is the asyncio engine of the hot routes (submit, read, wait); `engine` the
+    blocking one of the routes that run in the threadpool.
+    """
 
     settings: Settings
     engine: Engine
+    db: AsyncEngine
     queue: JobQueue
     metrics: ApiMetrics
     s3: Any

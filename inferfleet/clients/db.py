@@ -1,24 +1,48 @@
-"""The database engine, built from settings in a service's wiring, never at import."""
+"""Database engines, built from settings in a service's wiring, never at import.
+
+`make_engine` is the blocking engine the worker, the scheduler and the command line
+use; `make_async_engine` is the API's, whose requests wait on Postgres without parking
+a thread. Both speak psycopg 3 to the same URL with the same session options.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from inferfleet.settings import Settings
 
+# Statements are planned for their actual parameters every time. psycopg prepares a
+# statement on its fifth run and Postgres then may switch to a generic plan; for
+# `id = ANY(:ids) AND status IN (...)` that plan walks every queued row per batch and
+# made the worker's claim ten times slower once a backlog built up.
+CONNECT_ARGS: dict[str, Any] = {"options": "-c plan_cache_mode=force_custom_plan"}
+
 
 def make_engine(settings: Settings, pool_size: int = 10) -> Engine:
-    """A pooled engine for `settings.database_url`; connections are checked before use.
-
-    Statements are planned for their actual parameters every time. psycopg prepares a
-    statement on its fifth run and Postgres then may switch to a generic plan; for
-    `id = ANY(:ids) AND status IN (...)` that plan walks every queued row per batch
-    and made the worker's claim ten times slower once a backlog built up.
-    """
+    """A pooled engine for `settings.database_url`; connections are checked before use."""
     return create_engine(
         settings.database_url.get_secret_value(),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        connect_args=CONNECT_ARGS,
+    )
+
+
+def make_async_engine(settings: Settings, pool_size: int = 10) -> AsyncEngine:
+    """An asyncio engine (psycopg's async connections) for `settings.database_url`.
+
+    No pre-ping: a connection that died is dropped when its statement fails, and the
+    caller's outage handling answers that request; pinging every checkout would double
+    the round trips of the API's one-statement requests.
+    """
+    return create_async_engine(
+        settings.database_url.get_secret_value(),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=10,
+        connect_args=CONNECT_ARGS,
     )

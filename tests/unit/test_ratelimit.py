@@ -219,6 +219,7 @@ def stub_services() -> Services:
     return Services(
         settings=load_settings(),
         engine=cast(Any, None),
+        db=cast(Any, None),
         queue=cast(Any, None),
         metrics=ApiMetrics(),
         s3=None,
