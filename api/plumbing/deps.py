@@ -6,6 +6,9 @@ by `principal_for`: no key or an unknown or revoked one is 401. On `/v1` routes 
 `AuthenticateMiddleware` resolves it before any byte of the body is read and leaves it
 on `request.state`, where `get_principal` finds it.
 
+Every dependency here is `async def`: FastAPI runs a plain `def` dependency in its
+threadpool, a hop per request that none of these needs.
+
 `create_app` includes every `/v1` router with `caller_within_limits` (or, for admin
 routers, `admin_within_limits`) as its first dependency, so the checks run in API.md's
 order: auth (401/403), body size (413), rate limit (429). FastAPI validates the body
@@ -21,6 +24,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.concurrency import run_in_threadpool
 
 from api.plumbing.admission import Admission
 from api.plumbing.metrics import ApiMetrics
@@ -76,7 +80,7 @@ class Principal:
         return None if self.scope == "admin" else self.tenant
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -108,7 +112,7 @@ def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
     return Principal(tenant=record.tenant, scope=record.scope, key_id=record.id)
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     services: ServicesDep,
     authorization: Annotated[str | None, Header()] = None,
@@ -116,13 +120,13 @@ def get_principal(
     resolved = getattr(request.state, PRINCIPAL, None)
     if isinstance(resolved, Principal):
         return resolved
-    return principal_for(services.keys, authorization)
+    return await run_in_threadpool(principal_for, services.keys, authorization)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     """The caller, if its key holds the `admin` scope; 403 otherwise."""
     if principal.scope != "admin":
         raise ProblemError(403, "Forbidden", "this route needs a key with the admin scope")
@@ -132,14 +136,14 @@ def require_admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
-def _within_limits(request: Request, services: Services, principal: Principal) -> Principal:
+async def _within_limits(request: Request, services: Services, principal: Principal) -> Principal:
     exceeded: int | None = getattr(request.state, EXCEEDED, None)
     if exceeded is not None:
         services.metrics.requests_refused.labels(reason="too_large").inc()
         raise ProblemError(
             413, "Content Too Large", f"the request body is larger than {exceeded} bytes"
         )
-    wait = services.limiter.hit(principal.key_id)
+    wait = await services.limiter.hit(principal.key_id)
     if wait is not None:
         services.metrics.requests_refused.labels(reason="rate_limited").inc()
         raise ProblemError(
@@ -166,21 +170,23 @@ def _within_limits(request: Request, services: Services, principal: Principal) -
     return principal
 
 
-def caller_within_limits(
+async def caller_within_limits(
     request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> Principal:
     """The caller, once its body is within the size limit (413) and its key within the
     rate limit (429); each request counts once against the rate. Then a body the
     middleware refused unparsed (its shape: 422) or did not read (no slot free: 503)."""
-    return _within_limits(request, services, principal)
+    return await _within_limits(request, services, principal)
 
 
-def admin_within_limits(request: Request, services: ServicesDep, principal: AdminDep) -> Principal:
+async def admin_within_limits(
+    request: Request, services: ServicesDep, principal: AdminDep
+) -> Principal:
     """`caller_within_limits` for admin routes: the scope (403) is checked before the size."""
-    return _within_limits(request, services, principal)
+    return await _within_limits(request, services, principal)
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 

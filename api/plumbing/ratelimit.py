@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 
 from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, RedisStorage
-from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from api.plumbing.metrics import ApiMetrics
@@ -57,10 +57,12 @@ def retry_after(reset_at: float, now: float) -> int:
 
 
 def redis_storage(url: str) -> RedisStorage:
-    """Counters in the Redis at `url`; calls fail within REDIS_TIMEOUT_S."""
+    """Counters in the Redis at `url` (`redis://…`), asked with redis-py's asyncio client;
+    calls fail within REDIS_TIMEOUT_S."""
     return RedisStorage(
-        url,
+        f"async+{url}",
         wrap_exceptions=True,
+        implementation="redispy",
         socket_connect_timeout=REDIS_TIMEOUT_S,
         socket_timeout=REDIS_TIMEOUT_S,
     )
@@ -89,19 +91,19 @@ class RateLimiter:
         self._metrics = metrics
         self._local_until = 0.0
 
-    def hit(self, key_id: str) -> int | None:
+    async def hit(self, key_id: str) -> int | None:
         """Count one request of `key_id`: None if within the rate, else seconds to wait."""
         now = self._clock()
         if self._local is not None and now < self._local_until:
-            return self._count(self._local, key_id)
+            return await self._count(self._local, key_id)
         try:
-            wait = self._count(self._shared, key_id)
+            wait = await self._count(self._shared, key_id)
         except (StorageError, RedisError) as e:
             self._local_until = now + FALLBACK_S
             if self._local is None:
                 self._start_fallback(e)
             assert self._local is not None
-            return self._count(self._local, key_id)
+            return await self._count(self._local, key_id)
         if self._local is not None:
             self._local = None
             if self._metrics is not None:
@@ -124,8 +126,8 @@ class RateLimiter:
             self._metrics.rate_limit_fallback.set(1)
             self._metrics.rate_limit_fallbacks.inc()
 
-    def _count(self, limiter: MovingWindowRateLimiter, key_id: str) -> int | None:
-        if limiter.hit(self.rate, NAMESPACE, key_id):
+    async def _count(self, limiter: MovingWindowRateLimiter, key_id: str) -> int | None:
+        if await limiter.hit(self.rate, NAMESPACE, key_id):
             return None
-        stats = limiter.get_window_stats(self.rate, NAMESPACE, key_id)
+        stats = await limiter.get_window_stats(self.rate, NAMESPACE, key_id)
         return retry_after(stats.reset_time, time.time())

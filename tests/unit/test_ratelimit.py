@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import warnings
@@ -12,8 +13,8 @@ from typing import Annotated, Any, cast
 import pytest
 from fastapi import Depends, FastAPI, Header
 from limits import parse
+from limits.aio.storage import MemoryStorage
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
 from pydantic import BaseModel
 
 from api.app import create_app
@@ -74,10 +75,11 @@ def test_create_app_refuses_a_malformed_rate() -> None:
 
 
 def test_each_key_has_its_own_window() -> None:
-    limiter = RateLimiter(MemoryStorage(), parse("5/second"))
+    async def hits() -> tuple[list[int | None], int | None]:
+        limiter = RateLimiter(MemoryStorage(), parse("5/second"))
+        return [await limiter.hit("key_a") for _ in range(6)], await limiter.hit("key_b")
 
-    first = [limiter.hit("key_a") for _ in range(6)]
-    other = limiter.hit("key_b")
+    first, other = asyncio.run(hits())
 
     assert first == [None] * 5 + [1]
     assert other is None
@@ -99,21 +101,25 @@ class FailingStorage(MemoryStorage):
         self.down = True
         self.calls = 0
 
-    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         self.calls += 1
         if self.down:
             raise StorageError(ConnectionError("Connection refused"))
-        return super().acquire_entry(key, limit, expiry, amount)
+        return await super().acquire_entry(key, limit, expiry, amount)
 
 
 def test_requests_are_counted_in_memory_while_the_storage_fails(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="api.plumbing.ratelimit")
+    asyncio.run(count_through_an_outage(caplog))
+
+
+async def count_through_an_outage(caplog: pytest.LogCaptureFixture) -> None:
     storage, clock, metrics = FailingStorage(), Clock(), ApiMetrics()
     limiter = RateLimiter(storage, parse("2/minute"), clock=clock, metrics=metrics)
 
-    during = [limiter.hit("key_a") for _ in range(3)] + [limiter.hit("key_b")]
+    during = [(await limiter.hit("key_a")) for _ in range(3)] + [(await limiter.hit("key_b"))]
 
     assert during[:2] == [None, None]
     assert during[2] is not None
@@ -125,7 +131,7 @@ def test_requests_are_counted_in_memory_while_the_storage_fails(
     assert metrics.registry.get_sample_value("inferfleet_api_rate_limit_fallbacks_total") == 1
 
     clock.now += FALLBACK_S
-    still_down = limiter.hit("key_c")
+    still_down = await limiter.hit("key_c")
 
     assert still_down is None
     assert storage.calls == 2
@@ -133,7 +139,7 @@ def test_requests_are_counted_in_memory_while_the_storage_fails(
 
     storage.down = False
     clock.now += FALLBACK_S
-    after = [limiter.hit("key_a"), limiter.hit("key_a"), limiter.hit("key_a")]
+    after = [(await limiter.hit("key_a")) for _ in range(3)]
 
     assert after[:2] == [None, None]
     assert after[2] is not None
@@ -152,7 +158,7 @@ class Refusing:
 
     rate = parse("1/minute")
 
-    def hit(self, key_id: str) -> int:
+    async def hit(self, key_id: str) -> int:
         return 30
 
 
