@@ -22,7 +22,6 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from api.app import create_app
 from api.plumbing.metrics import MULTIPROCESS_ENV
 from inferfleet.settings import Settings
 
@@ -83,6 +82,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     in `workers` processes sharing the port, with their metrics gathered."""
     options = server_options(host, port, workers)
     if workers == 1:
+        from api.app import create_app  # here: a supervisor of several never builds the app
+
         uvicorn.run(create_app(settings), **options)
         return
     with metrics_folder(settings.api_metrics_dir) as folder:
