@@ -20,7 +20,7 @@ from api.plumbing.deps import (
     caller_within_limits,
     principal_for,
 )
-from api.plumbing.metrics import ApiMetrics
+from api.plumbing.metrics import ApiMetrics, multiprocess_dir
 from api.plumbing.middleware import (
     AuthenticateMiddleware,
     BodyLimitMiddleware,
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings, pool_size=5)
         db = make_async_engine(settings)
         queue = JobQueue(settings)
-        metrics = ApiMetrics()
+        metrics = ApiMetrics(multiprocess_dir())
         metrics.watch_outbox(engine)
         backlog = KafkaBacklog(settings)
         app.state.services = Services(
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue.close()
             engine.dispose()
             await db.dispose()
+            metrics.close()
 
     app = FastAPI(
         title="inferfleet",

@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     unknown_key_cache_size: int = Field(default=10_000, ge=1)
     # /readyz answers from a check of Postgres and Kafka run this often in the background.
     readiness_interval_s: float = Field(default=2.0, gt=0)
+    # `inferfleet api --workers N` (N > 1): the folder where its processes keep their
+    # Prometheus values (emptied of *.db files at start); unset, a temporary folder.
+    api_metrics_dir: Path | None = None
 
 
 PREFIX = "INFERFLEET_"

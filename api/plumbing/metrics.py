@@ -3,18 +3,27 @@
 Besides its own counters the API reports the webhook backlog (`watch_outbox`), read from
 the outbox when Prometheus scrapes: the API always runs, whereas the dispatcher's Celery
 processes serve no HTTP. Every replica reports the same values; take `max`.
+
+Several processes (`inferfleet api --workers N`) share one port, so a scrape reaches
+one of them at random. They run in prometheus-client's multiprocess mode: the command
+sets `PROMETHEUS_MULTIPROC_DIR` before it starts them, each process keeps its values in
+files there, and `/metrics` answers from every process's files (counters and
+histograms summed; the fallback gauge the largest of the processes still running).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,13 +42,35 @@ OUTBOX_BACKLOG = text(
     """
 )
 OUTBOX_CACHE_S = 5.0
+# prometheus-client reads this variable when it is imported: set, every value lives in a
+# file of that folder, one file per process and kind of metric.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder of the processes' metric files when this process is one of several
+    (`inferfleet api --workers N` sets it for them); None when it serves alone."""
+    value = os.environ.get(MULTIPROCESS_ENV)
+    return Path(value) if value else None
 
 
 class ApiMetrics:
-    """Counters and histograms of the submission path; labels are bounded (no job IDs)."""
+    """Counters and histograms of the submission path; labels are bounded (no job IDs).
 
-    def __init__(self) -> None:
+    Code counts on the metrics of `registry`; `exposition()` is what /metrics answers:
+    this process's registry, or with `multiprocess` (the folder of `multiprocess_dir`)
+    every process's values from their files.
+    """
+
+    def __init__(self, multiprocess: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess = multiprocess
+        if multiprocess is None:
+            self._exposed = self.registry
+        else:
+            self._exposed = CollectorRegistry()
+            # prometheus-client leaves its multiprocess functions unannotated.
+            MultiProcessCollector(self._exposed, path=str(multiprocess))  # type: ignore[no-untyped-call]
         self.jobs_submitted = Counter(
             "inferfleet_api_jobs_submitted_total",
             "Jobs accepted and put on the queue.",
@@ -73,8 +104,10 @@ class ApiMetrics:
         )
         self.rate_limit_fallback = Gauge(
             "inferfleet_api_rate_limit_fallback",
-            "1 while rate limits are counted in this process because Redis does not answer.",
+            "1 while rate limits are counted in this process because Redis does not answer "
+            "(with several processes: in any of them).",
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.rate_limit_fallbacks = Counter(
             "inferfleet_api_rate_limit_fallbacks_total",
@@ -84,7 +117,39 @@ class ApiMetrics:
 
     def watch_outbox(self, engine: Engine) -> None:
         """Report the webhook backlog of the outbox in `engine` on every scrape."""
-        self.registry.register(OutboxCollector(lambda: outbox_backlog(engine)))
+        self._exposed.register(OutboxCollector(lambda: outbox_backlog(engine)))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every metric, as /metrics answers it."""
+        if self.multiprocess is not None:
+            forget_dead_processes(self.multiprocess)
+        return generate_latest(self._exposed)
+
+    def close(self) -> None:
+        """This process is ending: with several processes, its live gauges leave the
+        exposition (its counters stay in the sums)."""
+        if self.multiprocess is not None:
+            mark_process_dead(os.getpid(), str(self.multiprocess))  # type: ignore[no-untyped-call]
+
+
+def forget_dead_processes(folder: Path) -> None:
+    """Drop the live gauges of processes that ended without `close` (killed, say, and
+    replaced by the server's supervisor), so their last values do not linger."""
+    pids = {int(f.stem.rsplit("_", 1)[1]) for f in folder.glob("gauge_live*_*.db")}
+    for pid in pids - {os.getpid()}:
+        if not process_runs(pid):
+            mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
+def process_runs(pid: int) -> bool:
+    """Whether a process `pid` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 @dataclass(frozen=True)

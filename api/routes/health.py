@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -63,8 +63,9 @@ async def readyz(readiness: Annotated[Readiness, Depends(get_readiness)]) -> JSO
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep) -> Response:
-    """Prometheus text exposition of the API's registry."""
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition of the API's metrics (of every process, when several
+    serve this port)."""
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def postgres_check(engine: Engine) -> str:

@@ -1,11 +1,17 @@
-"""The webhook backlog gauges: read at scrape, at most once per cache period."""
+"""The webhook backlog gauges: read at scrape, at most once per cache period; the live
+gauges of ended processes left out of a multiprocess exposition."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy.exc import OperationalError
 
-from api.plumbing.metrics import OutboxBacklog, OutboxCollector
+from api.plumbing.metrics import OutboxBacklog, OutboxCollector, forget_dead_processes
 
 
 class Clock:
@@ -49,3 +55,24 @@ def test_no_samples_while_postgres_does_not_answer() -> None:
     assert "# TYPE inferfleet_webhook_pending_attempts gauge" in text
     samples = [line for line in text.splitlines() if not line.startswith("#")]
     assert samples == []
+
+
+def test_live_gauges_of_processes_that_ended_are_forgotten(tmp_path: Path) -> None:
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gone = int(ended.stdout)
+    files = [
+        f"gauge_livemax_{gone}.db",
+        f"gauge_liveall_{gone}.db",
+        f"counter_{gone}.db",  # a counter of an ended process still counts in the sums
+        f"gauge_livemax_{os.getpid()}.db",
+        f"gauge_all_{gone}.db",  # not a live gauge: kept
+    ]
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    forget_dead_processes(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files[2:])

@@ -549,6 +549,27 @@ def test_the_api_is_served_scaled_and_budgeted(overlay: str) -> None:
         assert c[probe]["httpGet"]["port"] in ("http", 8000)
 
 
+def cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity (`2`, `1500m`) in cores."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_runs_a_process_per_requested_core_with_a_metrics_folder(overlay: str) -> None:
+    c = container(named(overlay, "Deployment", "inferfleet-api"))
+    args = c.get("args", [])
+    workers = int(args[args.index("--workers") + 1])
+    assert workers > 1
+    assert cores(c["resources"]["requests"]["cpu"]) == workers
+    folder = setting(env_of(overlay, c), "api_metrics_dir")
+    assert folder is not None, "several processes need a folder for their metrics"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert str(folder) in mounts, f"{folder} is not mounted (the root filesystem is read-only)"
+    spec = named(overlay, "Deployment", "inferfleet-api")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts[str(folder)])
+    assert "emptyDir" in volume, "each pod starts with an empty metrics folder of its own"
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_disruption_budgets_cover_every_deployment_but_beat(overlay: str) -> None:
     budgets = by_kind(overlay, "PodDisruptionBudget")

@@ -45,8 +45,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "usage", "options"),
     [
-        ((*CLI, "api", "--help"), "inferfleet api", ["--host", "--port"]),
-        (("-m", "api", "--help"), "inferfleet api", ["--host", "--port"]),
+        ((*CLI, "api", "--help"), "inferfleet api", ["--host", "--port", "--workers"]),
+        (("-m", "api", "--help"), "inferfleet api", ["--host", "--port", "--workers"]),
         ((*CLI, "worker", "--help"), "inferfleet worker", ["INFERFLEET_WORKER_MODELS"]),
         (("-m", "worker", "--help"), "inferfleet worker", ["INFERFLEET_WORKER_MODELS"]),
         ((*CLI, "scheduler", "--help"), "inferfleet scheduler", ["worker", "beat", "-B"]),
