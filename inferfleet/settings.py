@@ -186,6 +186,13 @@ class Settings(BaseSettings):
     # /readyz answers from a check of Postgres and Kafka run this often in the background.
     readiness_interval_s: float = Field(default=2.0, gt=0)
 
+    # Group commit of submits (api/plumbing/groupcommit.py): a submit waits at most
+    # `submit_window_ms` for others to share its insert, produce and produced_at update
+    # (0 = no wait: only those already waiting join), and a group holds at most
+    # `submit_max_jobs` jobs (a bulk submit above that goes alone).
+    submit_window_ms: float = Field(default=2.0, ge=0)
+    submit_max_jobs: int = Field(default=500, ge=1)
+
 
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.

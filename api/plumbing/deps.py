@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.plumbing.admission import Admission
+from api.plumbing.groupcommit import GroupCommitter
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
 from api.plumbing.problems import ProblemError
@@ -55,6 +56,7 @@ class Services:
     limiter: RateLimiter
     admission: Admission
     keys: KeyResolver
+    submits: GroupCommitter  # the group commit every submit joins
 
     def presigner(self) -> Presigner:
         """Presigned GET URLs for the `s3://` URIs an answer names (outputs, results)."""
