@@ -7,7 +7,9 @@ of 0 waits for nothing but still groups whatever is already waiting. A group is 
 
 1. one insert transaction of every row and every idempotency key (`GroupStore.insert`);
    a key some earlier submit holds, or one an earlier submission of the group holds,
-   fails its submission alone with KeyTakenError, and none of its rows is inserted;
+   fails its submission alone with KeyTakenError, and none of its rows is inserted
+   (a repeat of a key within the group gets KeyTakenError even if the submission that
+   held it was refused: its caller then finds no job under the key);
 2. one produce of every message, whose acknowledgements are awaited together
    (`Produce`, acks=all);
 3. one `produced_at` update of the jobs Kafka acknowledged (`GroupStore.produced`).
@@ -19,9 +21,10 @@ What a caller of `commit` may rely on:
   messages again after its grace period, and the worker's status guards make the copy
   harmless).
 - One submission's failure never fails another's. An insert that fails for a reason
-  that is not an outage (`outages`: the database did not answer) is tried again with
-  each submission alone, so only the one whose rows the database refuses fails, with
-  the database's error. A message Kafka did not acknowledge fails only the submission
+  that is not an outage (`outages`: the database did not answer) is split in halves
+  and tried again, half by half (as the worker bisects a failing batch), so only the
+  submissions whose rows the database refuses fail, with the database's error; the
+  others still share one produce. A message Kafka did not acknowledge fails only the submission
   that owns it: all its rows are marked failed and its key released
   (`GroupStore.unqueued`), and `commit` raises the producer's error. An outage fails
   every submission of the group with it.
@@ -161,26 +164,32 @@ class GroupCommitter:
 
     async def _run(self, group: list[_Waiting]) -> None:
         candidates, repeats = first_of_each_key(group)
+        inserted = await self._insert(candidates)
+        for waiting in repeats:
+            waiting.fail(_taken(waiting))
+        if inserted:
+            await self._queue(inserted)
+
+    async def _insert(self, group: list[_Waiting]) -> list[_Waiting]:
+        """Insert `group`'s rows; those inserted. An insert the database refuses is
+        split in halves, each tried on its own, until the refused submissions stand
+        alone and fail with the database's error; an outage fails them all."""
         try:
-            taken = await self._store.insert([w.submission for w in candidates])
+            taken = await self._store.insert([w.submission for w in group])
         except self._outages as e:
             for waiting in group:
                 waiting.fail(e)
-            return
+            return []
         except Exception as e:  # noqa: BLE001 - one submission's rows; find which
             if len(group) == 1:
                 group[0].fail(e)
-                return
-            log.info("the insert of %d submissions failed (%s); trying each alone", len(group), e)
-            await asyncio.gather(*(self._run([waiting]) for waiting in group))
-            return
+                return []
+            log.info("an insert of %d submissions was refused (%s); splitting it", len(group), e)
+            middle = len(group) // 2
+            return await self._insert(group[:middle]) + await self._insert(group[middle:])
         for index in taken:
-            candidates[index].fail(_taken(candidates[index]))
-        for waiting in repeats:
-            waiting.fail(_taken(waiting))
-        inserted = [w for i, w in enumerate(candidates) if i not in taken]
-        if inserted:
-            await self._queue(inserted)
+            group[index].fail(_taken(group[index]))
+        return [w for i, w in enumerate(group) if i not in taken]
 
     async def _queue(self, inserted: list[_Waiting]) -> None:
         records = [r for w in inserted for r in w.submission.records]

@@ -99,8 +99,11 @@ class JobQueue:
                     r.topic, key=r.key, value=r.value, headers=list(r.headers) or None
                 )
             except KafkaError as e:
-                # Not handed over (no metadata in time, a full buffer): neither is the rest.
                 refused = _refused(e)
+                if not _cluster_away(refused):  # this record alone (too large)
+                    acks.settle(index, refused)
+                    continue
+                # No metadata or buffer space in time: the rest would wait as long.
                 for rest in range(index, len(records)):
                     acks.settle(rest, refused)
                 break

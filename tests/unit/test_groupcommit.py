@@ -128,9 +128,21 @@ def test_a_submission_the_database_refuses_fails_alone() -> None:
 
     assert [type(a) for a in answers] == [type(None), type(None), DataError, type(None)]
     good = [i for n in (0, 1, 3) for i in subs[n].ids]
-    assert sorted(store.rows) == sorted(good)
-    assert sorted(i for call in kafka.calls for i in call) == sorted(good)
-    assert sorted(i for call in store.produced_ids for i in call) == sorted(good)
+    assert store.rows == good
+    assert kafka.calls == [good]  # the others still share one produce
+    assert store.produced_ids == [good]
+
+
+def test_every_refused_submission_fails_and_the_rest_share_one_produce() -> None:
+    store, kafka = FakeStore(), FakeKafka()
+    subs = [submission(bad=n in (1, 6)) for n in range(9)]
+
+    answers = run(lambda: together(committer(store, kafka), subs))
+
+    assert [n for n, a in enumerate(answers) if isinstance(a, DataError)] == [1, 6]
+    good = [i for n, s in enumerate(subs) if n not in (1, 6) for i in s.ids]
+    assert [a for n, a in enumerate(answers) if n not in (1, 6)] == [None] * 7
+    assert kafka.calls == [good]
 
 
 def test_an_outage_fails_the_whole_group_without_trying_each_alone() -> None:
