@@ -10,6 +10,9 @@ on `request.state`, where `get_principal` finds it.
 routers, `admin_within_limits`) as its first dependency, so the checks run in API.md's
 order: auth (401/403), body size (413), rate limit (429). FastAPI validates the body
 (422) only after a route's dependencies pass.
+
+Dependencies that wait on nothing are `async def`: FastAPI runs a plain `def` one in
+its threadpool, a thread hop per dependency per request.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.concurrency import run_in_threadpool
 
 from api.plumbing.admission import Admission
 from api.plumbing.groupcommit import GroupCommitter
@@ -78,7 +82,7 @@ class Principal:
         return None if self.scope == "admin" else self.tenant
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -110,7 +114,7 @@ def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
     return Principal(tenant=record.tenant, scope=record.scope, key_id=record.id)
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     services: ServicesDep,
     authorization: Annotated[str | None, Header()] = None,
@@ -118,13 +122,13 @@ def get_principal(
     resolved = getattr(request.state, PRINCIPAL, None)
     if isinstance(resolved, Principal):
         return resolved
-    return principal_for(services.keys, authorization)
+    return await run_in_threadpool(principal_for, services.keys, authorization)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     """The caller, if its key holds the `admin` scope; 403 otherwise."""
     if principal.scope != "admin":
         raise ProblemError(403, "Forbidden", "this route needs a key with the admin scope")
@@ -182,7 +186,7 @@ def admin_within_limits(request: Request, services: ServicesDep, principal: Admi
     return _within_limits(request, services, principal)
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 
