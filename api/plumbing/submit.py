@@ -19,7 +19,6 @@ once its own jobs are safe, and one request's failure fails no other.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,8 +61,6 @@ T = TypeVar("T")
 # Up to this many items are checked and turned into rows on the event loop; more, in a
 # worker thread.
 INLINE_ITEMS = 64
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
