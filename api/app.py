@@ -31,6 +31,7 @@ from api.plumbing.openapi import documented_openapi
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
 from api.plumbing.readiness import Readiness
+from api.plumbing.submit import submit_committer
 from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
 from inferfleet.clients.db import make_async_engine, make_engine
 from inferfleet.clients.objectstore import make_s3_client
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limiter=RateLimiter(redis_storage(settings.redis_url), rate, metrics=metrics),
             admission=Admission(settings, backlog, metrics),
             keys=KeyLookup(engine, settings.unknown_key_cache_s, settings.unknown_key_cache_size),
+            submits=submit_committer(settings, db, queue, metrics),
         )
         readiness = Readiness(
             {"postgres": lambda: health.postgres_check(engine), "kafka": queue.ready},
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await checking
             readiness.close()
+            await app.state.services.submits.close()
             backlog.close()
             queue.close()
             engine.dispose()

@@ -189,6 +189,13 @@ class Settings(BaseSettings):
     # Prometheus values (emptied of *.db files at start); unset, a temporary folder.
     api_metrics_dir: Path | None = None
 
+    # Group commit of submits (api/plumbing/groupcommit.py): a submit waits at most
+    # `submit_window_ms` for others to share its insert, produce and produced_at update
+    # (0 = no wait: only those already waiting join), and a group holds at most
+    # `submit_max_jobs` jobs (a bulk submit above that goes alone).
+    submit_window_ms: float = Field(default=2.0, ge=0)
+    submit_max_jobs: int = Field(default=500, ge=1)
+
 
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.

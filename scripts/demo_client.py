@@ -169,8 +169,9 @@ def main() -> int:
         f"demo: first submit to last result: {span:.2f} s = {len(jobs) / span:.0f} jobs/s "
         f"(submission over HTTP is the limit here; bench/throughput.py measures the worker)"
     )
-    print(f"demo: read every job back over HTTP in {read_back:.2f} s "
-          f"({len(jobs) / read_back:.0f} jobs/s; {elapsed:.2f} s from the first submit)")  # fmt: skip
+    rate = len(jobs) / read_back
+    print(f"demo: read every job back over HTTP in {read_back:.2f} s ({rate:.0f} jobs/s; "
+          f"{elapsed:.2f} s from the first submit)")  # fmt: skip
     got = len(hooked & receiver.verified)
     print(f"demo: webhooks: {got} of {len(hooked)} arrived with a valid signature, "
           f"{receiver.forged} failed verification")  # fmt: skip

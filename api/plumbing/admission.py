@@ -14,14 +14,15 @@ look-up and never a Kafka request or a cache entry. API.md orders the rate limit
 before validation (422); admission is a 429 about load, like the rate limit. A refused
 submission binds no `Idempotency-Key` and inserts nothing.
 
-Kafka is asked at most once per topic every `admission_check_s`; the routes that call
-`admit` run in the threadpool, off the event loop. If Kafka cannot be asked, jobs are
-admitted (the produce answers 503 if Kafka is really down), and that answer is cached
-like any other.
+Kafka is asked at most once per topic every `admission_check_s`, in a worker thread:
+`admit` answers from the cache on the event loop, and requests that miss it together
+wait on one measurement. If Kafka cannot be asked, jobs are admitted (the produce
+answers 503 if Kafka is really down), and that answer is cached like any other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -124,15 +125,29 @@ class Admission:
         self._metrics = metrics
         self._clock = clock
         self._cache: dict[str, _Measured] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held only to read or write the cache
+        self._measuring = threading.Lock()  # one measurement at a time
+        self._asking: dict[str, asyncio.Future[int | None]] = {}
+
+    def _fresh(self, topic: str) -> _Measured | None:
+        with self._lock:
+            cached = self._cache.get(topic)
+        if cached is not None and self._clock() - cached.at < self._check_s:
+            return cached
+        return None
 
     def lag(self, topic: str) -> int | None:
-        """`topic`'s lag as measured within the last `admission_check_s`; None if unknown."""
-        with self._lock:
-            now = self._clock()
-            cached = self._cache.get(topic)
-            if cached is not None and now - cached.at < self._check_s:
+        """`topic`'s lag as measured within the last `admission_check_s`; None if unknown.
+
+        Blocks while Kafka is asked (at most once per topic per window)."""
+        cached = self._fresh(topic)
+        if cached is not None:
+            return cached.lag
+        with self._measuring:
+            cached = self._fresh(topic)  # measured while this thread waited its turn
+            if cached is not None:
                 return cached.lag
+            now = self._clock()
             try:
                 lag: int | None = self._measure(topic)
             except (KafkaError, OSError) as e:
@@ -143,12 +158,26 @@ class Admission:
                     e,
                 )
                 lag = None
-            # Only topics measured within the window are kept, so the cache stays small.
-            self._cache = {t: m for t, m in self._cache.items() if now - m.at < self._check_s}
-            self._cache[topic] = _Measured(now, lag)
+            with self._lock:
+                # Only topics measured within the window are kept, so the cache stays small.
+                self._cache = {t: m for t, m in self._cache.items() if now - m.at < self._check_s}
+                self._cache[topic] = _Measured(now, lag)
             return lag
 
-    def admit(self, model: str) -> None:
+    async def _lag_soon(self, topic: str) -> int | None:
+        """`lag` for the event loop: a cached answer at once; on a miss, Kafka is asked in
+        a worker thread, once for every request waiting on that topic."""
+        cached = self._fresh(topic)
+        if cached is not None:
+            return cached.lag
+        asking = self._asking.get(topic)
+        if asking is None:
+            asking = asyncio.ensure_future(asyncio.to_thread(self.lag, topic))
+            self._asking[topic] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(topic, None))
+        return await asyncio.shield(asking)
+
+    async def admit(self, model: str) -> None:
         """Return if `model` may take new jobs; ProblemError (429) while its backlog is too deep.
 
         `model` must be a name the registry resolved: each name costs a cache entry.
@@ -156,7 +185,7 @@ class Admission:
         if self._max_lag == 0:
             return
         topic = job_topic(model, "interactive")
-        lag = self.lag(topic)
+        lag = await self._lag_soon(topic)
         if lag is None or lag <= self._max_lag:
             return
         self._metrics.jobs_rejected.labels(reason="backlog").inc()

@@ -13,6 +13,9 @@ threadpool, a hop per request that none of these needs.
 routers, `admin_within_limits`) as its first dependency, so the checks run in API.md's
 order: auth (401/403), body size (413), rate limit (429). FastAPI validates the body
 (422) only after a route's dependencies pass.
+
+Dependencies that wait on nothing are `async def`: FastAPI runs a plain `def` one in
+its threadpool, a thread hop per dependency per request.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.concurrency import run_in_threadpool
 
 from api.plumbing.admission import Admission
+from api.plumbing.groupcommit import GroupCommitter
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
 from api.plumbing.problems import ProblemError
@@ -59,6 +63,7 @@ class Services:
     limiter: RateLimiter
     admission: Admission
     keys: KeyResolver
+    submits: GroupCommitter  # the group commit every submit joins
 
     def presigner(self) -> Presigner:
         """Presigned GET URLs for the `s3://` URIs an answer names (outputs, results)."""

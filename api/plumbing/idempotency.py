@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 TTL = "24 hours"
 
@@ -22,17 +23,27 @@ LIVE = text(
      WHERE tenant = :tenant AND key = :key AND created_at > now() - interval '{TTL}'
     """
 )
-BIND = text(
+# Many keys at once, one row per key; a row comes back for each key bound now.
+BIND_ALL = text(
     f"""
     INSERT INTO idempotency_keys (tenant, key, request_hash, job_id)
-    VALUES (:tenant, :key, :request_hash, :job_id)
+    SELECT * FROM unnest(CAST(:tenants AS text[]), CAST(:keys AS text[]),
+                         CAST(:hashes AS text[]), CAST(:job_ids AS text[]))
     ON CONFLICT (tenant, key) DO UPDATE
        SET request_hash = excluded.request_hash, job_id = excluded.job_id, created_at = now()
      WHERE idempotency_keys.created_at <= now() - interval '{TTL}'
-    RETURNING job_id
+    RETURNING tenant, key
     """
 )
-UNBIND = text("DELETE FROM idempotency_keys WHERE tenant = :tenant AND key = :key")
+# Only a binding still naming the job it was made for: a key bound again since stays.
+UNBIND_ALL = text(
+    """
+    DELETE FROM idempotency_keys
+     WHERE (tenant, key, job_id) IN (
+           SELECT * FROM unnest(CAST(:tenants AS text[]), CAST(:keys AS text[]),
+                                CAST(:job_ids AS text[])))
+    """
+)
 
 
 class KeyTakenError(Exception):
@@ -61,19 +72,32 @@ def find(conn: Connection, tenant: str, key: str) -> tuple[str, str] | None:
     return (row.request_hash, row.job_id) if row is not None else None
 
 
-def bind(conn: Connection, binding: Binding, job_id: str) -> None:
-    """Bind the key to `job_id` in the caller's transaction; KeyTakenError if it is live."""
-    params = {
-        "tenant": binding.tenant,
-        "key": binding.key,
-        "request_hash": binding.request_hash,
-        "job_id": job_id,
-    }
-    if conn.execute(BIND, params).one_or_none() is None:
-        raise KeyTakenError(binding.key)
+def bind_all(conn: Connection, bindings: Sequence[tuple[Binding, str]]) -> set[tuple[str, str]]:
+    """Bind each key to its job ID in the caller's transaction; the (tenant, key) of those
+    bound, the others being live already. Each key may appear once."""
+    ordered = sorted(bindings, key=lambda pair: (pair[0].tenant, pair[0].key))  # no deadlock
+    if not ordered:
+        return set()
+    rows = conn.execute(
+        BIND_ALL,
+        {
+            "tenants": [b.tenant for b, _ in ordered],
+            "keys": [b.key for b, _ in ordered],
+            "hashes": [b.request_hash for b, _ in ordered],
+            "job_ids": [job_id for _, job_id in ordered],
+        },
+    )
+    return {(row.tenant, row.key) for row in rows}
 
 
-def unbind(engine: Engine, binding: Binding) -> None:
-    """Release a key whose submit was refused after it was bound."""
-    with engine.begin() as conn:
-        conn.execute(UNBIND, {"tenant": binding.tenant, "key": binding.key})
+def unbind_all(conn: Connection, bindings: Sequence[tuple[Binding, str]]) -> None:
+    """Release the keys whose submits were refused after they were bound to these jobs."""
+    if bindings:
+        conn.execute(
+            UNBIND_ALL,
+            {
+                "tenants": [b.tenant for b, _ in bindings],
+                "keys": [b.key for b, _ in bindings],
+                "job_ids": [job_id for _, job_id in bindings],
+            },
+        )

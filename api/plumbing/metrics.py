@@ -98,7 +98,7 @@ class ApiMetrics:
         )
         self.produce_seconds = Histogram(
             "inferfleet_api_produce_duration_seconds",
-            "Time for Kafka to acknowledge one submission's messages.",
+            "Time for Kafka to acknowledge the messages of one group of submissions.",
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )

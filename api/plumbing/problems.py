@@ -11,10 +11,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from inferfleet.clients.outages import DATABASE_AWAY
 from inferfleet.errors import (
     ArtifactError,
     FieldError,
@@ -253,9 +254,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             ),
         )
 
-    @app.exception_handler(OperationalError)
-    async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
-        return problem_response(request, database_unavailable(retry_after_s))
+    _install_database_away(app, retry_after_s)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -283,6 +282,17 @@ def install(app: FastAPI, retry_after_s: int) -> None:
                 exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers
             ),
         )
+
+
+def _install_database_away(app: FastAPI, retry_after_s: int) -> None:
+    """503 for every failure that means the database did not answer: no connection, or
+    none free in time."""
+
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(request, database_unavailable(retry_after_s))
+
+    for away in DATABASE_AWAY:
+        app.add_exception_handler(away, _db_down)
 
 
 def database_unavailable(retry_after_s: int) -> ProblemError:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, func, select
 from starlette.concurrency import run_in_threadpool
 
 from api.plumbing.deps import Principal, Services
@@ -28,22 +28,21 @@ def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(jobs.insert(), list(rows))
 
 
-def fail_unqueued(engine: Engine, ids: Sequence[str], message: str) -> None:
+def fail_unqueued(conn: Connection, ids: Sequence[str], message: str) -> None:
     """Mark jobs whose messages Kafka did not take as failed, so none stays `queued`.
 
     A message that did land for one of them is then skipped by the worker, which only
     takes `queued` or `running` jobs.
     """
-    with engine.begin() as conn:
-        conn.execute(
-            jobs.update()
-            .where(jobs.c.id.in_(list(ids)), jobs.c.status == "queued")
-            .values(
-                status="failed",
-                error={"type": "queue_unavailable", "message": message},
-                completed_at=func.now(),
-            )
+    conn.execute(
+        jobs.update()
+        .where(jobs.c.id.in_(list(ids)), jobs.c.status == "queued")
+        .values(
+            status="failed",
+            error={"type": "queue_unavailable", "message": message},
+            completed_at=func.now(),
         )
+    )
 
 
 def get_job(conn: Connection, tenant: str | None, job_id: str) -> Any | None:

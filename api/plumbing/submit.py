@@ -7,41 +7,60 @@ never left (a crash in between), which the scheduler's sweep produces later.
 
 Inputs above `claim_check_bytes` go to S3 first and travel as `input_uri`
 (`inferfleet.jobs.claims`), so no message outgrows the broker's limit.
+
+The routes run on the event loop, and no step parks a thread on I/O for a request:
+Postgres is reached through the asyncio engine, a webhook host is looked up on the
+resolver's own threads, S3 puts and the checks of a large bulk body run in a worker
+thread. The insert, the produce and the `produced_at` update are those of a group of
+submits that arrived together (`api.plumbing.groupcommit`): each request is answered
+once its own jobs are safe, and one request's failure fails no other.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.plumbing import idempotency
 from api.plumbing.bodies import deep_inputs
 from api.plumbing.deps import Principal, Services
-from api.plumbing.idempotency import Binding, bind, unbind
+from api.plumbing.groupcommit import GroupCommitter, Submission
+from api.plumbing.idempotency import Binding, KeyTakenError
+from api.plumbing.metrics import ApiMetrics
 from api.plumbing.prefixes import tenant_uri
 from api.plumbing.problems import ProblemError
-from api.plumbing.store import fail_unqueued, get_job, insert_jobs
+from api.plumbing.queue import JobQueue
+from api.plumbing.store import get_job
+from api.plumbing.submitrows import SubmitRows
+from api.plumbing.versions import resolve_version
+from inferfleet.clients.broker import Record
 from inferfleet.clients.objectstore import put_all
+from inferfleet.clients.outages import DATABASE_AWAY
 from inferfleet.clients.topics import Lane, job_topic
 from inferfleet.errors import FieldError, InvalidInputError, QueueUnavailableError
 from inferfleet.ids import new_job_id
 from inferfleet.jobs import messages
 from inferfleet.jobs.claims import claim
-from inferfleet.jobs.produced import mark_produced
 from inferfleet.jobs.schemas import BulkSubmit, JobSubmit, Webhook
 from inferfleet.jobs.view import job_view
-from inferfleet.jobs.webhooks import refused_url
+from inferfleet.jobs.webhooks import refused_webhook
 from inferfleet.jsondepth import MAX_DEPTH
-from inferfleet.models import registry
+from inferfleet.models.registry import ModelVersion
 from inferfleet.models.validation import validate_instance, validator_for
+from inferfleet.settings import Settings
 
-log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Up to this many items are checked and turned into rows on the event loop; more, in a
+# worker thread.
+INLINE_ITEMS = 64
 
 
 @dataclass(frozen=True)
@@ -68,7 +87,7 @@ class Submitted:
     created_at: datetime
 
 
-def submit(
+async def submit(
     services: Services,
     principal: Principal,
     *,
@@ -84,17 +103,60 @@ def submit(
     """Queue `items` on `model`'s resolved version, all or nothing.
 
     In order: the version is resolved (404), the model's backlog admits it (429), the
-    inputs are checked, depth first, then their schema (422), and the jobs are queued.
+    inputs are checked, depth first, then their schema (422), large inputs go to S3
+    (503 if it does not take them), and the jobs join a group commit.
 
     With `idempotency`, the key is bound to the first job in the transaction that
-    inserts the rows; KeyTakenError means a concurrent submit bound it first, and
-    nothing was inserted.
+    inserts the rows; KeyTakenError means another submit bound it first, and nothing
+    was inserted.
     """
-    with services.engine.connect() as conn:
-        version = registry.resolve(conn, model, version_ref)
+    version = await resolve_version(services, model, version_ref)
     # Only a model that exists is admitted by its lag: a made-up name never reaches Kafka.
-    services.admission.admit(version.name)
-    validator = validator_for(version.request_schema)
+    await services.admission.admit(version.name)
+    errors = await _off_loop(len(items), _invalid_inputs, version.request_schema, items)
+    if webhook is not None and (
+        refused := await refused_webhook(str(webhook.url), services.settings)
+    ):
+        errors.append(refused)
+    if errors:
+        services.metrics.jobs_rejected.labels(reason="invalid").inc()
+        raise InvalidInputError(errors)
+
+    now = datetime.now(UTC)
+    ids = [new_job_id() for _ in items]
+    large = await _off_loop(len(items), _large_inputs, services.settings, ids, items)
+    if large:
+        await _claim_check(services, large)
+    submission = await _off_loop(
+        len(items),
+        _new_jobs,
+        NewJobs(principal.tenant, version, lane, webhook, ttl_seconds, request_id, now),
+        ids,
+        items,
+        {job_id: uri for job_id, (uri, _) in large.items()},
+        idempotency,
+    )
+    try:
+        await services.submits.commit(submission)
+    except QueueUnavailableError:
+        services.metrics.jobs_rejected.labels(reason="queue_unavailable").inc()
+        raise
+    services.metrics.jobs_submitted.labels(model=version.name).inc(len(ids))
+    return Submitted(model=version.name, version=version.version, ids=ids, created_at=now)
+
+
+async def _off_loop(count: int, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` for `count` items: on the event loop for a few, in a worker thread
+    for many (a large bulk body's checks and rows take longer than a request should
+    hold the loop)."""
+    if count <= INLINE_ITEMS:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
+
+
+def _invalid_inputs(schema: dict[str, Any], items: list[Item]) -> list[FieldError]:
+    """Every error of the inline inputs: too deep, else against the version's schema."""
+    validator = validator_for(schema)
     errors: list[FieldError] = []
     for item in items:
         if item.inputs is None:
@@ -104,88 +166,71 @@ def submit(
             errors.append(too_deep)
         else:
             errors.extend(validate_instance(validator, item.inputs, item.loc))
-    if webhook is not None and (refused := refused_url(str(webhook.url), services.settings)):
-        errors.append(refused)
-    if errors:
-        services.metrics.jobs_rejected.labels(reason="invalid").inc()
-        raise InvalidInputError(errors)
+    return errors
 
-    now = datetime.now(UTC)
-    deadline = now + timedelta(seconds=ttl_seconds) if ttl_seconds else None
-    ids = [new_job_id() for _ in items]
-    claimed = _claim_check(services, ids, items)
-    placed = [
-        (None, claimed[job_id]) if job_id in claimed else (item.inputs, item.input_uri)
-        for job_id, item in zip(ids, items, strict=True)
-    ]
-    webhook_json = webhook.model_dump(mode="json") if webhook else None
+
+@dataclass(frozen=True)
+class NewJobs:
+    """What every job of one submit shares."""
+
+    tenant: str
+    version: ModelVersion
+    lane: Lane
+    webhook: Webhook | None
+    ttl_seconds: int | None
+    request_id: str
+    created_at: datetime
+
+
+def _new_jobs(
+    new: NewJobs,
+    ids: list[str],
+    items: list[Item],
+    claimed: dict[str, str],
+    binding: Binding | None,
+) -> Submission:
+    """The rows and messages of the jobs `ids` (inputs in S3 where `claimed`)."""
+    deadline = new.created_at + timedelta(seconds=new.ttl_seconds) if new.ttl_seconds else None
+    webhook_json = new.webhook.model_dump(mode="json") if new.webhook else None
     rows = [
         {
             "id": job_id,
-            "tenant": principal.tenant,
-            "model": version.name,
-            "version": version.version,
+            "tenant": new.tenant,
+            "model": new.version.name,
+            "version": new.version.version,
             "status": "queued",
-            "lane": lane,
-            "inputs": inputs,
-            "input_uri": input_uri,
+            "lane": new.lane,
+            "inputs": None if job_id in claimed else item.inputs,
+            "input_uri": claimed.get(job_id, item.input_uri),
             "metadata": item.metadata,
             "webhook": webhook_json,
-            "request_id": request_id,
+            "request_id": new.request_id,
             "deadline": deadline,
-            "created_at": now,
+            "created_at": new.created_at,
         }
-        for job_id, item, (inputs, input_uri) in zip(ids, items, placed, strict=True)
+        for job_id, item in zip(ids, items, strict=True)
     ]
-    with services.engine.begin() as conn:
-        if idempotency is not None:
-            bind(conn, idempotency, ids[0])
-        insert_jobs(conn, rows)
-
-    topic = job_topic(version.name, lane)
-    records = [messages.record(topic, row) for row in rows]
-    try:
-        with services.metrics.produce_seconds.time():
-            services.queue.send(records)
-    except QueueUnavailableError as e:
-        fail_unqueued(services.engine, ids, str(e))
-        if idempotency is not None:
-            unbind(services.engine, idempotency)
-        services.metrics.jobs_rejected.labels(reason="queue_unavailable").inc()
-        raise
-    _mark_produced(services, ids)
-    services.metrics.jobs_submitted.labels(model=version.name).inc(len(ids))
-    return Submitted(model=version.name, version=version.version, ids=ids, created_at=now)
+    topic = job_topic(new.version.name, new.lane)
+    return Submission(rows, [messages.record(topic, row) for row in rows], binding)
 
 
-def _mark_produced(services: Services, ids: list[str]) -> None:
-    """Record that Kafka has the jobs' messages, so the sweeper never produces them again.
-
-    A failure here is logged, not answered: the jobs are on the queue. At worst the
-    sweeper produces their messages a second time after its grace period, and the
-    worker's status guards make the copy harmless.
-    """
-    try:
-        with services.engine.begin() as conn:
-            mark_produced(conn, ids)
-    except SQLAlchemyError as e:
-        log.warning("could not record produced_at of %d queued job(s): %s", len(ids), e)
-
-
-def _claim_check(services: Services, ids: list[str], items: list[Item]) -> dict[str, str]:
-    """Write every inline input above `claim_check_bytes` to S3; their URIs by job ID.
-
-    Objects are written before any row or message names them. An object store that
-    does not take them answers 503: nothing was inserted or queued.
-    """
-    settings = services.settings
-    large = {
+def _large_inputs(
+    settings: Settings, ids: list[str], items: list[Item]
+) -> dict[str, tuple[str, bytes]]:
+    """The object to write for each inline input above `claim_check_bytes`, by job ID."""
+    return {
         job_id: placed
         for job_id, item in zip(ids, items, strict=True)
         if item.inputs is not None and (placed := claim(settings, job_id, item.inputs))
     }
+
+
+async def _claim_check(services: Services, large: dict[str, tuple[str, bytes]]) -> None:
+    """Write the large inputs to S3 (in worker threads) before any row or message names
+    them. An object store that does not take them answers 503: nothing was inserted or
+    queued."""
     try:
-        put_all(services.s3, list(large.values()), "claim")
+        await asyncio.to_thread(put_all, services.s3, list(large.values()), "claim")
     except (BotoCoreError, ClientError) as e:
         services.metrics.jobs_rejected.labels(reason="object_store_unavailable").inc()
         raise ProblemError(
@@ -193,12 +238,29 @@ def _claim_check(services: Services, ids: list[str], items: list[Item]) -> dict[
             "Service Unavailable",
             f"the object store did not take a large input ({e}). The job was not queued; "
             "submit it again later.",
-            headers={"Retry-After": str(settings.retry_after_s)},
+            headers={"Retry-After": str(services.settings.retry_after_s)},
         ) from e
-    return {job_id: uri for job_id, (uri, _) in large.items()}
 
 
-def submit_job(
+def submit_committer(
+    settings: Settings, db: AsyncEngine, queue: JobQueue, metrics: ApiMetrics
+) -> GroupCommitter:
+    """The group commit every submit of this process joins (`api.plumbing.groupcommit`)."""
+
+    async def produce(records: Sequence[Record]) -> list[BaseException | None]:
+        with metrics.produce_seconds.time():
+            return list(await queue.produce(records))
+
+    return GroupCommitter(
+        SubmitRows(db),
+        produce,
+        window_s=settings.submit_window_ms / 1000,
+        max_jobs=settings.submit_max_jobs,
+        outages=DATABASE_AWAY,
+    )
+
+
+async def submit_job(
     services: Services,
     principal: Principal,
     body: JobSubmit,
@@ -214,11 +276,11 @@ def submit_job(
     if idempotency_key is not None:
         sent = body.model_dump(mode="json", exclude_unset=True)
         binding = Binding(principal.tenant, idempotency_key, idempotency.request_hash(sent))
-        earlier = _bound_job(services, binding)
+        earlier = await _bound_job(services, binding)
         if earlier is not None:
             return earlier
     try:
-        done = submit(
+        return await submit(
             services,
             principal,
             model=body.model,
@@ -229,32 +291,44 @@ def submit_job(
             request_id=request_id,
             idempotency=binding,
         )
-    except idempotency.KeyTakenError:
-        # A concurrent duplicate bound the key first: answer with its job.
+    except KeyTakenError as e:
+        # Another submit bound the key first: answer with its job.
         assert binding is not None
-        earlier = _bound_job(services, binding)
-        if earlier is None:
-            raise
+        earlier = await _bound_job(services, binding)
+        if earlier is None:  # it was refused after binding, and released the key
+            retry = services.settings.retry_after_s
+            raise ProblemError(
+                503,
+                "Service Unavailable",
+                f"a concurrent submit with Idempotency-Key {binding.key!r} was not queued, "
+                f"and neither was this one; submit again in {retry} s",
+                headers={"Retry-After": str(retry)},
+            ) from e
         return earlier
-    return done
 
 
-def _bound_job(services: Services, binding: Binding) -> JSONResponse | None:
+def _find_bound(conn: Connection, binding: Binding) -> tuple[str, Any] | None:
+    """(request_hash, job row) of the key's live binding, or None."""
+    found = idempotency.find(conn, binding.tenant, binding.key)
+    row = get_job(conn, binding.tenant, found[1]) if found is not None else None
+    return None if found is None or row is None else (found[0], row)
+
+
+async def _bound_job(services: Services, binding: Binding) -> JSONResponse | None:
     """The answer for a key already bound: the job (200), or 409 for another body."""
-    with services.engine.connect() as conn:
-        found = idempotency.find(conn, binding.tenant, binding.key)
-        row = get_job(conn, binding.tenant, found[1]) if found is not None else None
-    if found is None or row is None:
+    async with services.db.connect() as conn:
+        found = await conn.run_sync(_find_bound, binding)
+    if found is None:
         return None
     if found[0] != binding.request_hash:
         raise ProblemError(
             409, "Conflict", f"Idempotency-Key {binding.key!r} was used with a different body"
         )
-    view = job_view(row, services.presigner())
+    view = job_view(found[1], services.presigner())
     return JSONResponse(view.model_dump(mode="json"), status_code=200)
 
 
-def submit_bulk(
+async def submit_bulk(
     services: Services, principal: Principal, body: BulkSubmit, request_id: str
 ) -> Submitted:
     """`POST /v1/jobs/bulk`: every item validated before any is queued."""
@@ -267,7 +341,7 @@ def submit_bulk(
                 )
             ]
         )
-    return submit(
+    return await submit(
         services,
         principal,
         model=body.model,

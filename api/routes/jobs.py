@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
         **problem_responses(403, 404, 409),
     },
 )
-def create_job(
+async def create_job(
     body: JobSubmit,
     services: ServicesDep,
     principal: PrincipalDep,
@@ -53,7 +53,7 @@ def create_job(
     With `Idempotency-Key`, a repeat of an equal body within 24 h answers 200 with the
     first job as it is now; a different body under the same key answers 409.
     """
-    done = submit_job(services, principal, body, request_id, idempotency_key)
+    done = await submit_job(services, principal, body, request_id, idempotency_key)
     if isinstance(done, JSONResponse):
         return done  # the job the key bound, or 409
     response.headers["Location"] = f"/v1/jobs/{done.ids[0]}"
@@ -72,11 +72,11 @@ def create_job(
     response_model=BulkCreated,
     responses=problem_responses(404),
 )
-def create_jobs(
+async def create_jobs(
     body: BulkSubmit, services: ServicesDep, principal: PrincipalDep, request_id: RequestIdDep
 ) -> BulkCreated:
     """Queue many jobs of one model version; every item is validated before any is queued."""
-    done = submit_bulk(services, principal, body, request_id)
+    done = await submit_bulk(services, principal, body, request_id)
     return BulkCreated(ids=done.ids)
 
 

@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import Webhook
 
 from inferfleet.errors import FieldError
-from inferfleet.jobs.webhooktargets import Refusal, Resolver, bounded_resolver, check_url
+from inferfleet.jobs.webhooktargets import (
+    Refusal,
+    Resolver,
+    bounded_resolver,
+    check_url,
+    host_to_resolve,
+    resolve_within,
+)
 from inferfleet.settings import Settings
 
 
@@ -58,5 +65,17 @@ def url_problem(url: str, allowlist: Sequence[str], resolver: Resolver | None = 
 def refused_url(url: str, settings: Settings) -> FieldError | None:
     """The error of a webhook URL a client names (`webhook.url`, `url_refused`) when the
     safety check refuses it, with the configured allowlist and bounded DNS; else None."""
-    problem = url_problem(url, settings.webhook_allowlist, dns(settings))
+    return _refusal(url, url_problem(url, settings.webhook_allowlist, dns(settings)))
+
+
+async def refused_webhook(url: str, settings: Settings) -> FieldError | None:
+    """`refused_url` for the event loop: the host's look-up runs on the resolver's own
+    threads and is awaited at most `INFERFLEET_WEBHOOK_DNS_TIMEOUT_S`; a name with no
+    answer by then is accepted, as `refused_url` accepts it."""
+    host = host_to_resolve(url)
+    found = [] if host is None else await resolve_within(host, settings.webhook_dns_timeout_s)
+    return _refusal(url, url_problem(url, settings.webhook_allowlist, lambda _: found))
+
+
+def _refusal(url: str, problem: str | None) -> FieldError | None:
     return None if problem is None else FieldError(("webhook", "url"), problem, "url_refused", url)

@@ -17,13 +17,15 @@ inside a network, the following are refused too:
 `check_url` resolves a host once and checks every address; the dispatcher then connects
 only to the addresses that were checked, so a name answering differently on a second
 look-up (DNS rebinding) never reaches the second answer. At submit the look-up waits at
-most `INFERFLEET_WEBHOOK_DNS_TIMEOUT_S` (`bounded_resolver`), so a slow DNS server holds
-no request thread for long. The allowlist (`INFERFLEET_WEBHOOK_ALLOWLIST`:
-names, addresses, CIDR blocks) admits what the rule refuses.
+most `INFERFLEET_WEBHOOK_DNS_TIMEOUT_S` (`bounded_resolver`, or `resolve_within` on the
+event loop), so a slow DNS server holds no request for long. The allowlist
+(`INFERFLEET_WEBHOOK_ALLOWLIST`: names, addresses, CIDR blocks) admits what the rule
+refuses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
@@ -111,6 +113,30 @@ def bounded_resolver(timeout_s: float) -> Resolver:
             return []
 
     return resolve
+
+
+async def resolve_within(host: str, timeout_s: float) -> list[str]:
+    """`bounded_resolver` for the event loop: the look-up runs on the same small pool,
+    and the caller awaits it at most `timeout_s` (empty after) without holding a thread."""
+    lookup = asyncio.get_running_loop().run_in_executor(_lookups(), system_resolve, host)
+    try:
+        return await asyncio.wait_for(lookup, timeout_s)
+    except TimeoutError:
+        return []
+
+
+def host_to_resolve(url: str) -> str | None:
+    """The name `check_url` would ask its resolver about, or None when it asks nothing
+    (a literal address, or a URL refused before any look-up)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
 
 
 @dataclass(frozen=True)

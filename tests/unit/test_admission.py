@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from kafka.errors import KafkaConnectionError
 
@@ -58,10 +60,14 @@ def admission(measure: Measure, clock: Clock, metrics: ApiMetrics, max_lag: int 
     return Admission(settings, measure, metrics, clock=clock)
 
 
+def admit(gate: Admission, model: str) -> None:
+    asyncio.run(gate.admit(model))
+
+
 def test_a_topic_within_the_limit_is_admitted() -> None:
     measure = Measure(lag=100)
 
-    admission(measure, Clock(), ApiMetrics()).admit("fraud")
+    admit(admission(measure, Clock(), ApiMetrics()), "fraud")
 
     assert measure.calls == ["inferfleet.jobs.fraud.interactive"]
 
@@ -70,7 +76,7 @@ def test_a_topic_past_the_limit_is_refused_with_429_naming_model_and_lag() -> No
     metrics = ApiMetrics()
 
     with pytest.raises(ProblemError) as caught:
-        admission(Measure(lag=101), Clock(), metrics).admit("fraud")
+        admit(admission(Measure(lag=101), Clock(), metrics), "fraud")
 
     problem = caught.value
     assert problem.status == 429
@@ -88,12 +94,12 @@ def test_the_lag_is_measured_once_per_topic_per_check_interval() -> None:
     gate = admission(measure, clock, ApiMetrics())
 
     for _ in range(3):
-        gate.admit("fraud")
-    gate.admit("other")
+        admit(gate, "fraud")
+    admit(gate, "other")
     clock.now += 1.9
-    gate.admit("fraud")
+    admit(gate, "fraud")
     clock.now += 0.1
-    gate.admit("fraud")
+    admit(gate, "fraud")
 
     assert measure.calls == [
         "inferfleet.jobs.fraud.interactive",
@@ -107,12 +113,12 @@ def test_a_cached_lag_refuses_until_it_is_measured_again() -> None:
     gate = admission(measure, clock, ApiMetrics())
 
     with pytest.raises(ProblemError):
-        gate.admit("fraud")
+        admit(gate, "fraud")
     measure.lag = 0
     with pytest.raises(ProblemError):
-        gate.admit("fraud")
+        admit(gate, "fraud")
     clock.now += 2.0
-    gate.admit("fraud")
+    admit(gate, "fraud")
 
 
 def test_jobs_are_admitted_when_kafka_cannot_be_asked_and_it_is_not_asked_again_at_once(
@@ -122,8 +128,8 @@ def test_jobs_are_admitted_when_kafka_cannot_be_asked_and_it_is_not_asked_again_
     measure.down = True
     gate = admission(measure, clock, ApiMetrics())
 
-    gate.admit("fraud")
-    gate.admit("fraud")
+    admit(gate, "fraud")
+    admit(gate, "fraud")
 
     assert len(measure.calls) == 1
     assert "cannot measure the lag of inferfleet.jobs.fraud.interactive" in caplog.text
@@ -133,6 +139,18 @@ def test_jobs_are_admitted_when_kafka_cannot_be_asked_and_it_is_not_asked_again_
 def test_a_max_lag_of_0_turns_admission_off() -> None:
     measure = Measure(lag=10**9)
 
-    admission(measure, Clock(), ApiMetrics(), max_lag=0).admit("fraud")
+    admit(admission(measure, Clock(), ApiMetrics(), max_lag=0), "fraud")
 
     assert measure.calls == []
+
+
+def test_requests_that_miss_the_cache_together_wait_on_one_measurement() -> None:
+    measure = Measure(lag=5)
+    gate = admission(measure, Clock(), ApiMetrics())
+
+    async def many() -> None:
+        await asyncio.gather(*(gate.admit("fraud") for _ in range(20)))
+
+    asyncio.run(many())
+
+    assert measure.calls == ["inferfleet.jobs.fraud.interactive"]

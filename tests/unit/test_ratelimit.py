@@ -232,6 +232,7 @@ def stub_services() -> Services:
         limiter=RateLimiter(MemoryStorage(), parse("3/minute")),
         admission=cast(Any, None),
         keys=fake_keys,
+        submits=cast(Any, None),
     )
 
 

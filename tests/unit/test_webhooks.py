@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import json
@@ -12,8 +13,9 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from inferfleet.errors import FieldError
 from inferfleet.jobs import webhooktargets
-from inferfleet.jobs.webhooks import signed_headers, url_problem
+from inferfleet.jobs.webhooks import refused_webhook, signed_headers, url_problem
 from inferfleet.jobs.webhooktargets import (
     Refusal,
     Target,
@@ -21,6 +23,7 @@ from inferfleet.jobs.webhooktargets import (
     check_url,
     refused_kind,
 )
+from inferfleet.settings import load_settings
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 24).decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"o" * 24).decode()
@@ -195,5 +198,52 @@ def test_the_bounded_resolver_gives_up_after_its_wait(monkeypatch: pytest.Monkey
     monkeypatch.setattr(webhooktargets, "system_resolve", slow)
     try:
         assert bounded_resolver(0.2)("slow.example") == []
+    finally:
+        release.set()
+
+
+def test_the_event_loop_check_refuses_what_the_rule_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+
+    def resolve(host: str) -> list[str]:
+        asked.append(host)
+        return ["10.1.2.3"] if host == "internal.example" else ["93.184.216.34"]
+
+    monkeypatch.setattr(webhooktargets, "system_resolve", resolve)
+    settings = load_settings()
+
+    async def check(url: str) -> FieldError | None:
+        return await refused_webhook(url, settings)
+
+    refused = asyncio.run(check("https://internal.example/hook"))
+    assert refused is not None
+    assert (refused.loc, refused.type, refused.input) == (
+        ("webhook", "url"),
+        "url_refused",
+        "https://internal.example/hook",
+    )
+    assert asyncio.run(check("https://public.example/hook")) is None
+    assert asyncio.run(check("http://127.0.0.1:9/hook")) is not None  # a literal: no look-up
+    assert asyncio.run(check("ftp://public.example/")) is not None
+    assert asyncio.run(check("https://internal.example./hook")) is not None
+    assert asked == ["internal.example", "public.example", "internal.example"]
+
+
+def test_the_event_loop_check_accepts_a_name_with_no_answer_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As at delivery, a name without an answer within the wait is accepted at submit."""
+    release = threading.Event()
+
+    def slow(host: str) -> list[str]:
+        release.wait(10)
+        return ["10.1.2.3"]
+
+    monkeypatch.setattr(webhooktargets, "system_resolve", slow)
+    settings = load_settings(webhook_dns_timeout_s=0.2)
+    try:
+        assert asyncio.run(refused_webhook("https://slow.example/hook", settings)) is None
     finally:
         release.set()

@@ -1,0 +1,56 @@
+"""The database side of a submit group (`api.plumbing.groupcommit.GroupStore`), on the
+asyncio engine: one transaction per step, whatever the number of submissions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.plumbing.groupcommit import Submission
+from api.plumbing.idempotency import Binding, bind_all, unbind_all
+from api.plumbing.store import fail_unqueued, insert_jobs
+from inferfleet.jobs.produced import mark_produced
+
+
+def _bindings(group: Sequence[Submission]) -> list[tuple[int, Binding, str]]:
+    """(index, binding, first job ID) of each submission of `group` with a key."""
+    return [(i, s.binding, s.rows[0]["id"]) for i, s in enumerate(group) if s.binding is not None]
+
+
+def insert_group(conn: Connection, group: Sequence[Submission]) -> set[int]:
+    """`GroupStore.insert` in the caller's transaction: keys first, then the rows of the
+    submissions whose key was bound (or who have none)."""
+    keyed = _bindings(group)
+    bound = bind_all(conn, [(binding, job_id) for _, binding, job_id in keyed])
+    taken = {i for i, b, _ in keyed if (b.tenant, b.key) not in bound}
+    rows = [row for i, s in enumerate(group) if i not in taken for row in s.rows]
+    if rows:
+        insert_jobs(conn, rows)
+    return taken
+
+
+def unqueue_group(conn: Connection, failed: Sequence[Submission], message: str) -> None:
+    """`GroupStore.unqueued` in the caller's transaction."""
+    fail_unqueued(conn, [i for s in failed for i in s.ids], message)
+    unbind_all(conn, [(binding, job_id) for _, binding, job_id in _bindings(failed)])
+
+
+class SubmitRows:
+    """`GroupStore` over the API's asyncio engine."""
+
+    def __init__(self, db: AsyncEngine) -> None:
+        self._db = db
+
+    async def insert(self, group: Sequence[Submission]) -> set[int]:
+        async with self._db.begin() as conn:
+            return await conn.run_sync(insert_group, group)
+
+    async def produced(self, ids: Sequence[str]) -> None:
+        async with self._db.begin() as conn:
+            await conn.run_sync(mark_produced, ids)
+
+    async def unqueued(self, failed: Sequence[Submission], message: str) -> None:
+        async with self._db.begin() as conn:
+            await conn.run_sync(unqueue_group, failed, message)
