@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.exc import OperationalError
-from starlette.concurrency import run_in_threadpool
 
 from api.plumbing import problems
 from api.plumbing.admission import Admission, KafkaBacklog
@@ -27,10 +26,13 @@ from api.plumbing.middleware import (
     BodySlots,
     RequestIdMiddleware,
 )
+from api.plumbing.notices import listener_for
 from api.plumbing.openapi import documented_openapi
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
 from api.plumbing.readiness import Readiness
+from api.plumbing.versions import version_cache
+from api.plumbing.waiters import JobWaiters
 from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
 from inferfleet.clients.db import make_async_engine, make_engine
 from inferfleet.clients.objectstore import make_s3_client
@@ -46,6 +48,10 @@ Every `/v1` route needs `Authorization: Bearer <api key>`. Errors are
 client's, if it sent a well-formed one, else a new id; worker log lines about the
 job carry the same id as `request_id=`.
 """
+
+# How long startup waits for the notification listener before serving without it (its
+# caches then hold entries for `cache_max_age_s` at most until it connects).
+LISTENER_START_S = 5.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,6 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics = ApiMetrics()
         metrics.watch_outbox(engine)
         backlog = KafkaBacklog(settings)
+        keys = KeyLookup(
+            db,
+            settings.cache_max_age_s,
+            settings.unknown_key_cache_s,
+            settings.unknown_key_cache_size,
+        )
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -73,21 +85,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s3=make_s3_client(settings),
             limiter=RateLimiter(redis_storage(settings.redis_url), rate, metrics=metrics),
             admission=Admission(settings, backlog, metrics),
-            keys=KeyLookup(engine, settings.unknown_key_cache_s, settings.unknown_key_cache_size),
+            keys=keys,
+            versions=version_cache(settings.cache_max_age_s),
+            waiters=JobWaiters(db),
         )
+        listener = listener_for(app.state.services, keys)
+        background = [
+            asyncio.create_task(listener.run(), name="notifications"),
+            asyncio.create_task(app.state.services.waiters.run(), name="waiters"),
+        ]
+        app.state.listener_task = background[0]
+        with suppress(TimeoutError):
+            await asyncio.wait_for(listener.wait_connected(), LISTENER_START_S)
         readiness = Readiness(
             {"postgres": lambda: health.postgres_check(engine), "kafka": queue.ready},
             settings.readiness_interval_s,
         )
         app.state.readiness = readiness
         await readiness.check()
-        checking = asyncio.create_task(readiness.run(), name="readiness")
+        background.append(asyncio.create_task(readiness.run(), name="readiness"))
         try:
             yield
         finally:
-            checking.cancel()
-            with suppress(asyncio.CancelledError):
-                await checking
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             readiness.close()
             backlog.close()
             queue.close()
@@ -131,8 +154,6 @@ async def authenticate(request: Request) -> Principal:
     api.plumbing.deps); ProblemError: 401, or 503 while the database does not answer."""
     services: Services = request.app.state.services
     try:
-        return await run_in_threadpool(
-            principal_for, services.keys, request.headers.get("authorization")
-        )
+        return await principal_for(services.keys, request.headers.get("authorization"))
     except OperationalError as e:
         raise problems.database_unavailable(services.settings.retry_after_s) from e

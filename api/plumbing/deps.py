@@ -14,7 +14,7 @@ order: auth (401/403), body size (413), rate limit (429). FastAPI validates the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -28,14 +28,17 @@ from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
 from api.plumbing.problems import ProblemError
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter
+from api.plumbing.waiters import JobWaiters
+from inferfleet.caching import ChangeCache
 from inferfleet.clients.objectstore import presigner
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.jobs.view import Presigner
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
 from inferfleet.tenants.keys import KeyRecord
 
 # The live record of a key, or None: `inferfleet.tenants.keys.KeyLookup` in the app.
-KeyResolver = Callable[[str], KeyRecord | None]
+KeyResolver = Callable[[str], Awaitable[KeyRecord | None]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Services:
     limiter: RateLimiter
     admission: Admission
     keys: KeyResolver
+    # alias/number -> version (`api.plumbing.versions`); the long-polls' futures.
+    versions: ChangeCache[tuple[str, str], ModelVersion]
+    waiters: JobWaiters
 
     def presigner(self) -> Presigner:
         """Presigned GET URLs for the `s3://` URIs an answer names (outputs, results)."""
@@ -84,11 +90,8 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
-    """The caller named by an `Authorization` header; ProblemError (401) otherwise.
-
-    The one rule for keys: the middleware and the dependency below both use it.
-    """
+def bearer_key(authorization: str | None) -> str:
+    """The key an `Authorization` header sends; ProblemError (401) otherwise."""
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ProblemError(
@@ -97,7 +100,16 @@ def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    record = resolve(key.strip())
+    return key.strip()
+
+
+async def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
+    """The caller named by an `Authorization` header; ProblemError (401) otherwise.
+
+    The one rule for keys: the middleware and the dependency below both use it. A key
+    the resolver remembers is answered without waiting on anything.
+    """
+    record = await resolve(bearer_key(authorization))
     if record is None:
         raise ProblemError(
             401,
@@ -108,7 +120,7 @@ def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
     return Principal(tenant=record.tenant, scope=record.scope, key_id=record.id)
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     services: ServicesDep,
     authorization: Annotated[str | None, Header()] = None,
@@ -116,7 +128,7 @@ def get_principal(
     resolved = getattr(request.state, PRINCIPAL, None)
     if isinstance(resolved, Principal):
         return resolved
-    return principal_for(services.keys, authorization)
+    return await principal_for(services.keys, authorization)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

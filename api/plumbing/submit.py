@@ -39,7 +39,7 @@ from inferfleet.jobs.view import job_view
 from inferfleet.jobs.webhooks import refused_url
 from inferfleet.jsondepth import MAX_DEPTH
 from inferfleet.models import registry
-from inferfleet.models.validation import validate_instance, validator_for
+from inferfleet.models.validation import request_validator, validate_instance
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def submit(
         version = registry.resolve(conn, model, version_ref)
     # Only a model that exists is admitted by its lag: a made-up name never reaches Kafka.
     services.admission.admit(version.name)
-    validator = validator_for(version.request_schema)
+    validator = request_validator(version)
     errors: list[FieldError] = []
     for item in items:
         if item.inputs is None:

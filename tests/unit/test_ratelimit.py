@@ -28,6 +28,7 @@ from api.plumbing.deps import (
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.plumbing.ratelimit import FALLBACK_S, RateLimiter, parse_rate, retry_after
+from inferfleet.caching import ChangeCache
 from inferfleet.errors import ConfigError
 from inferfleet.settings import load_settings
 from inferfleet.tenants.keys import KeyRecord, Scope
@@ -204,7 +205,7 @@ def fake_principal(authorization: Annotated[str | None, Header()] = None) -> Pri
     return Principal(tenant="t", scope="admin" if key == "admin" else "jobs", key_id=key)
 
 
-def fake_keys(key: str) -> KeyRecord | None:
+async def fake_keys(key: str) -> KeyRecord | None:
     """The same keys as `fake_principal`, as the app's key lookup sees them."""
     if key not in ("jobs-a", "jobs-b", "admin"):
         return None
@@ -226,6 +227,8 @@ def stub_services() -> Services:
         limiter=RateLimiter(MemoryStorage(), parse("3/minute")),
         admission=cast(Any, None),
         keys=fake_keys,
+        versions=ChangeCache(0, 1),
+        waiters=cast(Any, None),
     )
 
 
