@@ -14,9 +14,9 @@ order: auth (401/403), body size (413), rate limit (429). FastAPI validates the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
@@ -37,8 +37,14 @@ from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
 from inferfleet.tenants.keys import KeyRecord
 
-# The live record of a key, or None: `inferfleet.tenants.keys.KeyLookup` in the app.
-KeyResolver = Callable[[str], Awaitable[KeyRecord | None]]
+
+class KeyResolver(Protocol):
+    """The live record of a key, or None: `inferfleet.tenants.keys.KeyLookup` in the app."""
+
+    def __call__(self, key: str) -> Awaitable[KeyRecord | None]: ...
+
+    def clear(self) -> None:
+        """Forget what is remembered: keys were made or revoked."""
 
 
 @dataclass(frozen=True)

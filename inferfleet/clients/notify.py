@@ -121,12 +121,14 @@ class Listener:
         *,
         retry_min_s: float = 0.2,
         retry_max_s: float = 5.0,
+        application_name: str = "inferfleet notifications",
     ) -> None:
         self._url = libpq_url(database_url)
         self._handlers = dict(handlers)
         self._on_connect = on_connect
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
+        self._application_name = application_name
         self._connected = asyncio.Event()
         self.connects = 0
 
@@ -161,7 +163,11 @@ class Listener:
 
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, keepalives_idle=10, keepalives_interval=5
+            self._url,
+            autocommit=True,
+            application_name=self._application_name,
+            keepalives_idle=10,
+            keepalives_interval=5,
         )
         async with conn:
             for channel in self._handlers:

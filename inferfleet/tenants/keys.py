@@ -122,7 +122,7 @@ class KeyLookup:
     not exist when it was tried was guessed (and the miss is forgotten after
     `unknown_ttl_s` anyway).
 
-    Used from one event loop: an answer from memory never waits.
+    An answer from memory never waits on I/O; `clear()` may be called from any thread.
     """
 
     def __init__(

@@ -205,12 +205,19 @@ def fake_principal(authorization: Annotated[str | None, Header()] = None) -> Pri
     return Principal(tenant="t", scope="admin" if key == "admin" else "jobs", key_id=key)
 
 
-async def fake_keys(key: str) -> KeyRecord | None:
+class FakeKeys:
     """The same keys as `fake_principal`, as the app's key lookup sees them."""
-    if key not in ("jobs-a", "jobs-b", "admin"):
-        return None
-    scope: Scope = "admin" if key == "admin" else "jobs"
-    return KeyRecord(id=key, tenant="t", scope=scope, created_at=datetime.now(UTC), revoked_at=None)
+
+    async def __call__(self, key: str) -> KeyRecord | None:
+        if key not in ("jobs-a", "jobs-b", "admin"):
+            return None
+        scope: Scope = "admin" if key == "admin" else "jobs"
+        return KeyRecord(
+            id=key, tenant="t", scope=scope, created_at=datetime.now(UTC), revoked_at=None
+        )
+
+    def clear(self) -> None:
+        pass
 
 
 LIMIT = 100
@@ -226,7 +233,7 @@ def stub_services() -> Services:
         s3=None,
         limiter=RateLimiter(MemoryStorage(), parse("3/minute")),
         admission=cast(Any, None),
-        keys=fake_keys,
+        keys=FakeKeys(),
         versions=ChangeCache(0, 1),
         waiters=cast(Any, None),
     )
