@@ -34,7 +34,7 @@ from api.plumbing.readiness import Readiness
 from api.plumbing.versions import version_cache
 from api.plumbing.waiters import JobWaiters
 from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
-from inferfleet.clients.db import make_async_engine, make_engine
+from inferfleet.clients.db import autocommit, make_async_engine, make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
 from inferfleet.tenants.keys import KeyLookup
@@ -66,12 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings, pool_size=5)
         db = make_async_engine(settings)
+        reads = autocommit(db)
         queue = JobQueue(settings)
         metrics = ApiMetrics()
         metrics.watch_outbox(engine)
         backlog = KafkaBacklog(settings)
         keys = KeyLookup(
-            db,
+            reads,
             settings.cache_max_age_s,
             settings.unknown_key_cache_s,
             settings.unknown_key_cache_size,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             engine=engine,
             db=db,
+            reads=reads,
             queue=queue,
             metrics=metrics,
             s3=make_s3_client(settings),
@@ -87,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             admission=Admission(settings, backlog, metrics),
             keys=keys,
             versions=version_cache(settings.cache_max_age_s),
-            waiters=JobWaiters(db),
+            waiters=JobWaiters(reads),
         )
         listener = listener_for(app.state.services, keys)
         background = [

@@ -51,13 +51,15 @@ class KeyResolver(Protocol):
 class Services:
     """The API's connections to the outside world, made once per app.
 
-    `db` is the asyncio engine of the hot routes (submit, read, wait); `engine` the
-    blocking one of the routes that run in the threadpool.
+    `db` is the asyncio engine of the hot routes (submit, read, wait), and `reads` the
+    same in autocommit, for single statements in one round trip (`clients.db.autocommit`);
+    `engine` the blocking one of the routes that run in the threadpool.
     """
 
     settings: Settings
     engine: Engine
     db: AsyncEngine
+    reads: AsyncEngine
     queue: JobQueue
     metrics: ApiMetrics
     s3: Any

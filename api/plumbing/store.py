@@ -158,14 +158,14 @@ async def wait_for_job(
     """
     hold = min(wait, MAX_WAIT_S)
     with services.waiters.watch(job_id) as woken:
-        row = await read_job(services.db, principal.reads, job_id)
+        row = await read_job(services.reads, principal.reads, job_id)
         if row is None:
             raise ProblemError(404, "Not Found", f"no job {job_id!r}")
         if row.status not in TERMINAL_STATUSES and hold > 0:
             try:
                 row = await asyncio.wait_for(woken, hold)
             except TimeoutError:
-                row = await read_job(services.db, principal.reads, job_id)
+                row = await read_job(services.reads, principal.reads, job_id)
                 if row is None:
                     raise ProblemError(404, "Not Found", f"no job {job_id!r}") from None
     return job_view(row, services.presigner())

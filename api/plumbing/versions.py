@@ -28,7 +28,7 @@ async def resolve_version(services: Services, model: str, ref: str) -> ModelVers
     if found is not None:
         return found
     token = cache.token()
-    async with services.db.connect() as conn:
+    async with services.reads.connect() as conn:
         version = await conn.run_sync(lambda sync: resolve(sync, model, ref))
     cache.put((model, ref), version, token)
     return version

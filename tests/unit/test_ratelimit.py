@@ -228,6 +228,7 @@ def stub_services() -> Services:
         settings=load_settings(),
         engine=cast(Any, None),
         db=cast(Any, None),
+        reads=cast(Any, None),
         queue=cast(Any, None),
         metrics=ApiMetrics(),
         s3=None,
