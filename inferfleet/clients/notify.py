@@ -40,10 +40,10 @@ log = logging.getLogger(__name__)
 KEYS = "inferfleet_keys"
 MODELS = "inferfleet_models"
 JOBS_ENDED = "inferfleet_jobs_ended"
-CHANNELS = (KEYS, MODELS, JOBS_ENDED)
 
 _TERMINAL = ", ".join(f"'{status}'" for status in TERMINAL_STATUSES)
 
+# Installed by migration 0008; a change here needs a migration that installs it again.
 # One statement-level trigger per table and event: a few microseconds per statement, not
 # per row. The jobs trigger reads the statement's new rows (a transition table) so that
 # the worker's claims (`running`) and the submit path's `produced_at` updates send nothing.
