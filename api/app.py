@@ -49,10 +49,6 @@ client's, if it sent a well-formed one, else a new id; worker log lines about th
 job carry the same id as `request_id=`.
 """
 
-# How long startup waits for the notification listener before serving without it (its
-# caches then hold entries for `cache_max_age_s` at most until it connects).
-LISTENER_START_S = 5.0
-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; connections open in the lifespan and close with it.
@@ -96,9 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(listener.run(), name="notifications"),
             asyncio.create_task(app.state.services.waiters.run(), name="waiters"),
         ]
+        # Serving starts without waiting for the listener: when it connects it clears
+        # what was cached and checks the waiters, so nothing announced before is missed.
         app.state.listener_task = background[0]
-        with suppress(TimeoutError):
-            await asyncio.wait_for(listener.wait_connected(), LISTENER_START_S)
         readiness = Readiness(
             {"postgres": lambda: health.postgres_check(engine), "kafka": queue.ready},
             settings.readiness_interval_s,

@@ -37,6 +37,9 @@ from inferfleet.tables import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
+# A listener whose Postgres accepts the connection and never answers tries again after this.
+CONNECT_TIMEOUT_S = 10
+
 KEYS = "inferfleet_keys"
 MODELS = "inferfleet_models"
 JOBS_ENDED = "inferfleet_jobs_ended"
@@ -166,6 +169,7 @@ class Listener:
             self._url,
             autocommit=True,
             application_name=self._application_name,
+            connect_timeout=CONNECT_TIMEOUT_S,
             keepalives_idle=10,
             keepalives_interval=5,
         )

@@ -9,6 +9,7 @@ import sys
 import uuid
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from inferfleet.settings import Settings
@@ -161,3 +162,17 @@ def revoke(engine: Engine, key: str) -> None:
         record = keys.authenticate(conn, key)
         assert record is not None
         keys.revoke(conn, record.id)
+
+
+def test_a_key_not_remembered_answers_503_while_postgres_is_down(
+    settings: Settings, engine: Engine
+) -> None:
+    key = make_key(engine, f"t-{uuid.uuid4().hex[:8]}", "jobs")
+    # Port 1 on loopback: nothing listens, every connection is refused at once.
+    down = SecretStr("postgresql+psycopg://inferfleet:inferfleet@127.0.0.1:1/inferfleet_test")
+    with served(settings, database_url=down) as (_, url):
+        answer = httpx.get(f"{url}/v1/jobs/job_x", headers=bearer(key), timeout=30)
+
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == str(settings.retry_after_s)
+    assert answer.headers["content-type"] == "application/problem+json"
