@@ -30,6 +30,7 @@ from api.plumbing.notices import listener_for
 from api.plumbing.openapi import documented_openapi
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
+from api.plumbing.reader import JobReader
 from api.plumbing.readiness import Readiness
 from api.plumbing.versions import version_cache
 from api.plumbing.waiters import JobWaiters
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             admission=Admission(settings, backlog, metrics),
             keys=keys,
             versions=version_cache(settings.cache_max_age_s),
+            jobs=JobReader(reads),
             waiters=JobWaiters(reads),
         )
         listener = listener_for(app.state.services, keys)

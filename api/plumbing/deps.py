@@ -28,6 +28,7 @@ from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
 from api.plumbing.problems import ProblemError
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter
+from api.plumbing.reader import JobReader
 from api.plumbing.waiters import JobWaiters
 from inferfleet.caching import ChangeCache
 from inferfleet.clients.objectstore import presigner
@@ -66,8 +67,10 @@ class Services:
     limiter: RateLimiter
     admission: Admission
     keys: KeyResolver
-    # alias/number -> version (`api.plumbing.versions`); the long-polls' futures.
+    # alias/number -> version (`api.plumbing.versions`); coalesced job reads; the
+    # long-polls' futures.
     versions: ChangeCache[tuple[str, str], ModelVersion]
+    jobs: JobReader
     waiters: JobWaiters
 
     def presigner(self) -> Presigner:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.plumbing.deps import Principal, Services
 from api.plumbing.paging import newest_first
@@ -141,31 +140,26 @@ def cancel(services: Services, principal: Principal, job_id: str) -> JobView:
     return job_view(row, services.presigner())
 
 
-async def read_job(db: AsyncEngine, tenant: str | None, job_id: str) -> Any | None:
-    """`get_job` on the asyncio engine: one indexed query, no thread."""
-    async with db.connect() as conn:
-        return (await conn.execute(_job(tenant, job_id))).one_or_none()
-
-
 async def wait_for_job(
     services: Services, principal: Principal, job_id: str, wait: float
 ) -> JobView:
     """The job as it is now; with `wait`, held until it is terminal or `wait` seconds
     (at most MAX_WAIT_S) pass. 404 for a job the caller cannot see.
 
-    A waiting request costs Postgres one read when it starts, and one more only if
-    nothing woke it by its deadline (`api.plumbing.waiters`).
+    Reads are coalesced with the other requests' (`api.plumbing.reader`). A waiting
+    request costs Postgres one read when it starts, and one more only if nothing woke it
+    by its deadline (`api.plumbing.waiters`).
     """
     hold = min(wait, MAX_WAIT_S)
     with services.waiters.watch(job_id) as woken:
-        row = await read_job(services.reads, principal.reads, job_id)
+        row = await services.jobs.read(principal.reads, job_id)
         if row is None:
             raise ProblemError(404, "Not Found", f"no job {job_id!r}")
         if row.status not in TERMINAL_STATUSES and hold > 0:
             try:
                 row = await asyncio.wait_for(woken, hold)
             except TimeoutError:
-                row = await read_job(services.reads, principal.reads, job_id)
+                row = await services.jobs.read(principal.reads, job_id)
                 if row is None:
                     raise ProblemError(404, "Not Found", f"no job {job_id!r}") from None
     return job_view(row, services.presigner())

@@ -236,6 +236,7 @@ def stub_services() -> Services:
         admission=cast(Any, None),
         keys=FakeKeys(),
         versions=ChangeCache(0, 1),
+        jobs=cast(Any, None),
         waiters=cast(Any, None),
     )
 
