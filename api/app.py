@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.exc import OperationalError
-from starlette.concurrency import run_in_threadpool
 
 from api.plumbing import problems
 from api.plumbing.admission import Admission, KafkaBacklog
@@ -27,13 +26,17 @@ from api.plumbing.middleware import (
     BodySlots,
     RequestIdMiddleware,
 )
+from api.plumbing.notices import listener_for
 from api.plumbing.openapi import documented_openapi
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
+from api.plumbing.reader import JobReader
 from api.plumbing.readiness import Readiness
 from api.plumbing.submit import submit_committer
+from api.plumbing.versions import version_cache
+from api.plumbing.waiters import JobWaiters
 from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
-from inferfleet.clients.db import make_async_engine, make_engine
+from inferfleet.clients.db import autocommit, make_async_engine, make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
 from inferfleet.tenants.keys import KeyLookup
@@ -61,35 +64,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings, pool_size=5)
         db = make_async_engine(settings)
+        reads = autocommit(db)
         queue = JobQueue(settings)
         metrics = ApiMetrics(multiprocess_dir())
         metrics.watch_outbox(engine)
         backlog = KafkaBacklog(settings)
+        keys = KeyLookup(
+            reads,
+            settings.cache_max_age_s,
+            settings.unknown_key_cache_s,
+            settings.unknown_key_cache_size,
+        )
         app.state.services = Services(
             settings=settings,
             engine=engine,
             db=db,
+            reads=reads,
             queue=queue,
             metrics=metrics,
             s3=make_s3_client(settings),
             limiter=RateLimiter(redis_storage(settings.redis_url), rate, metrics=metrics),
             admission=Admission(settings, backlog, metrics),
-            keys=KeyLookup(engine, settings.unknown_key_cache_s, settings.unknown_key_cache_size),
+            keys=keys,
             submits=submit_committer(settings, db, queue, metrics),
+            versions=version_cache(settings.cache_max_age_s),
+            jobs=JobReader(reads),
+            waiters=JobWaiters(reads),
         )
+        listener = listener_for(app.state.services, keys)
+        background = [
+            asyncio.create_task(listener.run(), name="notifications"),
+            asyncio.create_task(app.state.services.waiters.run(), name="waiters"),
+        ]
+        # Serving starts without waiting for the listener: when it connects it clears
+        # what was cached and checks the waiters, so nothing announced before is missed.
+        app.state.listener_task = background[0]
         readiness = Readiness(
             {"postgres": lambda: health.postgres_check(engine), "kafka": queue.ready},
             settings.readiness_interval_s,
         )
         app.state.readiness = readiness
         await readiness.check()
-        checking = asyncio.create_task(readiness.run(), name="readiness")
+        background.append(asyncio.create_task(readiness.run(), name="readiness"))
         try:
             yield
         finally:
-            checking.cancel()
-            with suppress(asyncio.CancelledError):
-                await checking
+            for task in background:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             readiness.close()
             await app.state.services.submits.close()
             backlog.close()
@@ -135,8 +158,6 @@ async def authenticate(request: Request) -> Principal:
     api.plumbing.deps); ProblemError: 401, or 503 while the database does not answer."""
     services: Services = request.app.state.services
     try:
-        return await run_in_threadpool(
-            principal_for, services.keys, request.headers.get("authorization")
-        )
+        return await principal_for(services.keys, request.headers.get("authorization"))
     except OperationalError as e:
         raise problems.database_unavailable(services.settings.retry_after_s) from e

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
     submit_window_ms: float = Field(default=2.0, ge=0)
     submit_max_jobs: int = Field(default=500, ge=1)
 
+    # API caches: key -> caller and alias -> version are dropped when Postgres announces a
+    # change (`inferfleet.clients.notify`); an entry older than this is asked again anyway,
+    # the bound while the notification listener is down (0 = no caching).
+    cache_max_age_s: float = Field(default=5.0, ge=0)
+
 
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.

@@ -55,7 +55,7 @@ from inferfleet.errors import FieldError, NotFoundError
 from inferfleet.jobs.outbox import add_batch_event
 from inferfleet.models import registry
 from inferfleet.models.registry import ModelVersion
-from inferfleet.models.validation import validator_for
+from inferfleet.models.validation import request_validator
 from inferfleet.settings import Settings
 from inferfleet.tables import batches
 from scheduler.batchfiles import (
@@ -215,7 +215,7 @@ class Ingest:
 
     def validate(self, fmt: Format, version: ModelVersion, spool: IO[bytes]) -> Report:
         """Pass 1: every line checked; valid ones spooled as `[line, custom_id, inputs]`."""
-        validator = validator_for(version.request_schema)
+        validator = request_validator(version)
         keep = self.settings.batch_max_invalid_lines
         report = Report()
         for line in self.lines(fmt, version):

@@ -20,14 +20,13 @@ its threadpool, a thread hop per dependency per request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.concurrency import run_in_threadpool
 
 from api.plumbing.admission import Admission
 from api.plumbing.groupcommit import GroupCommitter
@@ -36,27 +35,39 @@ from api.plumbing.middleware import BODY_BUSY, BODY_REFUSED, EXCEEDED, PRINCIPAL
 from api.plumbing.problems import ProblemError
 from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter
+from api.plumbing.reader import JobReader
+from api.plumbing.waiters import JobWaiters
+from inferfleet.caching import ChangeCache
 from inferfleet.clients.objectstore import presigner
 from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.jobs.view import Presigner
+from inferfleet.models.registry import ModelVersion
 from inferfleet.settings import Settings
 from inferfleet.tenants.keys import KeyRecord
 
-# The live record of a key, or None: `inferfleet.tenants.keys.KeyLookup` in the app.
-KeyResolver = Callable[[str], KeyRecord | None]
+
+class KeyResolver(Protocol):
+    """The live record of a key, or None: `inferfleet.tenants.keys.KeyLookup` in the app."""
+
+    def __call__(self, key: str) -> Awaitable[KeyRecord | None]: ...
+
+    def clear(self) -> None:
+        """Forget what is remembered: keys were made or revoked."""
 
 
 @dataclass(frozen=True)
 class Services:
     """The API's connections to the outside world, made once per app.
 
-    `db` is the asyncio engine of the hot routes (submit, read, wait); `engine` the
-    blocking one of the routes that run in the threadpool.
+    `db` is the asyncio engine of the hot routes (submit, read, wait), and `reads` the
+    same in autocommit, for single statements in one round trip (`clients.db.autocommit`);
+    `engine` the blocking one of the routes that run in the threadpool.
     """
 
     settings: Settings
     engine: Engine
     db: AsyncEngine
+    reads: AsyncEngine
     queue: JobQueue
     metrics: ApiMetrics
     s3: Any
@@ -64,6 +75,11 @@ class Services:
     admission: Admission
     keys: KeyResolver
     submits: GroupCommitter  # the group commit every submit joins
+    # alias/number -> version (`api.plumbing.versions`); coalesced job reads; the
+    # long-polls' futures.
+    versions: ChangeCache[tuple[str, str], ModelVersion]
+    jobs: JobReader
+    waiters: JobWaiters
 
     def presigner(self) -> Presigner:
         """Presigned GET URLs for the `s3://` URIs an answer names (outputs, results)."""
@@ -93,11 +109,8 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
-    """The caller named by an `Authorization` header; ProblemError (401) otherwise.
-
-    The one rule for keys: the middleware and the dependency below both use it.
-    """
+def bearer_key(authorization: str | None) -> str:
+    """The key an `Authorization` header sends; ProblemError (401) otherwise."""
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ProblemError(
@@ -106,7 +119,16 @@ def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    record = resolve(key.strip())
+    return key.strip()
+
+
+async def principal_for(resolve: KeyResolver, authorization: str | None) -> Principal:
+    """The caller named by an `Authorization` header; ProblemError (401) otherwise.
+
+    The one rule for keys: the middleware and the dependency below both use it. A key
+    the resolver remembers is answered without waiting on anything.
+    """
+    record = await resolve(bearer_key(authorization))
     if record is None:
         raise ProblemError(
             401,
@@ -125,7 +147,7 @@ async def get_principal(
     resolved = getattr(request.state, PRINCIPAL, None)
     if isinstance(resolved, Principal):
         return resolved
-    return await run_in_threadpool(principal_for, services.keys, authorization)
+    return await principal_for(services.keys, authorization)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

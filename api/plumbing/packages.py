@@ -27,6 +27,9 @@ def register(services: Services, name: str, body: RegisterVersion) -> ModelVersi
             # A URI that S3 cannot address (a malformed bucket name, say) names no package.
             error = FieldError(("package_uri",), f"cannot be read: {e}", "s3_uri", body.package_uri)
             raise InvalidInputError([error]) from e
-        return publish(
+        version = publish(
             services.settings, services.engine, services.s3, folder, name=name, alias=body.alias
         )
+    # Other processes hear of it from Postgres; this one forgets before answering.
+    services.versions.clear()
+    return version

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import Connection, Select, func, select
 
 from api.plumbing.deps import Principal, Services
 from api.plumbing.paging import newest_first
@@ -45,11 +43,13 @@ def fail_unqueued(conn: Connection, ids: Sequence[str], message: str) -> None:
     )
 
 
+def _job(tenant: str | None, job_id: str) -> Select[Any]:
+    return select(jobs).where(jobs.c.id == job_id, owned_by(jobs, tenant))
+
+
 def get_job(conn: Connection, tenant: str | None, job_id: str) -> Any | None:
     """The job row if it exists and belongs to `tenant` (None: any), else None."""
-    return conn.execute(
-        select(jobs).where(jobs.c.id == job_id, owned_by(jobs, tenant))
-    ).one_or_none()
+    return conn.execute(_job(tenant, job_id)).one_or_none()
 
 
 def list_jobs(
@@ -143,21 +143,22 @@ async def wait_for_job(
     services: Services, principal: Principal, job_id: str, wait: float
 ) -> JobView:
     """The job as it is now; with `wait`, held until it is terminal or `wait` seconds
-    (at most MAX_WAIT_S) pass. 404 for a job the caller cannot see."""
+    (at most MAX_WAIT_S) pass. 404 for a job the caller cannot see.
 
-    def load() -> JobView | None:
-        with services.engine.connect() as conn:
-            row = get_job(conn, principal.reads, job_id)
-        return job_view(row, services.presigner()) if row is not None else None
-
-    deadline = time.monotonic() + min(wait, MAX_WAIT_S)
-    pause = 0.02
-    while True:
-        view = await run_in_threadpool(load)
-        if view is None:
+    Reads are coalesced with the other requests' (`api.plumbing.reader`). A waiting
+    request costs Postgres one read when it starts, and one more only if nothing woke it
+    by its deadline (`api.plumbing.waiters`).
+    """
+    hold = min(wait, MAX_WAIT_S)
+    with services.waiters.watch(job_id) as woken:
+        row = await services.jobs.read(principal.reads, job_id)
+        if row is None:
             raise ProblemError(404, "Not Found", f"no job {job_id!r}")
-        remaining = deadline - time.monotonic()
-        if view.status in TERMINAL_STATUSES or remaining <= 0:
-            return view
-        await asyncio.sleep(min(pause, remaining))
-        pause = min(pause * 2, 0.5)
+        if row.status not in TERMINAL_STATUSES and hold > 0:
+            try:
+                row = await asyncio.wait_for(woken, hold)
+            except TimeoutError:
+                row = await services.jobs.read(principal.reads, job_id)
+                if row is None:
+                    raise ProblemError(404, "Not Found", f"no job {job_id!r}") from None
+    return job_view(row, services.presigner())

@@ -54,7 +54,7 @@ from inferfleet.jobs.view import job_view
 from inferfleet.jobs.webhooks import refused_webhook
 from inferfleet.jsondepth import MAX_DEPTH
 from inferfleet.models.registry import ModelVersion
-from inferfleet.models.validation import validate_instance, validator_for
+from inferfleet.models.validation import request_validator, validate_instance
 from inferfleet.settings import Settings
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ async def submit(
     version = await resolve_version(services, model, version_ref)
     # Only a model that exists is admitted by its lag: a made-up name never reaches Kafka.
     await services.admission.admit(version.name)
-    errors = await _off_loop(len(items), _invalid_inputs, version.request_schema, items)
+    errors = await _off_loop(len(items), _invalid_inputs, version, items)
     if webhook is not None and (
         refused := await refused_webhook(str(webhook.url), services.settings)
     ):
@@ -154,9 +154,9 @@ async def _off_loop(count: int, work: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(work, *args)
 
 
-def _invalid_inputs(schema: dict[str, Any], items: list[Item]) -> list[FieldError]:
+def _invalid_inputs(version: ModelVersion, items: list[Item]) -> list[FieldError]:
     """Every error of the inline inputs: too deep, else against the version's schema."""
-    validator = validator_for(schema)
+    validator = request_validator(version)
     errors: list[FieldError] = []
     for item in items:
         if item.inputs is None:

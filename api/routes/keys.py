@@ -38,4 +38,7 @@ def create_key(body: KeyCreate, services: ServicesDep) -> KeyCreated:
 def revoke_key(key_id: str, services: ServicesDep) -> KeyView:
     """Revoke a key: requests with it answer 401 from now on."""
     with services.engine.begin() as conn:
-        return KeyView(**asdict(keys.revoke(conn, key_id)))
+        revoked = keys.revoke(conn, key_id)
+    # Other processes hear of it from Postgres; this one forgets the key before answering.
+    services.keys.clear()
+    return KeyView(**asdict(revoked))

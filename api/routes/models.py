@@ -63,4 +63,6 @@ def move_alias(name: str, alias: str, body: AliasUpdate, services: ServicesDep) 
     """Point `alias` at an existing version; new jobs naming the alias get that version."""
     with services.engine.begin() as conn:
         registry.set_alias(conn, name, alias, int(body.version))
+    # Other processes hear of it from Postgres; this one forgets before answering.
+    services.versions.clear()
     return AliasView(name=name, alias=alias, version=body.version)

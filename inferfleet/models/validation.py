@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from inferfleet.errors import FieldError
 
+if TYPE_CHECKING:
+    from inferfleet.models.registry import ModelVersion
 
-@lru_cache(maxsize=256)
+
+# How many compiled validators a process keeps (each schema, each version).
+MAX_COMPILED = 256
+
+
+@lru_cache(maxsize=MAX_COMPILED)
 def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
@@ -26,6 +34,28 @@ def _validator(schema_json: str) -> Draft202012Validator:
 def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
     """A compiled validator, cached by the schema's content (versions are immutable)."""
     return _validator(json.dumps(schema, sort_keys=True))
+
+
+_compiled: dict[tuple[str, int, object], Draft202012Validator] = {}
+_compiling = threading.Lock()
+
+
+def request_validator(version: ModelVersion) -> Draft202012Validator:
+    """The compiled validator of `version`'s request schema, kept per (model, version).
+
+    A registered version never changes, so after its first use this is one dict look-up
+    (no serialising of the schema). The registration time is part of the key: a version
+    number removed and registered again is another version.
+    """
+    key = (version.name, version.version, version.created_at)
+    found = _compiled.get(key)
+    if found is None:
+        found = validator_for(version.request_schema)
+        with _compiling:
+            while len(_compiled) >= MAX_COMPILED:
+                _compiled.pop(next(iter(_compiled)))
+            _compiled[key] = found
+    return found
 
 
 def _to_field_errors(err: ValidationError, prefix: tuple[str | int, ...]) -> list[FieldError]:

@@ -12,17 +12,17 @@ import base64
 import hashlib
 import re
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inferfleet.caching import ChangeCache
 from inferfleet.errors import FieldError, InvalidInputError, NotFoundError
 from inferfleet.tables import api_keys, tenants
 
@@ -30,6 +30,8 @@ Scope = Literal["jobs", "admin"]
 SCOPES: tuple[Scope, ...] = ("jobs", "admin")
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 KEY_PREFIX = "ifk_"
+# How many found keys one process remembers (`KeyLookup`).
+KNOWN_KEYS_CACHED = 10_000
 
 
 @dataclass(frozen=True)
@@ -94,57 +96,68 @@ def create_key(conn: Connection, tenant: str, scope: str) -> NewKey:
     return NewKey(key=key, record=_record(row), webhook_secret=secret)
 
 
+def _live_key(key: str) -> Select[Any]:
+    return select(api_keys).where(
+        api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
+    )
+
+
 def authenticate(conn: Connection, key: str) -> KeyRecord | None:
     """The live key record for `key`, or None if it is unknown or revoked."""
-    row = conn.execute(
-        select(api_keys).where(
-            api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)
-        )
-    ).one_or_none()
+    row = conn.execute(_live_key(key)).one_or_none()
     return _record(row) if row is not None else None
 
 
 class KeyLookup:
-    """`authenticate` over `engine`, remembering for a few seconds which keys were not found.
+    """`authenticate` over the asyncio engine `db`, with both answers remembered.
 
-    A key tried again within `unknown_ttl_s` of a miss is refused without a database
-    round trip; at most `unknown_size` misses are kept (the oldest go first), stored as
-    hashes. Found keys are never cached, so a revocation applies at the next request.
-    A miss cannot hide a key made afterwards: keys are 256 random bits, so a key that did
-    not exist when it was tried was guessed, and the miss is forgotten after
-    `unknown_ttl_s` anyway.
+    A found key is answered from memory until `clear()` (called when Postgres announces
+    a change to `api_keys`: `inferfleet.clients.notify.KEYS`) or for at most `max_age_s`,
+    the bound on a revocation when announcements do not arrive. At most
+    KNOWN_KEYS_CACHED found keys are kept, stored by their hashes.
+
+    A key not found is refused without a database round trip for `unknown_ttl_s`; at most
+    `unknown_size` misses are kept (the oldest go first). `clear()` keeps them: a miss
+    cannot hide a key made afterwards, since keys are 256 random bits, so a key that did
+    not exist when it was tried was guessed (and the miss is forgotten after
+    `unknown_ttl_s` anyway).
+
+    An answer from memory never waits on I/O; `clear()` may be called from any thread.
     """
 
     def __init__(
         self,
-        engine: Engine,
+        db: AsyncEngine,
+        max_age_s: float,
         unknown_ttl_s: float,
         unknown_size: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._engine = engine
-        self._ttl_s = unknown_ttl_s
-        self._size = unknown_size
-        self._clock = clock
-        self._unknown: OrderedDict[str, float] = OrderedDict()  # key hash -> forgotten at
-        self._lock = threading.Lock()
+        self._db = db
+        self._known: ChangeCache[str, KeyRecord] = ChangeCache(max_age_s, KNOWN_KEYS_CACHED, clock)
+        self._unknown: ChangeCache[str, bool] = ChangeCache(unknown_ttl_s, unknown_size, clock)
 
-    def __call__(self, key: str) -> KeyRecord | None:
+    async def __call__(self, key: str) -> KeyRecord | None:
         """The live key record for `key`, or None if it is unknown or revoked."""
         digest = hash_key(key)
-        with self._lock:
-            until = self._unknown.get(digest)
-            if until is not None and self._clock() < until:
-                return None
-        with self._engine.connect() as conn:
-            record = authenticate(conn, key)
-        if record is None and self._ttl_s > 0:
-            with self._lock:
-                self._unknown.pop(digest, None)
-                self._unknown[digest] = self._clock() + self._ttl_s
-                while len(self._unknown) > self._size:
-                    self._unknown.popitem(last=False)
+        known = self._known.get(digest)
+        if known is not None:
+            return known
+        if self._unknown.get(digest):
+            return None
+        token, unknown_token = self._known.token(), self._unknown.token()
+        async with self._db.connect() as conn:
+            row = (await conn.execute(_live_key(key))).one_or_none()
+        if row is None:
+            self._unknown.put(digest, True, unknown_token)
+            return None
+        record = _record(row)
+        self._known.put(digest, record, token)
         return record
+
+    def clear(self) -> None:
+        """Forget every found key (a key was made, revoked or deleted somewhere)."""
+        self._known.clear()
 
 
 def list_keys(conn: Connection) -> list[KeyRecord]:

@@ -9,10 +9,13 @@ import sys
 import uuid
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from inferfleet.settings import Settings
-from tests.integration.conftest import TEST_DATABASE_URL, bearer, make_key
+from inferfleet.tenants import keys
+from tests.integration.conftest import TEST_DATABASE_URL, bearer, eventually, make_key
+from tests.integration.served import Statements, served, stop_listening
 from tests.integration.test_jobs import random_inputs
 
 
@@ -108,3 +111,68 @@ def test_the_cli_prints_exactly_the_documented_object(settings: Settings, engine
     assert set(printed) == {"key", "tenant", "scope", "webhook_secret"}
     assert (printed["tenant"], printed["scope"]) == ("cli-t", "jobs")
     assert result.stdout.count("\n") == 1
+
+
+def test_a_known_key_is_answered_without_asking_postgres_again(
+    settings: Settings, engine: Engine
+) -> None:
+    key = make_key(engine, f"t-{uuid.uuid4().hex[:8]}", "jobs")
+    with served(settings, cache_max_age_s=3600) as (app, url):
+        statements = Statements(app)
+        answers = [httpx.get(f"{url}/v1/jobs", headers=bearer(key)).status_code for _ in range(5)]
+        looked_up = statements.reading("api_keys")
+
+    assert answers == [200] * 5
+    assert len(looked_up) == 1, looked_up
+
+
+def test_a_key_revoked_by_another_process_stops_working_through_its_notification(
+    settings: Settings, engine: Engine
+) -> None:
+    key = make_key(engine, f"t-{uuid.uuid4().hex[:8]}", "jobs")
+    # Entries would live an hour: only the notification can end this key's entry.
+    with served(settings, cache_max_age_s=3600) as (_, url):
+        assert httpx.get(f"{url}/v1/jobs", headers=bearer(key)).status_code == 200
+        revoke(engine, key)
+        eventually(
+            lambda: httpx.get(f"{url}/v1/jobs", headers=bearer(key)).status_code == 401,
+            "the revoked key to be refused",
+            30,
+        )
+
+
+def test_a_revoked_key_stops_working_within_the_max_age_without_notifications(
+    settings: Settings, engine: Engine
+) -> None:
+    key = make_key(engine, f"t-{uuid.uuid4().hex[:8]}", "jobs")
+    with served(settings, cache_max_age_s=1) as (app, url):
+        stop_listening(app)
+        assert httpx.get(f"{url}/v1/jobs", headers=bearer(key)).status_code == 200
+        revoke(engine, key)
+        eventually(
+            lambda: httpx.get(f"{url}/v1/jobs", headers=bearer(key)).status_code == 401,
+            "the revoked key to age out",
+            30,
+        )
+
+
+def revoke(engine: Engine, key: str) -> None:
+    """Revoke `key` as the CLI or another API process would: in the database directly."""
+    with engine.begin() as conn:
+        record = keys.authenticate(conn, key)
+        assert record is not None
+        keys.revoke(conn, record.id)
+
+
+def test_a_key_not_remembered_answers_503_while_postgres_is_down(
+    settings: Settings, engine: Engine
+) -> None:
+    key = make_key(engine, f"t-{uuid.uuid4().hex[:8]}", "jobs")
+    # Port 1 on loopback: nothing listens, every connection is refused at once.
+    down = SecretStr("postgresql+psycopg://inferfleet:inferfleet@127.0.0.1:1/inferfleet_test")
+    with served(settings, database_url=down) as (_, url):
+        answer = httpx.get(f"{url}/v1/jobs/job_x", headers=bearer(key), timeout=30)
+
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == str(settings.retry_after_s)
+    assert answer.headers["content-type"] == "application/problem+json"

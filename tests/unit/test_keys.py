@@ -1,9 +1,11 @@
-"""inferfleet.tenants.keys.KeyLookup: unknown keys are remembered briefly, found keys never."""
+"""inferfleet.tenants.keys.KeyLookup: found keys are remembered until a change is announced
+or they age out; unknown keys are remembered briefly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -19,77 +21,136 @@ class Clock:
         return self.now
 
 
-class FakeEngine:
-    """Answers the key look-up from `rows` (by key hash) and counts the look-ups."""
+class FakeDb:
+    """Answers the key look-up from `rows` (by key hash) and counts the look-ups.
+
+    `during` runs inside each look-up, before it answers (a change landing meanwhile).
+    """
 
     def __init__(self) -> None:
         self.rows: dict[str, Any] = {}
         self.look_ups = 0
+        self.during: Callable[[], None] = lambda: None
 
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Any]:
         yield self
 
-    def execute(self, statement: Any) -> Any:
+    async def execute(self, statement: Any) -> Any:
         self.look_ups += 1
         wanted = statement.compile().params["key_hash_1"]
-        return SimpleNamespace(one_or_none=lambda: self.rows.get(wanted))
+        row = self.rows.get(wanted)
+        self.during()
+        return SimpleNamespace(one_or_none=lambda: row)
 
     def add(self, key: str) -> None:
         self.rows[hash_key(key)] = SimpleNamespace(
             id="key_1", tenant="t", scope="jobs", created_at=datetime.now(UTC), revoked_at=None
         )
 
+    def revoke(self, key: str) -> None:
+        del self.rows[hash_key(key)]
 
-def lookup(engine: FakeEngine, clock: Clock, ttl_s: float = 5.0, size: int = 3) -> KeyLookup:
-    return KeyLookup(cast(Any, engine), ttl_s, size, clock=clock)
+
+def lookup(
+    db: FakeDb, clock: Clock, ttl_s: float = 5.0, size: int = 3, max_age_s: float = 5.0
+) -> KeyLookup:
+    return KeyLookup(cast(Any, db), max_age_s, ttl_s, size, clock=clock)
+
+
+def ask(keys: KeyLookup, key: str) -> KeyRecord | None:
+    return asyncio.run(keys(key))
 
 
 def test_an_unknown_key_is_looked_up_once_within_the_ttl_and_again_after() -> None:
-    engine, clock = FakeEngine(), Clock()
-    keys = lookup(engine, clock)
+    db, clock = FakeDb(), Clock()
+    keys = lookup(db, clock)
 
-    within = [keys("ifk_unknown") for _ in range(5)]
+    within = [ask(keys, "ifk_unknown") for _ in range(5)]
     clock.now += 5.0
-    after = keys("ifk_unknown")
+    after = ask(keys, "ifk_unknown")
 
     assert within == [None] * 5
     assert after is None
-    assert engine.look_ups == 2
+    assert db.look_ups == 2
 
 
-def test_a_found_key_is_looked_up_every_time() -> None:
-    engine, clock = FakeEngine(), Clock()
-    engine.add("ifk_good")
-    keys = lookup(engine, clock)
+def test_a_found_key_is_looked_up_every_time_without_caching() -> None:
+    db, clock = FakeDb(), Clock()
+    db.add("ifk_good")
+    keys = lookup(db, clock, max_age_s=0)
 
-    found = [keys("ifk_good") for _ in range(3)]
+    found = [ask(keys, "ifk_good") for _ in range(3)]
 
     assert all(isinstance(record, KeyRecord) for record in found)
-    assert engine.look_ups == 3
+    assert db.look_ups == 3
+
+
+def test_a_found_key_is_answered_from_memory_until_max_age() -> None:
+    db, clock = FakeDb(), Clock()
+    db.add("ifk_good")
+    keys = lookup(db, clock, max_age_s=5.0)
+
+    found = [ask(keys, "ifk_good") for _ in range(3)]
+    db.revoke("ifk_good")
+    clock.now += 4.9
+    still = ask(keys, "ifk_good")
+    clock.now += 0.1
+    aged = ask(keys, "ifk_good")
+
+    assert all(isinstance(record, KeyRecord) for record in found)
+    assert isinstance(still, KeyRecord)
+    assert aged is None
+    assert db.look_ups == 2
+
+
+def test_clear_forgets_found_keys_at_once() -> None:
+    db, clock = FakeDb(), Clock()
+    db.add("ifk_good")
+    keys = lookup(db, clock)
+    ask(keys, "ifk_good")
+
+    db.revoke("ifk_good")
+    keys.clear()
+
+    assert ask(keys, "ifk_good") is None
+
+
+def test_a_change_announced_during_a_look_up_is_not_hidden_by_its_answer() -> None:
+    db, clock = FakeDb(), Clock()
+    db.add("ifk_good")
+    keys = lookup(db, clock)
+    # The row was read before the revocation; the announcement lands before the answer.
+    db.during = lambda: keys.clear()
+    first = ask(keys, "ifk_good")
+    db.during = lambda: None
+    db.revoke("ifk_good")
+
+    assert isinstance(first, KeyRecord)
+    assert ask(keys, "ifk_good") is None
 
 
 def test_at_most_size_unknown_keys_are_remembered_oldest_forgotten_first() -> None:
-    engine, clock = FakeEngine(), Clock()
-    keys = lookup(engine, clock, size=3)
+    db, clock = FakeDb(), Clock()
+    keys = lookup(db, clock, size=3)
 
     for key in ("k1", "k2", "k3", "k4"):
-        keys(key)
-    engine.look_ups = 0
+        ask(keys, key)
+    db.look_ups = 0
     for key in ("k2", "k3", "k4"):
-        keys(key)
-    remembered = engine.look_ups
-    keys("k1")
+        ask(keys, key)
+    remembered = db.look_ups
+    ask(keys, "k1")
 
     assert remembered == 0
-    assert engine.look_ups == 1
+    assert db.look_ups == 1
 
 
 def test_a_ttl_of_0_remembers_nothing() -> None:
-    engine, clock = FakeEngine(), Clock()
-    keys = lookup(engine, clock, ttl_s=0)
+    db, clock = FakeDb(), Clock()
+    keys = lookup(db, clock, ttl_s=0)
 
     for _ in range(2):
-        keys("ifk_unknown")
+        ask(keys, "ifk_unknown")
 
-    assert engine.look_ups == 2
+    assert db.look_ups == 2

@@ -29,6 +29,7 @@ from api.plumbing.deps import (
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from api.plumbing.ratelimit import FALLBACK_S, RateLimiter, parse_rate, retry_after
+from inferfleet.caching import ChangeCache
 from inferfleet.errors import ConfigError
 from inferfleet.settings import load_settings
 from inferfleet.tenants.keys import KeyRecord, Scope
@@ -210,12 +211,19 @@ def fake_principal(authorization: Annotated[str | None, Header()] = None) -> Pri
     return Principal(tenant="t", scope="admin" if key == "admin" else "jobs", key_id=key)
 
 
-def fake_keys(key: str) -> KeyRecord | None:
+class FakeKeys:
     """The same keys as `fake_principal`, as the app's key lookup sees them."""
-    if key not in ("jobs-a", "jobs-b", "admin"):
-        return None
-    scope: Scope = "admin" if key == "admin" else "jobs"
-    return KeyRecord(id=key, tenant="t", scope=scope, created_at=datetime.now(UTC), revoked_at=None)
+
+    async def __call__(self, key: str) -> KeyRecord | None:
+        if key not in ("jobs-a", "jobs-b", "admin"):
+            return None
+        scope: Scope = "admin" if key == "admin" else "jobs"
+        return KeyRecord(
+            id=key, tenant="t", scope=scope, created_at=datetime.now(UTC), revoked_at=None
+        )
+
+    def clear(self) -> None:
+        pass
 
 
 LIMIT = 100
@@ -226,13 +234,17 @@ def stub_services() -> Services:
         settings=load_settings(),
         engine=cast(Any, None),
         db=cast(Any, None),
+        reads=cast(Any, None),
         queue=cast(Any, None),
         metrics=ApiMetrics(),
         s3=None,
         limiter=RateLimiter(MemoryStorage(), parse("3/minute")),
         admission=cast(Any, None),
-        keys=fake_keys,
         submits=cast(Any, None),
+        keys=FakeKeys(),
+        versions=ChangeCache(0, 1),
+        jobs=cast(Any, None),
+        waiters=cast(Any, None),
     )
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from inferfleet.errors import FieldError
-from inferfleet.models.validation import validate_instance, validator_for
+from inferfleet.models import validation
+from inferfleet.models.validation import request_validator, validate_instance, validator_for
 from tests.builds import fraud_build
 
 REQUEST_SCHEMA: dict[str, Any] = fraud_build().REQUEST_SCHEMA
@@ -188,3 +191,23 @@ def test_a_non_finite_number_is_found_at_any_depth() -> None:
     errors = validate_instance(validator_for(schema), {"v": [1.0, {"x": float("nan")}]})
 
     assert [e.loc for e in errors] == [("inputs", "v", 1, "x")]
+
+
+def test_a_versions_validator_is_compiled_once_and_never_serialised_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    version = SimpleNamespace(
+        name="v-cache",
+        version=1,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        request_schema=REQUEST_SCHEMA,
+    )
+    first = request_validator(cast(Any, version))
+    serialised: list[object] = []
+    monkeypatch.setattr(validation.json, "dumps", lambda *a, **k: serialised.append(a))
+
+    again = [request_validator(cast(Any, version)) for _ in range(3)]
+
+    assert all(v is first for v in again)
+    assert serialised == []
+    assert validate_instance(first, {"transaction_amount": "x"})
