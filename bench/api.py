@@ -162,7 +162,8 @@ def report(rows: Sequence[Row], workers: int, seconds: int, polls: LongPolls | N
     ]
     if polls is not None:
         lines.append(
-            f"long-polls: {polls.opened:,} opened in {polls.open_seconds:.1f} s; when the "
+            f"long-polls: {polls.opened:,} opened in {polls.open_seconds:.1f} s and all held "
+            f"by the API {polls.held_seconds:.1f} s later, before /healthz was measured; when the "
             f"/healthz line ended {polls.answered} had been answered and {polls.dropped} "
             f"dropped (held: {polls.opened - polls.answered - polls.dropped:,})"
         )
@@ -200,6 +201,23 @@ def enough_files(polls: int) -> None:
     wanted = 2 * polls + 1024
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def held_by(base: str, count: int, timeout_s: float = 60) -> float:
+    """Seconds until the API reports `count` long-polls held (`inferfleet_api_long_polls`
+    on /metrics), so /healthz is measured beside them and not while they are admitted."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        held = sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("inferfleet_api_long_polls")
+        )
+        if held >= count:
+            return time.perf_counter() - started
+        time.sleep(0.1)
+    raise RuntimeError(f"the API held fewer than {count} long-polls after {timeout_s} s")
 
 
 def bare_produce(settings: Settings, version: ModelVersion, inputs: list[Any], count: int) -> float:
@@ -307,6 +325,7 @@ def measure(
         polls = LongPolls(HOST, ours_port, key, ids[: args.polls], POLL_WAIT_S)
         polls.start()
         try:
+            polls.held_seconds = held_by(ours, len(ids[: args.polls]))
             held = load(ours + "/healthz", health, HEALTH_CONNECTIONS, min(args.seconds, 20))
         finally:
             polls.close()

@@ -32,6 +32,7 @@ class LongPolls:
         self.dropped = 0  # closed by the server without an answer
         self.opened = 0
         self.open_seconds = 0.0
+        self.held_seconds = 0.0  # from the last request written until the API held them all
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._writers: list[asyncio.StreamWriter] = []

@@ -109,6 +109,12 @@ class ApiMetrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.long_polls = Gauge(
+            "inferfleet_api_long_polls",
+            "Requests held waiting for their job to end (`GET /v1/jobs/{id}?wait=`).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.rate_limit_fallbacks = Counter(
             "inferfleet_api_rate_limit_fallbacks_total",
             "Times Redis stopped answering and rate limits moved into this process.",

@@ -44,7 +44,10 @@ class JobQueue:
         with self._lock:
             if self._producer is None:
                 try:
-                    self._producer = make_producer(self._settings, client_id="inferfleet-api")
+                    # A group's records are sent at once: waiting for more only adds latency.
+                    self._producer = make_producer(
+                        self._settings, client_id="inferfleet-api", linger_ms=0
+                    )
                 except KafkaError as e:
                     raise QueueUnavailableError(f"cannot reach Kafka: {e}") from e
             return self._producer

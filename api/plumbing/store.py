@@ -156,7 +156,8 @@ async def wait_for_job(
             raise ProblemError(404, "Not Found", f"no job {job_id!r}")
         if row.status not in TERMINAL_STATUSES and hold > 0:
             try:
-                row = await asyncio.wait_for(woken, hold)
+                with services.metrics.long_polls.track_inprogress():
+                    row = await asyncio.wait_for(woken, hold)
             except TimeoutError:
                 row = await services.jobs.read(principal.reads, job_id)
                 if row is None:

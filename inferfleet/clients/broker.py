@@ -17,14 +17,18 @@ from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
 
 
-def make_producer(settings: Settings, client_id: str) -> KafkaProducer:
-    """An idempotent producer with acks=all; raises NoBrokersAvailable when Kafka is down."""
+def make_producer(settings: Settings, client_id: str, linger_ms: int = 2) -> KafkaProducer:
+    """An idempotent producer with acks=all; raises NoBrokersAvailable when Kafka is down.
+
+    `linger_ms` is how long a record waits for others to share its request; a caller
+    that batches its records itself (the API's group commit) passes 0.
+    """
     timeout_ms = int(settings.produce_timeout_s * 1000)
     return KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
         acks="all",
-        linger_ms=2,
+        linger_ms=linger_ms,
         batch_size=256 * 1024,
         max_block_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,

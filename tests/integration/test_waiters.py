@@ -95,6 +95,7 @@ def test_one_process_holds_a_thousand_long_polls_and_one_transaction_wakes_them_
         polls = threading.Thread(target=lambda: statuses.append(asyncio.run(poll_all(url))))
         polls.start()
         eventually(lambda: len(waiters) == len(ids), "a thousand long-polls to wait", 120)
+        eventually(lambda: held(url) == len(ids), "/metrics to count them held", 60)
         checks_before = waiters.checks
         with engine.begin() as conn:
             conn.execute(
@@ -102,11 +103,21 @@ def test_one_process_holds_a_thousand_long_polls_and_one_transaction_wakes_them_
             )
         polls.join(timeout=120)
         checks = waiters.checks - checks_before
+        held_after = held(url)
 
     assert statuses == [["succeeded"] * len(ids)]
     # One query answered every waiter (a few more if other tests' jobs ended meanwhile).
     assert 1 <= checks < 10
     assert len(waiters) == 0
+    assert held_after == 0
+
+
+def held(url: str) -> float:
+    """`inferfleet_api_long_polls` as the API's /metrics reports it."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("inferfleet_api_long_polls "):
+            return float(line.split()[-1])
+    raise AssertionError("/metrics has no inferfleet_api_long_polls")
 
 
 def test_a_long_poll_for_another_tenants_job_is_404_at_once(
