@@ -14,9 +14,6 @@ from api.plumbing.store import fail_unqueued, insert_jobs
 from inferfleet.clients.db import autocommit
 from inferfleet.jobs.produced import mark_produced
 
-# The most rows one INSERT statement carries (SQLAlchemy's "insertmanyvalues" page).
-ONE_STATEMENT_ROWS = 1000
-
 
 def _bindings(group: Sequence[Submission]) -> list[tuple[int, Binding, str]]:
     """(index, binding, first job ID) of each submission of `group` with a key."""
@@ -44,24 +41,18 @@ def unqueue_group(conn: Connection, failed: Sequence[Submission], message: str) 
 class SubmitRows:
     """`GroupStore` over the API's asyncio engine.
 
-    A step that is one statement (the `produced_at` update; the rows of a group without
-    idempotency keys, up to ONE_STATEMENT_ROWS, which SQLAlchemy sends as one INSERT)
-    runs in autocommit: a statement is atomic on its own, and it costs one round trip
-    instead of three (`BEGIN`, the statement, `COMMIT`).
+    The `produced_at` update is one statement, so it runs in autocommit: atomic on its
+    own, one round trip instead of three (`BEGIN`, the statement, `COMMIT`). A group's
+    insert stays a transaction: psycopg sends its rows as one statement each (pipelined),
+    and they must land together.
     """
 
     def __init__(self, db: AsyncEngine) -> None:
         self._db = db
-        self._alone = autocommit(db).execution_options(
-            insertmanyvalues_page_size=ONE_STATEMENT_ROWS
-        )
+        self._alone = autocommit(db)
 
     async def insert(self, group: Sequence[Submission]) -> set[int]:
-        one_statement = (
-            all(s.binding is None for s in group)
-            and sum(len(s.rows) for s in group) <= ONE_STATEMENT_ROWS
-        )
-        async with self._alone.connect() if one_statement else self._db.begin() as conn:
+        async with self._db.begin() as conn:
             return await conn.run_sync(insert_group, group)
 
     async def produced(self, ids: Sequence[str]) -> None:
