@@ -24,6 +24,9 @@ secret=$(field webhook_secret)
 # The demo's webhook receiver listens on 127.0.0.1, which webhooks may only target
 # when allowlisted.
 export INFERFLEET_WEBHOOK_ALLOWLIST=127.0.0.1
+# One key does the work of many clients here: reading 10,000 jobs back passes the
+# default 1000/second per key, and each 429 would cost its reader a second.
+export INFERFLEET_RATE_LIMIT=${INFERFLEET_RATE_LIMIT:-10000/second}
 
 free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 api_port=${INFERFLEET_DEMO_API_PORT:-$(free_port)}
@@ -37,7 +40,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$venv/bin/inferfleet" api --port "$api_port" > "$logs/demo-api.log" 2>&1 &
+# Two API processes, one per core of a small machine (README: "Serving with several
+# processes").
+"$venv/bin/inferfleet" api --port "$api_port" --workers 2 > "$logs/demo-api.log" 2>&1 &
 pids+=($!)
 INFERFLEET_WORKER_HTTP_PORT=$worker_port "$venv/bin/inferfleet" worker > "$logs/demo-worker.log" 2>&1 &
 pids+=($!)

@@ -5,14 +5,16 @@
 
 Submits `--singles` jobs one request each (16 at a time; the first `--webhooks` of them
 ask for a webhook to a receiver this script serves on 127.0.0.1) and `--bulk` more in
-bulk requests, long-polls every job to its end, waits for the webhooks and checks their
-signatures with the tenant's secret, prints a few results and the throughput, and exits
-non-zero unless every job succeeded and every webhook arrived, signed.
+bulk requests, long-polls every job to its end (32 at a time), waits for the webhooks
+and checks their signatures with the tenant's secret, prints a few results and the
+throughput, and exits non-zero unless every job succeeded and every webhook arrived,
+signed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -24,7 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import urllib3
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+READERS = 32  # requests in flight while every job is read back
 
 CATEGORIES = ["electronics", "fashion", "gaming", "gift_cards", "grocery", "restaurants",
               "travel", "utilities"]  # fmt: skip
@@ -59,6 +64,32 @@ def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Re
             r.raise_for_status()
             return r
         time.sleep(float(r.headers.get("retry-after", "1")))
+
+
+def read_back_all(api: str, headers: dict[str, str], ids: list[str]) -> list[dict[str, Any]]:
+    """Every job, long-polled to its end, READERS at a time, in `ids`' order.
+
+    The newest job is asked first: when it is done, most others are too. urllib3's pool
+    rather than httpx here: on a machine whose cores the API shares, the client's own
+    cost per request shows in the figure, and urllib3's is a fraction of httpx's.
+    """
+    url = urllib3.util.parse_url(api)
+    pool = urllib3.HTTPConnectionPool(url.host, url.port, maxsize=READERS, headers=headers)
+
+    def finish(job_id: str) -> dict[str, Any]:
+        while True:
+            r = pool.request("GET", f"/v1/jobs/{job_id}?wait=30", timeout=60)
+            if r.status == 429:
+                time.sleep(float(r.headers.get("retry-after", "1")))
+                continue
+            if r.status != 200:
+                raise RuntimeError(f"GET /v1/jobs/{job_id} answered {r.status}: {r.data[:300]!r}")
+            job: dict[str, Any] = json.loads(r.data)
+            if job["status"] not in ("queued", "running"):
+                return job
+
+    with ThreadPoolExecutor(max_workers=READERS) as readers:
+        return list(readers.map(finish, reversed(ids)))[::-1]
 
 
 class Receiver:
@@ -137,17 +168,8 @@ def main() -> int:
         print(f"demo: submitted {len(ids)} jobs in {submitted:.2f} s "
               f"({args.singles} single requests, {args.bulk} in bulk)")  # fmt: skip
 
-        def finish(job_id: str) -> dict[str, Any]:
-            while True:
-                r = call(client, "GET", f"/v1/jobs/{job_id}", params={"wait": 30})
-                job: dict[str, Any] = r.json()
-                if job["status"] not in ("queued", "running"):
-                    return job
-
-        # Wait on the newest job first: when it is done, most others are too.
         reading = time.monotonic()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            jobs = list(pool.map(finish, reversed(ids)))[::-1]
+        jobs = read_back_all(args.api, headers, ids)
         read_back = time.monotonic() - reading
         elapsed = time.monotonic() - started
 
