@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ from sqlalchemy import Engine, text
 from api.plumbing.metrics import MULTIPROCESS_ENV
 from bench import wrk
 from bench.longpolls import LongPolls
-from bench.worker_process import start, stop, wait_ready
+from bench.worker_process import free_port, start, stop, wait_ready
 from bench.workload import (
     TENANT,
     insert_queued,
@@ -99,13 +98,6 @@ class Row:
     def rates(self) -> tuple[float, float | None]:
         bare = self.bare_rate if self.bare is None else self.bare.rate * self.scale
         return self.ours.rate * self.scale, bare
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager

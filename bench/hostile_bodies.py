@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable as a pac
 
 import httpx
 
+from bench.worker_process import free_port
 from inferfleet.clients.db import make_engine
 from inferfleet.settings import load_settings
 from inferfleet.tenants import keys
@@ -90,13 +90,6 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager

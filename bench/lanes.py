@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from sqlalchemy import Engine, text
 from bench.worker_process import (
     BATCH_LINE,
     LISTENING,
+    free_port,
     start,
     stop,
     timed,
@@ -322,7 +322,7 @@ def main() -> None:
         with engine.begin() as conn:
             key = keys.create_key(conn, TENANT, "jobs")
         print(f"published {version.name} v{version.version}", flush=True)
-        port = _free_port()
+        port = free_port()
         env = {
             "INFERFLEET_WORKER_MODELS": f'["{version.name}"]',
             "INFERFLEET_WORKER_GROUP": worker_group(version),
@@ -390,13 +390,6 @@ def main() -> None:
             with engine.begin() as conn:
                 keys.revoke(conn, key.record.id)
             engine.dispose()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

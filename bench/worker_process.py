@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,6 +118,14 @@ def timed(what: str, fn: Callable[..., None], *args: object) -> None:
     started = time.perf_counter()
     fn(*args)
     print(f"{what} in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a bench starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def start(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
