@@ -20,19 +20,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.plumbing.reader import BY_IDS
 from inferfleet.tables import TERMINAL_STATUSES, jobs
 
 log = logging.getLogger(__name__)
 
-ENDED = select(jobs).where(
-    jobs.c.id == any_(bindparam("ids", type_=ARRAY(String))),
-    jobs.c.status.in_(TERMINAL_STATUSES),
-)
+ENDED = BY_IDS.where(jobs.c.status.in_(TERMINAL_STATUSES))
 
 
 class JobWaiters:
