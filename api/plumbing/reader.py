@@ -5,7 +5,7 @@ Under load, many `GET /v1/jobs/{id}` arrive between two turns of the loop; each 
 take a pooled connection and a round trip of its own. `JobReader.read` instead parks
 the request on a future, and one task per turn reads every parked id at once and hands
 each request its row (or None). Tenancy is applied to the rows afterwards, by the same
-rule as `owned_by`: another tenant's job is None, exactly as if the query had said so.
+rule as `owned_by` (`may_see`): another tenant's job is None, exactly as if the query had said so.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferfleet.tables import jobs
+from inferfleet.tenants.scoping import may_see
 
 BY_IDS = select(jobs).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(String))))
 
@@ -39,7 +40,7 @@ class JobReader:
             loop.call_soon(self._read_parked)
         self._parked.setdefault(job_id, []).append(future)
         row = await future
-        if row is None or (tenant is not None and row.tenant != tenant):
+        if row is None or not may_see(tenant, row.tenant):
             return None
         return row
 
