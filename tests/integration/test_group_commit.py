@@ -184,3 +184,10 @@ def test_a_message_kafka_refuses_fails_its_submit_alone(
     )
     assert all(r.status == "queued" and r.produced_at is not None for r in queued)
     assert produces(url) == 1
+
+    # The refusal did not leave the API's producer broken for everyone after it.
+    again = post_together(
+        url, tenant_key, [({"model": taking.name, "inputs": i}, {}) for i in inputs]
+    )
+    assert [a.status_code for a in again] == [202] * 5
+    assert produces(url) == 2
