@@ -3,7 +3,8 @@ a second taker however long a step takes, and a holder whose token was taken ove
 writes nothing more.
 
 Each step is made long by the test itself: the S3 client handed to the ingest or the
-results writer is the real one, whose download or upload waits for the test's go.
+results writer is the real one, one of whose calls (the Parquet download, the upload of
+a resubmission's input or of the results, a claim-check write) waits for the test's go.
 Leases are two seconds long, so a lease that nothing renewed would run out while the
 test waits for the database clock to pass it.
 """
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine, text
+from ulid import ULID
 
 from inferfleet.clients.objectstore import split_uri
 from inferfleet.ids import batch_job_id, new_batch_id
@@ -43,27 +45,25 @@ LINES = 40
 
 
 class HeldS3:
-    """The real S3 client, whose downloads and uploads wait until the test says go."""
+    """The real S3 client, whose calls of `method` wait until the test says go."""
 
-    def __init__(self, s3: Any) -> None:
+    def __init__(self, s3: Any, method: str) -> None:
         self._s3 = s3
+        self._method = method
         self.entered = threading.Event()
         self.go = threading.Event()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._s3, name)
+        real = getattr(self._s3, name)
+        if name != self._method:
+            return real
 
-    def _held(self) -> None:
-        self.entered.set()
-        assert self.go.wait(timeout=60), "the test never let the step go on"
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self.entered.set()
+            assert self.go.wait(timeout=60), "the test never let the step go on"
+            return real(*args, **kwargs)
 
-    def download_fileobj(self, *args: Any, **kwargs: Any) -> Any:
-        self._held()
-        return self._s3.download_fileobj(*args, **kwargs)
-
-    def upload_fileobj(self, *args: Any, **kwargs: Any) -> Any:
-        self._held()
-        return self._s3.upload_fileobj(*args, **kwargs)
+        return held
 
 
 class InThread:
@@ -183,6 +183,66 @@ def validating_parquet_batch(
     return batch_id
 
 
+def resubmission_batch(
+    engine: Engine, s3: Any, settings: Settings, model: str, made: list[str]
+) -> str:
+    """A `validating` resubmission of a batch whose LINES jobs all failed: its ingest
+    writes their lines as its input first."""
+    tenant = f"lease-{os.urandom(4).hex()}"
+    prefix = f"s3://{settings.s3_bucket}/tenants/{tenant}/"
+    # A random ID for the failed batch: two made by new_batch_id in one millisecond
+    # follow each other, and the job IDs of their lines (batch_job_id) would overlap.
+    failed, batch_id = f"bat_{str(ULID.from_bytes(os.urandom(16))).lower()}", new_batch_id()
+    made.extend([failed, batch_id])
+    common = {"tenant": tenant, "model": model, "output_prefix": prefix + "out/"}
+    with engine.begin() as conn:
+        conn.execute(
+            batches.insert().values(
+                id=failed, version="1", status="completed", input_uri=prefix + "in.jsonl", **common
+            )
+        )
+        conn.execute(
+            jobs.insert(),
+            [
+                {
+                    "id": batch_job_id(failed, line),
+                    "tenant": tenant,
+                    "model": model,
+                    "version": 1,
+                    "status": "failed",
+                    "lane": "batch",
+                    "inputs": inputs,
+                    "batch_id": failed,
+                    "line": line,
+                    "custom_id": f"c{line}",
+                }
+                for line, inputs in enumerate(rows(LINES, seed=22), 1)
+            ],
+        )
+        conn.execute(
+            batches.insert().values(
+                id=batch_id,
+                version="production",
+                status="validating",
+                input_uri=prefix + f"out/{batch_id}/input.jsonl",
+                resubmitted_from=failed,
+                created_at=LONG_AGO,
+                **common,
+            )
+        )
+    return batch_id
+
+
+MakeBatch = Callable[[Engine, Any, Settings, str, list[str]], str]
+# Long steps of an ingest that write nothing to the batch: the S3 call each waits in,
+# the batch that has it, and the settings that make it happen.
+LONG_STEPS: dict[str, tuple[str, MakeBatch, dict[str, Any]]] = {
+    "parquet download": ("download_fileobj", validating_parquet_batch, {}),
+    "resubmission input": ("upload_fileobj", resubmission_batch, {}),
+    "claim-check uploads": ("put_object", validating_parquet_batch, {"claim_check_bytes": 1}),
+}
+
+
 def ended_batch(engine: Engine, settings: Settings, made: list[str]) -> str:
     """A `running` batch of three lines whose jobs all succeeded: the results writer's."""
     tenant = f"lease-{os.urandom(4).hex()}"
@@ -223,23 +283,31 @@ def ended_batch(engine: Engine, settings: Settings, made: list[str]) -> str:
     return batch_id
 
 
-def test_a_heartbeat_keeps_an_ingest_s_batch_from_other_takers_across_a_long_download(
-    engine: Engine, s3: Any, kafka: str, short: Settings, publish_model, made: list[str]
+@pytest.mark.parametrize("step", list(LONG_STEPS))
+def test_a_heartbeat_keeps_an_ingest_s_batch_from_other_takers_across_a_long_step(
+    step: str,
+    engine: Engine,
+    s3: Any,
+    kafka: str,
+    short: Settings,
+    publish_model,
+    made: list[str],
 ) -> None:
+    method, make_batch, update = LONG_STEPS[step]
+    settings = short.model_copy(update=update)
     model = publish_model()
-    batch_id = validating_parquet_batch(engine, s3, short, model.name, made)
-    held = HeldS3(s3)
-    first = InThread(lambda: ingest_next(engine, held, short))
+    batch_id = make_batch(engine, s3, settings, model.name, made)
+    held = HeldS3(s3, method)
+    first = InThread(lambda: ingest_next(engine, held, settings))
     assert held.entered.wait(timeout=30)
     taken = run_out(engine, batch_id)
 
     assert take(engine, batch_id, VALIDATING, LEASE_S) is None
-    ingest_next(engine, s3, short)  # a second ingest: it may take any batch but this one
+    ingest_next(engine, s3, settings)  # a second ingest: it may take any batch but this one
     now = lease_of(engine, batch_id)
     assert now.lease_owner == taken.lease_owner
     assert now.held
     assert now.lease_until > taken.lease_until
-    assert job_count(engine, batch_id) == 0
 
     held.go.set()
     assert first.result() == "queued"
@@ -258,7 +326,7 @@ def test_an_ingest_whose_lease_was_taken_over_writes_nothing_more(
 ) -> None:
     model = publish_model()
     batch_id = validating_parquet_batch(engine, s3, short, model.name, made)
-    held = HeldS3(s3)
+    held = HeldS3(s3, "download_fileobj")
     first = InThread(lambda: ingest_next(engine, held, short))
     assert held.entered.wait(timeout=30)
     take_over(engine, batch_id)
@@ -281,7 +349,7 @@ def test_an_ingest_whose_batch_was_cancelled_meanwhile_stops_with_nothing_enqueu
 ) -> None:
     model = publish_model()
     batch_id = validating_parquet_batch(engine, s3, short, model.name, made)
-    held = HeldS3(s3)
+    held = HeldS3(s3, "download_fileobj")
     first = InThread(lambda: ingest_next(engine, held, short))
     assert held.entered.wait(timeout=30)
     with engine.begin() as conn:  # what POST /v1/batches/{id}/cancel writes
@@ -301,7 +369,7 @@ def test_a_heartbeat_keeps_a_results_writer_s_batch_across_a_long_upload(
     engine: Engine, s3: Any, short: Settings, made: list[str]
 ) -> None:
     batch_id = ended_batch(engine, short, made)
-    held = HeldS3(s3)
+    held = HeldS3(s3, "upload_fileobj")
     first = InThread(lambda: complete(engine, held, short, batch_id))
     assert held.entered.wait(timeout=30)
     taken = run_out(engine, batch_id)
@@ -333,7 +401,7 @@ def test_a_results_writer_whose_lease_was_taken_over_does_not_complete_the_batch
     engine: Engine, s3: Any, short: Settings, made: list[str]
 ) -> None:
     batch_id = ended_batch(engine, short, made)
-    held = HeldS3(s3)
+    held = HeldS3(s3, "upload_fileobj")
     first = InThread(lambda: complete(engine, held, short, batch_id))
     assert held.entered.wait(timeout=30)
     take_over(engine, batch_id)
