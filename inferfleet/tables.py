@@ -205,8 +205,10 @@ batches = Table(
     Column("scheduled_for", DateTime(timezone=True)),
     Column("resubmitted_from", Text),
     Column("request_id", Text),
-    # A task working on the batch holds it until then (ingest, writing results).
+    # A task working on the batch (ingest, writing results) holds it until then, under
+    # a token drawn when it took the batch (`scheduler.lease`).
     Column("lease_until", DateTime(timezone=True)),
+    Column("lease_owner", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("completed_at", DateTime(timezone=True)),
     UniqueConstraint("schedule_name", "scheduled_for", name="batches_one_per_firing"),

@@ -121,7 +121,7 @@ def cancel(services: Services, principal: Principal, batch_id: str) -> BatchView
                 owned_by(batches, principal.reads),
                 batches.c.status.in_(ACTIVE),
             )
-            .values(status="cancelled", completed_at=func.now(), lease_until=None)
+            .values(status="cancelled", completed_at=func.now(), lease_until=None, lease_owner=None)
             .returning(batches.c.id)
         ).one_or_none()
         if ended is None:
