@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine, text
-from ulid import ULID
 
 from inferfleet.clients.objectstore import split_uri
 from inferfleet.ids import batch_job_id, new_batch_id
@@ -190,9 +189,7 @@ def resubmission_batch(
     writes their lines as its input first."""
     tenant = f"lease-{os.urandom(4).hex()}"
     prefix = f"s3://{settings.s3_bucket}/tenants/{tenant}/"
-    # A random ID for the failed batch: two made by new_batch_id in one millisecond
-    # follow each other, and the job IDs of their lines (batch_job_id) would overlap.
-    failed, batch_id = f"bat_{str(ULID.from_bytes(os.urandom(16))).lower()}", new_batch_id()
+    failed, batch_id = new_batch_id(), new_batch_id()
     made.extend([failed, batch_id])
     common = {"tenant": tenant, "model": model, "output_prefix": prefix + "out/"}
     with engine.begin() as conn:
