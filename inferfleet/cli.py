@@ -1,7 +1,8 @@
 """The `inferfleet` command: database migrations, models, keys, schedules, and services.
 
 Services start by module path (`python -m api`, `python -m worker`), so this shared
-package never imports a service.
+package never imports a service. `inferfleet jobs …` and `inferfleet batches …` are the
+client distribution's commands (`inferfleet-client`), which talk to the API over HTTP.
 """
 
 from __future__ import annotations
@@ -158,6 +159,19 @@ SERVICES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Command groups of the client distribution's CLI, reached as `inferfleet <group> …`.
+CLIENT_GROUPS: tuple[tuple[str, str], ...] = (
+    ("jobs", "submit, read and wait for jobs over the API (inferfleet-client jobs)"),
+    ("batches", "create and watch batches over the API (inferfleet-client batches)"),
+)
+
+
+def _run_client(group: str, extra: list[str]) -> int:
+    from inferfleet_client.cli import main as client_main
+
+    return client_main([group, *extra], prog="inferfleet")
+
+
 def _run_module(module: str, extra: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", module, *extra])
 
@@ -218,6 +232,11 @@ def parser() -> argparse.ArgumentParser:
         sub.add_parser(
             command, add_help=False, help=f"{what} (python -m {module}; --help: its options)"
         ).set_defaults(module=module)
+    # The client's commands parse their own options, --help included.
+    for group, what in CLIENT_GROUPS:
+        sub.add_parser(group, add_help=False, help=f"{what}; --help: its commands").set_defaults(
+            client_group=group
+        )
     return top
 
 
@@ -227,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = top.parse_known_args(argv)
     if getattr(args, "module", None):
         return _run_module(args.module, extra)
+    if getattr(args, "client_group", None):
+        return _run_client(args.client_group, extra)
     if extra:
         top.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")

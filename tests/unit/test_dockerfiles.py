@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # Each Dockerfile's image targets, with the extra each installs and the packages it copies.
 TARGETS = {
-    "Dockerfile.api": {"": ("cpu", {"inferfleet", "api", "scheduler"})},
+    "Dockerfile.api": {"": ("cpu", {"inferfleet", "api", "scheduler", "client"})},
     "Dockerfile.worker": {
-        "cpu": ("cpu", {"inferfleet", "worker"}),
-        "gpu": ("gpu", {"inferfleet", "worker"}),
+        "cpu": ("cpu", {"inferfleet", "worker", "client"}),
+        "gpu": ("gpu", {"inferfleet", "worker", "client"}),
     },
 }
 DOCKERFILES = sorted(TARGETS)
@@ -162,13 +162,17 @@ def test_dependencies_are_generated_from_pyproject(
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert listed == PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"][extra]
-    # Every pip install is that list or the project itself without dependencies.
+    # The client distribution is the repository's own (client/), never fetched by name.
+    own = [d for d in PYPROJECT["dependencies"] if d.startswith("inferfleet-client")]
+    assert own, "pyproject.toml declares the client distribution"
+    wanted = PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"][extra]
+    assert listed == [d for d in wanted if d not in own]
+    # Every pip install is that list, or the client and the project without dependencies.
     for run in build.all("RUN"):
         for command in re.findall(r"pip install [^&;]*", run):
             assert command.strip() in (
                 "pip install --requirement requirements.txt",
-                "pip install --no-deps .",
+                "pip install --no-deps ./client .",
             ), command
 
 

@@ -1,0 +1,7 @@
+"""`python -m inferfleet_client`: the `inferfleet-client` command."""
+
+import sys
+
+from inferfleet_client.cli import main
+
+sys.exit(main())
