@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.plumbing import batchstore
+from api.plumbing import batchstore, events
 from api.plumbing.deps import IdempotencyKey, PrincipalDep, RequestIdDep, ServicesDep
 from api.plumbing.problems import problem_responses
 from inferfleet.batches.schemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
@@ -108,3 +108,23 @@ def resubmit_failed(
     view = batchstore.resubmit_failed(services, principal, batch_id, request_id)
     response.headers["Location"] = f"/v1/batches/{view.id}"
     return view
+
+
+@router.get(
+    "/{batch_id}/events",
+    response_class=StreamingResponse,
+    responses={**events.DOCUMENTED, **problem_responses(404)},
+)
+async def batch_events(
+    batch_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    last_event_id: Annotated[
+        str | None, Header(description="resume after this event of an earlier stream")
+    ] = None,
+) -> StreamingResponse:
+    """The batch as Server-Sent Events: `batch.progress` at once and whenever it changes,
+    with `estimated_completion_at` from its drain rate; then `batch.completed`,
+    `batch.failed` or `batch.cancelled`, and the stream ends."""
+    resume = events.last_event_id(last_event_id)
+    return events.response(await events.batch_events(services, principal, batch_id, resume))

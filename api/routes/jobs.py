@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.plumbing import store
+from api.plumbing import events, store
 from api.plumbing.deps import IdempotencyKey, PrincipalDep, RequestIdDep, ServicesDep
 from api.plumbing.problems import problem_responses
 from api.plumbing.submit import submit_bulk, submit_job
@@ -123,3 +123,22 @@ async def read_job(
 ) -> JobView:
     """The job as it is now; with `wait`, held until it is terminal or `wait` seconds pass."""
     return await store.wait_for_job(services, principal, job_id, wait)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={**events.DOCUMENTED, **problem_responses(404)},
+)
+async def job_events(
+    job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    last_event_id: Annotated[
+        str | None, Header(description="resume after this event of an earlier stream")
+    ] = None,
+) -> StreamingResponse:
+    """The job as Server-Sent Events: at once, then on every status change
+    (`event: job.<status>`); the stream ends after a terminal event."""
+    resume = events.last_event_id(last_event_id)
+    return events.response(await events.job_events(services, principal, job_id, resume))
