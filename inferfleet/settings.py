@@ -201,6 +201,11 @@ class Settings(BaseSettings):
     # the bound while the notification listener is down (0 = no caching).
     cache_max_age_s: float = Field(default=5.0, ge=0)
 
+    # Server-Sent Events (`api.plumbing.events`): how often a stream looks at its job or
+    # batch when no notification woke it, and the longest it stays silent.
+    events_tick_s: float = Field(default=1.0, gt=0)
+    events_keepalive_s: float = Field(default=15.0, gt=0)
+
 
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.

@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.plumbing.groupcommit import Submission
-from api.plumbing.idempotency import Binding, bind_all, unbind_all
+from api.plumbing.idempotency import Binding, Bound, bind_all, unbind_all
 from api.plumbing.store import insert_jobs, stop_unqueued
 from inferfleet.clients.db import autocommit
 from inferfleet.jobs.produced import mark_produced
@@ -24,7 +24,7 @@ def insert_group(conn: Connection, group: Sequence[Submission]) -> set[int]:
     """`GroupStore.insert` in the caller's transaction: keys first, then the rows of the
     submissions whose key was bound (or who have none)."""
     keyed = _bindings(group)
-    bound = bind_all(conn, [(binding, job_id) for _, binding, job_id in keyed])
+    bound = bind_all(conn, [(b, Bound(tuple(group[i].ids))) for i, b, _ in keyed])
     taken = {i for i, b, _ in keyed if (b.tenant, b.key) not in bound}
     rows = [row for i, s in enumerate(group) if i not in taken for row in s.rows]
     if rows:
