@@ -20,14 +20,15 @@ from inferfleet_client.models import (
     Batch,
     BatchProgress,
     BatchResult,
+    BatchWebhook,
     BulkItem,
     Delivery,
     Event,
     Job,
     JobCreated,
-    JobRequest,
     Model,
     ModelSummary,
+    Webhook,
 )
 from inferfleet_client.retries import RetryPolicy
 
@@ -99,11 +100,9 @@ class AsyncJobs:
     ) -> JobCreated:
         """Submit one job (exactly one of `inputs` and `input_uri`); answers once it is
         queued. Retried under one Idempotency-Key, so it makes one job at most."""
-        request = JobRequest(
-            model=model, version=version, inputs=None if inputs is None else dict(inputs),
-            input_uri=input_uri, webhook=jobs.webhook_of(webhook), metadata=dict(metadata or {}),
-            ttl_seconds=ttl_seconds,
-        )  # fmt: skip
+        request = jobs.job_request(
+            model, inputs, version, input_uri, webhook, metadata, ttl_seconds
+        )
         return await self._driver.run(jobs.create(request, self._policy))
 
     async def create_many(
@@ -122,7 +121,7 @@ class AsyncJobs:
         their IDs in item order. Each request is all or nothing and retried under a key
         of its own."""
         flow = jobs.create_many(
-            model, version, [jobs.bulk_item(i) for i in items], jobs.webhook_of(webhook),
+            model, version, [jobs.bulk_item(i) for i in items], jobs.webhook_of(webhook, Webhook),
             ttl_seconds, self._policy, chunk_size,
         )  # fmt: skip
         return await self._driver.run(flow, on_progress)
@@ -213,7 +212,9 @@ class AsyncBatches:
         presigned URL first; `on_upload(sent, total)` hears of its bytes) or an `s3://`
         URI. Returns the batch as it is after the submit, or with `wait` once it ended.
         Retried under one Idempotency-Key, so it makes one batch at most."""
-        fields = batches.fields(model, version, output_uri, jobs.webhook_of(webhook), skip_invalid)
+        fields = batches.fields(
+            model, version, output_uri, jobs.webhook_of(webhook, BatchWebhook), skip_invalid
+        )
         created = await self._driver.run(batches.create(source, fields, self._policy, on_upload))
         if wait:
             return await self.wait(created.id, timeout_s=timeout_s, on_progress=on_progress)

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 BatchStatus = Literal["validating", "queued", "running", "completed", "failed", "cancelled"]
+JobEvent = Literal["job.succeeded", "job.failed", "job.expired", "job.cancelled"]
+BatchEvent = Literal["batch.completed", "batch.failed", "batch.cancelled"]
 
 JOB_TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
 BATCH_TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -31,10 +33,17 @@ class _Request(BaseModel):
 
 
 class Webhook(_Request):
-    """Where the server posts an object's terminal events; `events` None means all."""
+    """Where the server posts a job's terminal events; `events` None means all."""
 
     url: str
-    events: list[str] | None = None
+    events: list[JobEvent] | None = None
+
+
+class BatchWebhook(_Request):
+    """Where the server posts a batch's terminal event; `events` None means all."""
+
+    url: str
+    events: list[BatchEvent] | None = None
 
 
 class JobRequest(_Request):
@@ -73,7 +82,7 @@ class BatchRequest(_Request):
     version: str = "production"
     input_uri: str
     output_uri: str
-    webhook: Webhook | None = None
+    webhook: BatchWebhook | None = None
     skip_invalid: bool = False
 
 

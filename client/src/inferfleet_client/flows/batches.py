@@ -32,10 +32,10 @@ from inferfleet_client.models import (
     BatchProgress,
     BatchRequest,
     BatchResult,
+    BatchWebhook,
     Event,
     Upload,
     UploadRequest,
-    Webhook,
 )
 from inferfleet_client.retries import RetryPolicy
 
@@ -61,7 +61,7 @@ def fields(
     model: str,
     version: str,
     output_uri: str | None,
-    webhook: Webhook | None,
+    webhook: BatchWebhook | None,
     skip_invalid: bool,
 ) -> dict[str, Any]:
     """The fields of `POST /v1/batches` besides the input (`output_uri` None: the default)."""

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from inferfleet_client.errors import WaitTimeoutError
 from inferfleet_client.flows import streams
@@ -25,6 +25,7 @@ from inferfleet_client.flows.steps import (
 )
 from inferfleet_client.models import (
     JOB_TERMINAL,
+    BatchWebhook,
     BulkCreated,
     BulkItem,
     BulkRequest,
@@ -54,16 +55,40 @@ class Progress:
     last: Job | None = None
 
 
-WebhookSpec = str | Webhook | Mapping[str, Any] | None
+WebhookSpec = str | Webhook | BatchWebhook | Mapping[str, Any] | None
+W = TypeVar("W", Webhook, BatchWebhook)
 
 
-def webhook_of(value: WebhookSpec) -> Webhook | None:
-    """A webhook from its URL, its fields, or itself."""
-    if value is None or isinstance(value, Webhook):
-        return value
+def webhook_of(value: WebhookSpec, kind: type[W]) -> W | None:
+    """A job's (or, with `kind`, a batch's) webhook from its URL, its fields, or itself."""
+    if value is None:
+        return None
     if isinstance(value, str):
-        return Webhook(url=value)
-    return Webhook.model_validate(value)
+        return kind(url=value)
+    if isinstance(value, Webhook | BatchWebhook):
+        return kind.model_validate(value.model_dump())
+    return kind.model_validate(value)
+
+
+def job_request(
+    model: str,
+    inputs: Mapping[str, Any] | None,
+    version: str,
+    input_uri: str | None,
+    webhook: WebhookSpec,
+    metadata: Mapping[str, str] | None,
+    ttl_seconds: int | None,
+) -> JobRequest:
+    """The body of `POST /v1/jobs` from the arguments of `jobs.create`."""
+    return JobRequest(
+        model=model,
+        version=version,
+        inputs=None if inputs is None else dict(inputs),
+        input_uri=input_uri,
+        webhook=webhook_of(webhook, Webhook),
+        metadata=dict(metadata or {}),
+        ttl_seconds=ttl_seconds,
+    )
 
 
 def bulk_item(item: BulkItem | Mapping[str, Any]) -> BulkItem:
