@@ -28,6 +28,7 @@ from inferfleet_client.errors import (
 from inferfleet_client.flows.jobs import Progress
 from inferfleet_client.models import Batch, BatchProgress, Job
 from inferfleet_client.progress import ProgressLine
+from inferfleet_client.retries import RetryPolicy
 
 OK, FAILED, USAGE, CANCELLED, TIMEOUT, API_ERROR, UNREACHABLE = 0, 1, 2, 3, 4, 5, 6
 EXIT_CODES = {
@@ -228,6 +229,10 @@ def parser(prog: str = "inferfleet-client") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the API's base URL (default: $INFERFLEET_URL)")
     common.add_argument("--api-key", help="the API key (default: $INFERFLEET_API_KEY)")
+    common.add_argument(
+        "--max-retries", type=int, default=RetryPolicy.max_retries,
+        help="times a request is sent again after 429, 503 or a lost connection",
+    )  # fmt: skip
     mode = common.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="print results as JSON")
     mode.add_argument("-q", "--quiet", action="store_true", help="print IDs only, no progress")
@@ -293,7 +298,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "inferfleet-client") -> 
     args = top.parse_args(argv)
     out = Output(args)
     try:
-        with Client(args.url, api_key=args.api_key) as client:
+        retries = RetryPolicy(max_retries=max(0, args.max_retries))
+        with Client(args.url, api_key=args.api_key, retries=retries) as client:
             return int(args.run(client, args, out))
     except WaitTimeoutError as e:
         last = e.last
