@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from inferfleet.settings import Settings
+from inferfleet.tables import batches
 from inferfleet_client import (
     AsyncClient,
     Client,
@@ -248,6 +249,29 @@ def test_a_bulk_submit_retried_after_a_503_makes_its_jobs_once(
 
     assert len(front.posts) == 2
     assert sorted(row.id for row in job_rows(engine, model.name)) == sorted(ids)
+
+
+@pytest.mark.parametrize("mode", ["refused", "lost"])
+def test_a_batch_submit_retried_after_a_503_makes_one_batch(
+    proxy: Callable[[str, str], Proxy],
+    engine: Engine,
+    publish_model: Callable[..., Any],
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    model = publish_model()
+    front = proxy("/v1/batches", mode)
+    tenant = f"cl-{uuid.uuid4().hex[:10]}"
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"custom_id": "a", "inputs": random_inputs(1, 13)[0]}) + "\n")
+
+    with Client(front.url, api_key=make_key(engine, tenant, "jobs"), retries=FAST) as client:
+        batch = client.batches.create(source, model=model.name)
+
+    assert len(front.posts) == 2
+    with engine.connect() as conn:
+        made = conn.execute(select(batches.c.id).where(batches.c.tenant == tenant)).scalars()
+        assert list(made) == [batch.id]
 
 
 @pytest.fixture
