@@ -549,4 +549,7 @@ main() {
     "cmd_$cmd"
 }
 
-main "$@"
+# Run as a command; sourced (scripts/secure-kafka.sh), only the functions are defined.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi
