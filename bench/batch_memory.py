@@ -24,9 +24,9 @@ through `/proc/self/clear_refs`), the peak before that (imports), and lines/s. I
 peak does not grow with the line count, nothing holds the file. (`ru_maxrss` would not
 do: Linux keeps it across fork and exec, so a spawned child starts with its parent's.)
 
-Batches are leased to the bench for the run, so a scheduler running against the same
-database leaves them alone. Everything the run made (rows, topics, S3 objects) is
-deleted at the end. Figures are for reading, never for asserting.
+Batches are leased to the bench for the run (its own lease token, `OWNER`), so a
+scheduler running against the same database leaves them alone. Everything the run made
+(rows, topics, S3 objects) is deleted at the end. Figures are for reading, never for asserting.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ from scheduler.batchresults import results_uri, upload_lines
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "bench"
 CATEGORIES = ["electronics", "fashion", "gaming", "gift_cards", "grocery", "travel"]
-# The bench holds its batches this long, so no scheduler process takes them meanwhile.
+# The bench holds its batches this long, under this lease token, so no scheduler
+# process takes them meanwhile.
 HOLD_S = 6 * 3600.0
+OWNER = "bench-batch-memory"
 
 MARK_DONE = text(
     """
@@ -120,7 +122,8 @@ def run_ingest(settings: Settings, batch_id: str, out: Any) -> None:
     from kafka import KafkaProducer
 
     from inferfleet.clients.broker import make_producer
-    from scheduler.ingest import Ingest
+    from scheduler.ingest import VALIDATING, Ingest
+    from scheduler.lease import Lease
 
     engine = make_engine(settings, pool_size=2)
     s3 = make_s3_client(settings)
@@ -129,7 +132,8 @@ def run_ingest(settings: Settings, batch_id: str, out: Any) -> None:
     made: list[KafkaProducer] = [make_producer(settings, client_id="bench-batch")]
     start = start_measuring()
     started = time.perf_counter()
-    outcome = Ingest(engine, s3, lambda: made[0], settings, batch).run()
+    lease = Lease(engine, batch_id, OWNER, HOLD_S, VALIDATING)
+    outcome = Ingest(engine, s3, lambda: made[0], settings, batch, lease).run()
     result = measured(start, time.perf_counter() - started)
     made[0].close(timeout=10)
     out.put({"outcome": outcome, **result})
@@ -137,7 +141,8 @@ def run_ingest(settings: Settings, batch_id: str, out: Any) -> None:
 
 def run_writer(settings: Settings, batch_id: str, out: Any) -> None:
     """In a fresh process: the real results writer of one batch."""
-    from scheduler.results import write_results
+    from scheduler.lease import Lease
+    from scheduler.results import UNDER_WAY, write_results
 
     engine = make_engine(settings, pool_size=2)
     s3 = make_s3_client(settings)
@@ -145,7 +150,8 @@ def run_writer(settings: Settings, batch_id: str, out: Any) -> None:
         batch = conn.execute(batches.select().where(batches.c.id == batch_id)).one()
     start = start_measuring()
     started = time.perf_counter()
-    write_results(engine, s3, settings, batch, results_uri(batch.output_prefix))
+    lease = Lease(engine, batch_id, OWNER, HOLD_S, UNDER_WAY)
+    write_results(engine, s3, batch, results_uri(batch.output_prefix), lease)
     out.put(measured(start, time.perf_counter() - started))
 
 
@@ -190,6 +196,7 @@ def measure(settings: Settings, engine: Any, s3: Any, model: str, count: int) ->
                 input_uri=input_uri,
                 output_prefix=prefix + "out/",
                 lease_until=func.now() + timedelta(seconds=HOLD_S),
+                lease_owner=OWNER,
             )
         )
     try:
@@ -200,7 +207,7 @@ def measure(settings: Settings, engine: Any, s3: Any, model: str, count: int) ->
             conn.execute(
                 batches.update()
                 .where(batches.c.id == batch_id)
-                .values(lease_until=func.now() + timedelta(seconds=HOLD_S))
+                .values(lease_until=func.now() + timedelta(seconds=HOLD_S), lease_owner=OWNER)
             )
             conn.execute(MARK_DONE, {"b": batch_id})
             conn.execute(text("ANALYZE jobs"))

@@ -208,6 +208,11 @@ class Settings(BaseSettings):
     # the bound while the notification listener is down (0 = no caching).
     cache_max_age_s: float = Field(default=5.0, ge=0)
 
+    # Server-Sent Events (`api.plumbing.events`): how often a stream looks at its job or
+    # batch when no notification woke it, and the longest it stays silent.
+    events_tick_s: float = Field(default=1.0, gt=0)
+    events_keepalive_s: float = Field(default=15.0, gt=0)
+
     # Kafka security (inferfleet/kafkasecurity.py), for every Kafka client the services
     # make. Kafka's spellings or KEDA's (`sasl: scram_sha512`, `tls: enable`), so the
     # Secret KEDA's TriggerAuthentication reads feeds these too. Unset, the protocol

@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -133,8 +133,10 @@ idempotency_keys = Table(
     Column("tenant", Text, nullable=False),
     Column("key", Text, nullable=False),
     Column("request_hash", Text, nullable=False),
-    Column("job_id", Text, nullable=False),
+    Column("job_id", Text),  # the first (or only) job a submit made
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("job_ids", ARRAY(Text)),  # a bulk submit's jobs, in item order
+    Column("batch_id", Text),  # the batch a `POST /v1/batches` made
     PrimaryKeyConstraint("tenant", "key"),
 )
 
@@ -205,8 +207,10 @@ batches = Table(
     Column("scheduled_for", DateTime(timezone=True)),
     Column("resubmitted_from", Text),
     Column("request_id", Text),
-    # A task working on the batch holds it until then (ingest, writing results).
+    # A task working on the batch (ingest, writing results) holds it until then, under
+    # a token drawn when it took the batch (`scheduler.lease`).
     Column("lease_until", DateTime(timezone=True)),
+    Column("lease_owner", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("completed_at", DateTime(timezone=True)),
     UniqueConstraint("schedule_name", "scheduled_for", name="batches_one_per_firing"),

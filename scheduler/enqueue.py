@@ -3,19 +3,22 @@
 `insert_new` looks up which jobs of the chunk exist (an earlier run of the ingest
 inserted them before it crashed) and COPYs only the others, in the caller's
 transaction; it returns the jobs whose messages Kafka has not acknowledged yet.
-`produce` sends those and sets their `produced_at`. Job IDs come from (batch, line), so
-the same line always names the same job.
+`produce` sends those and sets their `produced_at` in a transaction the caller opens
+(the ingest's, under its lease). Job IDs come from (batch, line), so the same line
+always names the same job.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from kafka import KafkaProducer
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from inferfleet.clients.broker import send_all
 from inferfleet.clients.objectstore import put_bytes
@@ -114,13 +117,14 @@ def _copy_value(column: str, value: Any) -> Any:
 
 
 def produce(
-    engine: Engine,
+    begin: Callable[[], AbstractContextManager[Connection]],
     producer: KafkaProducer,
     topic: str,
     rows: list[dict[str, Any]],
     settings: Settings,
 ) -> None:
-    """Produce the rows' messages, wait for Kafka's acknowledgements, set `produced_at`.
+    """Produce the rows' messages, wait for Kafka's acknowledgements, set `produced_at`
+    in the transaction `begin` opens.
 
     QueueUnavailableError leaves them unproduced, for the next run of the ingest.
     """
@@ -128,5 +132,5 @@ def produce(
         return
     records = [messages.record(topic, row) for row in rows]
     send_all(producer, records, settings.produce_timeout_s)
-    with engine.begin() as conn:
+    with begin() as conn:
         mark_produced(conn, [row["id"] for row in rows])

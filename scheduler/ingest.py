@@ -3,10 +3,13 @@
 Whoever made the batch (`POST /v1/batches`, a schedule's firing, a resubmission), it
 waits as a `validating` row. Beat starts `inferfleet.ingest_batches` every
 `INFERFLEET_BATCH_POLL_S`; each run takes the oldest such batch whose lease is free
-(`FOR UPDATE SKIP LOCKED`, then `lease_until`), so any number of scheduler processes
-share the work and never ingest one batch twice at once. The lease is renewed as the
-ingest goes; one that stops renewing (a crash) frees the batch for the next run after
-`INFERFLEET_BATCH_LEASE_S`.
+(`scheduler.lease`: `FOR UPDATE SKIP LOCKED`, then `lease_until` and an owner token),
+so any number of scheduler processes share the work and never ingest one batch twice at
+once. Every write of the ingest is made under its token; its long steps (the download
+and validation, a resubmission's input, the claim-checked inputs and produces of pass 2)
+run with a heartbeat renewing the lease. An ingest that crashes frees the batch for the
+next run after `INFERFLEET_BATCH_LEASE_S`; one that finds its token taken over raises
+`LeaseLostError` and writes nothing more.
 
 Two passes, neither holding the file:
 
@@ -45,7 +48,7 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 from celery import Celery
 from kafka import KafkaProducer
-from sqlalchemy import Engine, func, text
+from sqlalchemy import Engine, func
 
 from inferfleet.clients.broker import make_producer
 from inferfleet.clients.objectstore import exists, split_uri
@@ -71,6 +74,7 @@ from scheduler.batchfiles import (
     split_lines,
 )
 from scheduler.enqueue import insert_new, job_rows, produce
+from scheduler.lease import RELEASED, BatchEndedError, Lease, LeaseLostError, take_oldest
 from scheduler.results import finish_batches, write_resubmit_input
 
 log = logging.getLogger(__name__)
@@ -83,33 +87,8 @@ PERMANENT_S3_ERRORS = frozenset(
     {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "InvalidObjectState"}
 )
 
-CLAIM = text(
-    """
-    WITH next AS (
-        SELECT id FROM batches
-         WHERE status = 'validating' AND (lease_until IS NULL OR lease_until < now())
-         ORDER BY created_at
-         LIMIT 1
-           FOR UPDATE SKIP LOCKED
-    )
-    UPDATE batches AS b
-       SET lease_until = now() + make_interval(secs => :lease)
-      FROM next
-     WHERE b.id = next.id
-    RETURNING b.*
-    """
-)
-RENEW = text(
-    """
-    UPDATE batches SET lease_until = now() + make_interval(secs => :lease)
-     WHERE id = :id AND status = 'validating'
-    RETURNING id
-    """
-)
-
-
-class BatchCancelledError(Exception):
-    """Raised when the batch being ingested stopped being `validating` (a cancel)."""
+# The status an ingest works in: a cancel moves the batch out of it.
+VALIDATING = ("validating",)
 
 
 @dataclass
@@ -131,17 +110,20 @@ class Ingest:
         producer: Callable[[], KafkaProducer],
         settings: Settings,
         batch: Any,
+        lease: Lease,
     ) -> None:
         self.engine = engine
         self.s3 = s3
         self.producer = producer
         self.settings = settings
         self.batch = batch
-        self.renewed = time.monotonic()
+        self.lease = lease
 
     def run(self) -> str:
-        """`queued`, `failed` or `cancelled`; transient failures (S3, Kafka or Postgres
-        unavailable) raise, and the batch is taken up again once its lease runs out."""
+        """`queued` or `failed`. BatchEndedError when a cancel ended the batch meanwhile,
+        LeaseLostError when another process took it over; transient failures (S3, Kafka
+        or Postgres unavailable) raise, and the batch is taken up again once its lease
+        runs out."""
         batch = self.batch
         try:
             with self.engine.connect() as conn:
@@ -156,10 +138,12 @@ class Ingest:
                 version,
             )
         if batch.resubmitted_from is not None and not exists(self.s3, batch.input_uri):
-            write_resubmit_input(self.engine, self.s3, batch.resubmitted_from, batch.input_uri)
+            with self.lease.heartbeat():
+                write_resubmit_input(self.engine, self.s3, batch.resubmitted_from, batch.input_uri)
         with tempfile.TemporaryFile() as spool:
             try:
-                report = self.validate(fmt, version, spool)
+                with self.lease.heartbeat():
+                    report = self.validate(fmt, version, spool)
             except ClientError as e:
                 code = str(e.response.get("Error", {}).get("Code"))
                 if code not in PERMANENT_S3_ERRORS:
@@ -169,7 +153,7 @@ class Ingest:
             except BatchFileError as e:
                 message = f"{batch.input_uri}: {e}; nothing was enqueued"
                 return self.fail("input_unreadable", message, version)
-            except BatchCancelledError:
+            except (BatchEndedError, LeaseLostError):
                 raise
             except OUTAGES:
                 raise
@@ -184,15 +168,13 @@ class Ingest:
                 return self.fail("invalid_lines", _invalid_message(report), version, report)
             self.record(version, report)
             spool.seek(0)
-            self.enqueue(version, spool)
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                batches.update()
-                .where(batches.c.id == batch.id, batches.c.status == "validating")
-                .values(status="queued", lease_until=None)
-                .returning(batches.c.id)
-            ).one_or_none()
-        return "queued" if done is not None else "cancelled"
+            with self.lease.heartbeat():
+                self.enqueue(version, spool)
+        with self.lease.transaction() as conn:
+            conn.execute(
+                batches.update().where(batches.c.id == batch.id).values(status="queued", **RELEASED)
+            )
+        return "queued"
 
     def lines(self, fmt: Format, version: ModelVersion) -> Iterator[Line]:
         """The file's lines, streamed from S3."""
@@ -232,13 +214,12 @@ class Ingest:
                 report.invalid += 1
                 if len(report.kept) < keep:
                     report.kept.append(invalid_entry(line, errors))
-            self.renew_now_and_then()
+            self.lease.check()
         return report
 
     def record(self, version: ModelVersion, report: Report) -> None:
         """Store what validation found: the resolved version, the lines, the invalid ones."""
-        with self.engine.begin() as conn:
-            self.renew(conn)
+        with self.lease.transaction() as conn:
             conn.execute(
                 batches.update()
                 .where(batches.c.id == self.batch.id)
@@ -246,7 +227,9 @@ class Ingest:
             )
 
     def enqueue(self, version: ModelVersion, spool: IO[bytes]) -> None:
-        """Pass 2: the spooled lines as jobs, a chunk at a time, each produced to Kafka."""
+        """Pass 2: the spooled lines as jobs, a chunk at a time, each produced to Kafka.
+        Run it under the lease's heartbeat: claim-checked inputs and produces write
+        nothing to the batch for as long as S3 and Kafka take."""
         topic = job_topic(version.name, "batch")
         settings = self.settings
         ensure_topics(
@@ -271,24 +254,11 @@ class Ingest:
     ) -> None:
         now = datetime.now(UTC)
         rows = job_rows(self.batch, version, chunk, now, self.s3, self.settings)
-        with self.engine.begin() as conn:
+        with self.lease.transaction() as conn:
             # The lease renewal locks the batch row until this transaction ends: no other
             # ingest of this batch inserts meanwhile, and a cancel waits for these rows.
-            self.renew(conn)
             todo = insert_new(conn, rows)
-        produce(self.engine, producer, topic, todo, self.settings)
-
-    def renew(self, conn: Any) -> None:
-        """Extend the lease; BatchCancelledError if the batch is no longer `validating`."""
-        params = {"id": self.batch.id, "lease": self.settings.batch_lease_s}
-        if conn.execute(RENEW, params).one_or_none() is None:
-            raise BatchCancelledError(self.batch.id)
-        self.renewed = time.monotonic()
-
-    def renew_now_and_then(self) -> None:
-        if time.monotonic() - self.renewed > self.settings.batch_lease_s / 4:
-            with self.engine.begin() as conn:
-                self.renew(conn)
+        produce(self.lease.transaction, producer, topic, todo, self.settings)
 
     def fail(
         self,
@@ -297,26 +267,20 @@ class Ingest:
         version: ModelVersion | None = None,
         report: Report | None = None,
     ) -> str:
-        """End the batch `failed` (and queue `batch.failed`), unless it was cancelled."""
+        """End the batch `failed` and queue `batch.failed` (BatchEndedError when it was
+        cancelled meanwhile)."""
         values: dict[str, Any] = {
             "status": "failed",
             "error": {"type": kind, "message": message},
             "completed_at": func.now(),
-            "lease_until": None,
+            **RELEASED,
         }
         if version is not None:
             values["version"] = str(version.version)
         if report is not None:
             values.update(total=report.lines, invalid_lines=report.kept)
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                batches.update()
-                .where(batches.c.id == self.batch.id, batches.c.status == "validating")
-                .values(**values)
-                .returning(batches.c.id)
-            ).one_or_none()
-            if done is None:
-                return "cancelled"
+        with self.lease.transaction() as conn:
+            conn.execute(batches.update().where(batches.c.id == self.batch.id).values(**values))
             add_batch_event(conn, self.batch.id, self.settings.webhook_retry_window_s)
         log.warning("batch %s failed: %s", self.batch.id, message)
         return "failed"
@@ -332,11 +296,11 @@ def _invalid_message(report: Report) -> str:
 
 def ingest_next(engine: Engine, s3: Any, settings: Settings) -> str | None:
     """Ingest the oldest `validating` batch whose lease is free; how it ended, or None
-    when there was none."""
-    with engine.begin() as conn:
-        batch = conn.execute(CLAIM, {"lease": settings.batch_lease_s}).one_or_none()
-    if batch is None:
+    when there was none. LeaseLostError when another process took the batch over."""
+    held = take_oldest(engine, VALIDATING, settings.batch_lease_s)
+    if held is None:
         return None
+    batch, lease = held
     made: list[KafkaProducer] = []
 
     def producer() -> KafkaProducer:
@@ -346,8 +310,8 @@ def ingest_next(engine: Engine, s3: Any, settings: Settings) -> str | None:
 
     started = time.monotonic()
     try:
-        outcome = Ingest(engine, s3, producer, settings, batch).run()
-    except BatchCancelledError:
+        outcome = Ingest(engine, s3, producer, settings, batch, lease).run()
+    except BatchEndedError:
         outcome = "cancelled"
     finally:
         for p in made:

@@ -16,18 +16,23 @@ of 0 waits for nothing but still groups whatever is already waiting. A group is 
 
 What a caller of `commit` may rely on:
 
-- It returns only once Kafka has acknowledged every message of its submission, and
+- It returns once Kafka has acknowledged every message of its submission and
   `produced_at` has been set (or its failure logged: the sweeper then produces the
   messages again after its grace period, and the worker's status guards make the copy
-  harmless).
+  harmless), or, rarely, once its jobs are known to run all the same (below).
 - One submission's failure never fails another's. An insert that fails for a reason
   that is not an outage (`outages`: the database did not answer) is split in halves
   and tried again, half by half (as the worker bisects a failing batch), so only the
   submissions whose rows the database refuses fail, with the database's error; the
-  others still share one produce. A message Kafka did not acknowledge fails only the submission
-  that owns it: all its rows are marked failed and its key released
-  (`GroupStore.unqueued`), and `commit` raises the producer's error. An outage fails
-  every submission of the group with it.
+  others still share one produce. A message Kafka did not acknowledge fails only the
+  submission that owns it, and all of it: every one of its rows is marked failed and its
+  key released before `commit` raises the producer's error (`GroupStore.unqueued`), so
+  a message that landed unacknowledged is skipped and none of its jobs runs. Where that
+  cannot be done (one of its jobs already ran from such a message, or the database did
+  not take the write) its jobs stay queued for the sweep to produce, and `commit`
+  returns as for an acknowledged submission: every answer is the truth about whether
+  the jobs run. An outage of the database during the insert fails every submission of
+  the group with it.
 - A caller that stops waiting (its request was cancelled) changes nothing for the
   others: its group goes on.
 """
@@ -74,9 +79,10 @@ class GroupStore(Protocol):
     async def produced(self, ids: Sequence[str]) -> None:
         """Record that Kafka acknowledged the messages of the jobs `ids`."""
 
-    async def unqueued(self, failed: Sequence[Submission], message: str) -> None:
-        """Mark the jobs of `failed` as failed (their messages did not all land) and
-        release their keys, in one transaction."""
+    async def unqueued(self, failed: Sequence[Submission], message: str) -> set[int]:
+        """In one transaction, mark every job of each submission of `failed` as failed
+        (its messages did not all land) and release its key, unless one of its jobs
+        has already ended; the indexes of those left as they were."""
 
 
 @dataclass
@@ -221,13 +227,20 @@ class GroupCommitter:
     async def _unqueue(self, refused: list[tuple[_Waiting, BaseException]]) -> None:
         first_error = refused[0][1]
         try:
-            await self._store.unqueued([w.submission for w, _ in refused], str(first_error))
-        except Exception as e:  # noqa: BLE001 - answered as the database's failure
-            for waiting, _ in refused:
-                waiting.fail(e)
-            return
-        for waiting, error in refused:
-            waiting.fail(error)
+            ran = await self._store.unqueued([w.submission for w, _ in refused], str(first_error))
+        except Exception as e:  # noqa: BLE001 - the rows stay queued: the sweep produces them
+            log.warning(
+                "could not mark the jobs of %d refused submission(s) failed (%s); they stay "
+                "queued for the sweep, and are answered as accepted",
+                len(refused),
+                e,
+            )
+            ran = set(range(len(refused)))
+        for index, (waiting, error) in enumerate(refused):
+            if index in ran:
+                waiting.succeed()
+            else:
+                waiting.fail(error)
 
 
 def _taken(waiting: _Waiting) -> KeyTakenError:

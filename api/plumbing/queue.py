@@ -146,7 +146,10 @@ class JobQueue:
         with self._lock:
             if self._producer is producer:
                 self._producer = None
-        producer.close(timeout=1)
+        try:
+            producer.close(timeout=1)
+        except KafkaError as e:  # a producer that cannot flush while the cluster is away
+            log.info("closing the producer after a failed produce: %s", e)
 
     def close(self) -> None:
         """Flush and close the producer, if one was made."""

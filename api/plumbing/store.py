@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, func, select, text
 
 from api.plumbing.deps import Principal, Services
 from api.plumbing.paging import newest_first
@@ -26,21 +26,40 @@ def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(jobs.insert(), list(rows))
 
 
-def fail_unqueued(conn: Connection, ids: Sequence[str], message: str) -> None:
-    """Mark jobs whose messages Kafka did not take as failed, so none stays `queued`.
+# The rows of refused submissions, locked, so that no worker's claim or finish slips in
+# between the look and the write.
+LOCK_STATUSES = text("SELECT id, status FROM jobs WHERE id = ANY(:ids) FOR UPDATE")
+STOPPABLE = ("queued", "running")
 
-    A message that did land for one of them is then skipped by the worker, which only
-    takes `queued` or `running` jobs.
+
+def stop_unqueued(conn: Connection, submissions: Sequence[Sequence[str]], message: str) -> set[int]:
+    """Mark the jobs of submissions whose messages Kafka did not all acknowledge as
+    failed, all or nothing per submission; the indexes of those that could not be stopped.
+
+    A submission is stopped when every one of its jobs is still `queued` or `running`:
+    all become `failed`, so a message that did land is skipped (the worker claims only
+    `queued` or `running` jobs, and a result is written only to a `running` one). A
+    submission one of whose jobs has already ended ran from a message that landed
+    without its acknowledgement: it is left as it is, and the sweep produces the
+    messages of its jobs still `queued` (they have no `produced_at`).
     """
-    conn.execute(
-        jobs.update()
-        .where(jobs.c.id.in_(list(ids)), jobs.c.status == "queued")
-        .values(
-            status="failed",
-            error={"type": "queue_unavailable", "message": message},
-            completed_at=func.now(),
+    ids = [i for ids in submissions for i in ids]
+    statuses = {r.id: r.status for r in conn.execute(LOCK_STATUSES, {"ids": ids})}
+    ran = {
+        n for n, ids in enumerate(submissions) if any(statuses.get(i) not in STOPPABLE for i in ids)
+    }
+    stopped = [i for n, ids in enumerate(submissions) if n not in ran for i in ids]
+    if stopped:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id.in_(stopped), jobs.c.status.in_(STOPPABLE))
+            .values(
+                status="failed",
+                error={"type": "queue_unavailable", "message": message},
+                completed_at=func.now(),
+            )
         )
-    )
+    return ran
 
 
 def _job(tenant: str | None, job_id: str) -> Select[Any]:

@@ -9,8 +9,8 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.plumbing.groupcommit import Submission
-from api.plumbing.idempotency import Binding, bind_all, unbind_all
-from api.plumbing.store import fail_unqueued, insert_jobs
+from api.plumbing.idempotency import Binding, Bound, bind_all, unbind_all
+from api.plumbing.store import insert_jobs, stop_unqueued
 from inferfleet.clients.db import autocommit
 from inferfleet.jobs.produced import mark_produced
 
@@ -24,7 +24,7 @@ def insert_group(conn: Connection, group: Sequence[Submission]) -> set[int]:
     """`GroupStore.insert` in the caller's transaction: keys first, then the rows of the
     submissions whose key was bound (or who have none)."""
     keyed = _bindings(group)
-    bound = bind_all(conn, [(binding, job_id) for _, binding, job_id in keyed])
+    bound = bind_all(conn, [(b, Bound(tuple(group[i].ids))) for i, b, _ in keyed])
     taken = {i for i, b, _ in keyed if (b.tenant, b.key) not in bound}
     rows = [row for i, s in enumerate(group) if i not in taken for row in s.rows]
     if rows:
@@ -32,10 +32,13 @@ def insert_group(conn: Connection, group: Sequence[Submission]) -> set[int]:
     return taken
 
 
-def unqueue_group(conn: Connection, failed: Sequence[Submission], message: str) -> None:
-    """`GroupStore.unqueued` in the caller's transaction."""
-    fail_unqueued(conn, [i for s in failed for i in s.ids], message)
-    unbind_all(conn, [(binding, job_id) for _, binding, job_id in _bindings(failed)])
+def unqueue_group(conn: Connection, failed: Sequence[Submission], message: str) -> set[int]:
+    """`GroupStore.unqueued` in the caller's transaction: the stopped submissions' keys
+    are released, the others' stay bound to the jobs that run."""
+    ran = stop_unqueued(conn, [s.ids for s in failed], message)
+    stopped = [s for n, s in enumerate(failed) if n not in ran]
+    unbind_all(conn, [(binding, job_id) for _, binding, job_id in _bindings(stopped)])
+    return ran
 
 
 class SubmitRows:
@@ -59,6 +62,6 @@ class SubmitRows:
         async with self._alone.connect() as conn:
             await conn.run_sync(mark_produced, ids)
 
-    async def unqueued(self, failed: Sequence[Submission], message: str) -> None:
+    async def unqueued(self, failed: Sequence[Submission], message: str) -> set[int]:
         async with self._db.begin() as conn:
-            await conn.run_sync(unqueue_group, failed, message)
+            return await conn.run_sync(unqueue_group, failed, message)

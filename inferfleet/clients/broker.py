@@ -19,16 +19,23 @@ from inferfleet.settings import Settings
 
 
 def make_producer(settings: Settings, client_id: str, linger_ms: int = 2) -> KafkaProducer:
-    """An idempotent producer with acks=all; raises NoBrokersAvailable when Kafka is down.
+    """A producer with acks=all; raises NoBrokersAvailable when Kafka is down.
 
     `linger_ms` is how long a record waits for others to share its request; a caller
     that batches its records itself (the API's group commit) passes 0.
+
+    It is not idempotent: kafka-python's idempotent producer turns the first record a
+    broker refuses for good (one tenant's message too large for its topic) into a fatal
+    state that fails every record in flight and every later send, everyone's. The fleet
+    does not need it: delivery is at-least-once and every write a message leads to is
+    status-guarded, so a record a retry sends twice changes nothing.
     """
     timeout_ms = int(settings.produce_timeout_s * 1000)
     return KafkaProducer(
         **kafka_connection(settings),
         client_id=client_id,
         acks="all",
+        enable_idempotence=False,
         linger_ms=linger_ms,
         batch_size=256 * 1024,
         max_block_ms=timeout_ms,

@@ -36,6 +36,14 @@ def always(status: int) -> Responder:
     return lambda headers, body: (status, {})
 
 
+class Server(ThreadingHTTPServer):
+    """A threading server whose accept queue holds a dispatcher's every thread at once
+    (the standard library's holds 5, and a refused connect is not what a test asks)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 @dataclass
 class Receiver:
     """Serves on `port` once started; `stop()` and `start()` again take it down and up."""
@@ -44,7 +52,7 @@ class Receiver:
     respond: Responder = field(default_factory=lambda: always(200))
     received: list[Received] = field(default_factory=list)
     host: str = "127.0.0.1"
-    _server: ThreadingHTTPServer | None = None
+    _server: Server | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -70,8 +78,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer((self.host, self.port), Handler)
-        server.daemon_threads = True
+        server = Server((self.host, self.port), Handler)
         threading.Thread(target=server.serve_forever, name="receiver", daemon=True).start()
         self._server = server
 

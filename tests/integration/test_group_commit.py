@@ -18,8 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from api.plumbing.groupcommit import Submission
+from api.plumbing.idempotency import Binding
+from api.plumbing.submitrows import unqueue_group
 from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
 from tests.integration.conftest import PublishModel, bearer, job_rows, make_key, serve_app
@@ -184,3 +187,70 @@ def test_a_message_kafka_refuses_fails_its_submit_alone(
     )
     assert all(r.status == "queued" and r.produced_at is not None for r in queued)
     assert produces(url) == 1
+
+    # The refusal did not leave the API's producer broken for everyone after it.
+    again = post_together(
+        url, tenant_key, [({"model": taking.name, "inputs": i}, {}) for i in inputs]
+    )
+    assert [a.status_code for a in again] == [202] * 5
+    assert produces(url) == 2
+
+
+def post_keyed(url: str, key: str, model: str, idempotency_key: str) -> httpx.Response:
+    body = {"model": model, "inputs": random_inputs(1, 5)[0]}
+    headers = bearer(key) | {"Idempotency-Key": idempotency_key}
+    return httpx.post(f"{url}/v1/jobs", json=body, headers=headers, timeout=60)
+
+
+def set_status(engine: Engine, job_id: str, status: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE jobs SET status = :s WHERE id = :id"), {"s": status, "id": job_id}
+        )
+
+
+def refuse(engine: Engine, tenant: str, ids: list[str], key: str) -> set[int]:
+    """What the group commit does with a submission whose messages were not all
+    acknowledged, on these real rows (the idempotency hash plays no part)."""
+    refused = Submission(
+        rows=[{"id": i} for i in ids], records=[], binding=Binding(tenant, key, "unused")
+    )
+    with engine.begin() as conn:
+        return unqueue_group(conn, [refused], "not acknowledged")
+
+
+def test_a_refused_submission_fails_even_when_a_worker_took_it_and_frees_its_key(
+    grouped_api: Any, publish_model: PublishModel, engine: Engine
+) -> None:
+    """A worker took the job from a message that landed unacknowledged: the job fails
+    all the same (its result will not be written), and the key is free again."""
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    key, model = make_key(engine, tenant, "jobs"), publish_model()
+    url = grouped_api(1)
+    first = post_keyed(url, key, model.name, "order-1").json()["id"]
+    set_status(engine, first, "running")
+
+    assert refuse(engine, tenant, [first], "order-1") == set()
+
+    [row] = job_rows(engine, model.name)
+    assert (row.status, row.error["type"]) == ("failed", "queue_unavailable")
+    again = post_keyed(url, key, model.name, "order-1")
+    assert again.status_code == 202
+    assert again.json()["id"] != first
+
+
+def test_a_refused_submission_whose_job_already_ended_is_left_as_it_ran(
+    grouped_api: Any, publish_model: PublishModel, engine: Engine
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    key, model = make_key(engine, tenant, "jobs"), publish_model()
+    url = grouped_api(1)
+    first = post_keyed(url, key, model.name, "order-2").json()["id"]
+    set_status(engine, first, "succeeded")
+
+    assert refuse(engine, tenant, [first], "order-2") == {0}
+
+    assert [r.status for r in job_rows(engine, model.name)] == ["succeeded"]
+    again = post_keyed(url, key, model.name, "order-2")
+    assert again.status_code == 200
+    assert again.json()["id"] == first

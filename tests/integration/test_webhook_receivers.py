@@ -179,7 +179,9 @@ def test_no_attempt_is_posted_twice_when_a_pass_outlasts_a_lease(
 ) -> None:
     """280 events whose receiver takes 3 s (under the 4 s deadline): a dispatcher taking
     200 at once on 16 threads would still be posting when their 34 s lease ran out, and
-    would post the rest again. Each attempt must reach the receiver once."""
+    would post the rest again. No attempt may reach the receiver twice: it sees at most
+    as many posts of an event as the attempts recorded for it (fewer where an attempt
+    timed out before the receiver read it, on a loaded machine)."""
     receiver.respond = slow_ok(3.0)
     job_ids: list[str] = []
     for _ in range(4):
@@ -189,7 +191,8 @@ def test_no_attempt_is_posted_twice_when_a_pass_outlasts_a_lease(
     eventually(lambda: all_delivered(engine, job_ids), "all 280 events delivered", 300)
     recorded = Counter(a.webhook_id for a in attempts(engine, job_ids))
     seen = Counter(r.webhook_id for r in receiver.snapshot())
-    assert {i: seen[i] for i in recorded} == dict(recorded)
+    assert len(recorded) == 280
+    assert {i: (seen[i], n) for i, n in recorded.items() if not 1 <= seen[i] <= n} == {}
 
 
 def test_every_attempt_is_rendered_afresh_with_a_new_presigned_url(

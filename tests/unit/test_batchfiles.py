@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from inferfleet.ids import batch_job_id, new_batch_id
+from inferfleet.ids import batch_job_id, new_batch_id, new_job_id
 from inferfleet.models.validation import validator_for
 from scheduler.batchfiles import (
     BatchFileError,
@@ -356,6 +356,21 @@ def test_batch_job_ids_are_the_same_each_time_and_sort_by_line() -> None:
     assert len(set(ids)) == 4
     assert all(i.startswith("job_") and len(i) == 30 for i in ids)
     assert batch_job_id(new_batch_id(), 1) != ids[0]
+
+
+def test_batch_job_ids_overlap_no_ids_made_in_the_same_millisecond() -> None:
+    """Batch and job IDs made in one millisecond follow each other: the lines of one
+    batch must not take the IDs of the next batch's lines, nor of the next submit's jobs."""
+    made = [new_batch_id() for _ in range(50)] + [new_job_id() for _ in range(1000)]
+    batches = [m for m in made if m.startswith("bat_")]
+    lines = [batch_job_id(b, n) for b in batches for n in range(1, 101)]
+    assert len(set(lines)) == len(lines)
+    assert set(lines).isdisjoint(made)
+
+
+def test_a_line_number_past_the_id_s_room_is_refused() -> None:
+    with pytest.raises(ValueError, match="line 4294967296"):
+        batch_job_id(new_batch_id(), 1 << 32)
 
 
 class UnforeseenError(Exception):

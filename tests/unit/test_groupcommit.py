@@ -37,6 +37,8 @@ class FakeStore:
         self.produced_ids: list[list[str]] = []
         self.unqueued_ids: list[list[str]] = []
         self.down = False
+        self.ended: set[str] = set()  # jobs that ran from a message that landed unacknowledged
+        self.unqueue_down = False
 
     async def insert(self, group: Sequence[Submission]) -> set[int]:
         self.inserts.append([s.ids for s in group])
@@ -58,8 +60,11 @@ class FakeStore:
     async def produced(self, ids: Sequence[str]) -> None:
         self.produced_ids.append(list(ids))
 
-    async def unqueued(self, failed: Sequence[Submission], message: str) -> None:
+    async def unqueued(self, failed: Sequence[Submission], message: str) -> set[int]:
+        if self.unqueue_down:
+            raise OperationalError("UPDATE", {}, ConnectionError("no database"))
         self.unqueued_ids.append([i for s in failed for i in s.ids])
+        return {n for n, s in enumerate(failed) if self.ended & set(s.ids)}
 
 
 class FakeKafka:
@@ -169,6 +174,34 @@ def test_a_record_kafka_did_not_acknowledge_fails_only_the_submission_that_owns_
     assert answers[2] is None
     assert store.unqueued_ids == [bulk.ids]  # every job of it, the acknowledged ones too
     assert store.produced_ids == [before.ids + after.ids]
+
+
+def test_a_refused_submission_one_of_whose_jobs_already_ran_is_answered_as_accepted() -> None:
+    """Its message landed without its acknowledgement and a worker ran it: the
+    submission cannot be made not to run, so its answer says it runs."""
+    bulk, other = submission(jobs=3), submission()
+    store, kafka = FakeStore(), FakeKafka(refuse=[*bulk.ids, other.ids[0]])
+    store.ended = {bulk.ids[0]}
+
+    answers = run(lambda: together(committer(store, kafka), [bulk, other]))
+
+    assert answers[0] is None
+    assert isinstance(answers[1], QueueUnavailableError)
+    assert store.unqueued_ids == [bulk.ids + other.ids]
+    assert store.produced_ids == []  # the sweep produces what is left of it
+
+
+def test_a_refusal_the_database_does_not_take_is_answered_as_accepted() -> None:
+    """The rows stay queued without `produced_at`, so the sweep produces them: they run,
+    and a 503 would have been a lie."""
+    refused = submission(jobs=2)
+    store, kafka = FakeStore(), FakeKafka(refuse=[refused.ids[1]])
+    store.unqueue_down = True
+
+    answers = run(lambda: together(committer(store, kafka), [refused]))
+
+    assert answers == [None]
+    assert store.produced_ids == []
 
 
 def test_a_key_another_submit_holds_fails_its_submission_and_inserts_nothing_of_it() -> None:
