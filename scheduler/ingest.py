@@ -233,7 +233,7 @@ class Ingest:
         topic = job_topic(version.name, "batch")
         settings = self.settings
         ensure_topics(
-            settings.kafka_bootstrap,
+            settings,
             [topic],
             settings.topic_partitions,
             settings.topic_replication,

@@ -65,9 +65,7 @@ class Producer:
             try:
                 missing = sorted({r.topic for r in records} - self._topics)
                 if missing:
-                    ensure_topics(
-                        s.kafka_bootstrap, missing, s.topic_partitions, s.topic_replication
-                    )
+                    ensure_topics(s, missing, s.topic_partitions, s.topic_replication)
                     self._topics.update(missing)
                 if self._producer is None:
                     self._producer = make_producer(s, client_id="inferfleet-sweeps")

@@ -124,7 +124,7 @@ class Worker:
             return False
         topics = [t for name in self.settings.worker_models for t in model_topics(name)]
         ensure_topics(
-            self.settings.kafka_bootstrap,
+            self.settings,
             topics + [dlq_topic(t) for t in topics],
             self.settings.topic_partitions,
             self.settings.topic_replication,

@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inferfleet.clients.grouplag import lag, read_offsets, resume_offsets
+from inferfleet.clients.kafkaconn import kafka_connection
 from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
 
@@ -272,7 +273,7 @@ class QueueProbe:
     def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
         if self._consumer is None:
             self._consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-worker-probe",
                 group_id=None,
                 enable_auto_commit=False,
@@ -287,7 +288,7 @@ class QueueProbe:
             )
         if self._admin is None:
             self._admin = KafkaAdminClient(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-worker-probe",
                 request_timeout_ms=KAFKA_TIMEOUT_MS,
                 bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
