@@ -54,6 +54,8 @@ jobs = Table(
     Column("line", Integer),
     Column("custom_id", Text),
     Column("request_id", Text),
+    # The W3C traceparent of the span that made the job (inferfleet.tracing), if traced.
+    Column("traceparent", Text),
     Column("deadline", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from inferfleet import tracing
 from inferfleet.clients.db import make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.clients.topics import dlq_topic, ensure_topics, model_topics
@@ -32,7 +33,7 @@ from inferfleet.jobs.messages import JobMessage
 from inferfleet.models.preprocessing import split_outputs
 from inferfleet.models.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
-from worker import isolation, logs, persist
+from worker import isolation, logs, persist, traces
 from worker.batching import (
     Outcome,
     chunks,
@@ -206,14 +207,21 @@ class Worker:
         records = consumer.poll()
         if not records:
             return None
+        with traces.batch(records):
+            return self._handle(consumer, records)
+
+    def _handle(self, consumer: JobConsumer, records: list[Any]) -> BatchSummary:
         self.observer.batch_started(records)
         self._batch = (consumer, records)
-        plan = self.plan(records)
+        with traces.step("claim"):
+            plan = self.plan(records)
         consumer.send(put_back(records, plan.put_back))
         if plan.only_waiting:
             self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
-        final, retry = self.run_taken(plan.run, plan.attempts)
-        written = self.record(plan.run, final, retry)  # outcomes, retries, their dead letters
+        with traces.step("inference"):
+            final, retry = self.run_taken(plan.run, plan.attempts)
+        with traces.step("persist"):
+            written = self.record(plan.run, final, retry)  # outcomes, retries, dead letters
         consumer.send(dead_letters(plan.dead_letter))
         # Redelivered jobs: each taken, run and persisted alone, in turn.
         alone, alone_retry = isolation.run_alone(
@@ -360,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     check_bound(settings)
     logs.configure()
+    tracing.setup("inferfleet-worker")
     engine = make_engine(settings, pool_size=2)
     metrics = WorkerMetrics()
     readiness = Readiness()

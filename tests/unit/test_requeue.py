@@ -26,14 +26,16 @@ def job(job_id: str) -> JobMessage:
 
 
 def record(job_id: str, topic: str, value: bytes) -> SimpleNamespace:
-    return SimpleNamespace(key=job_id.encode(), topic=topic, value=value)
+    return SimpleNamespace(key=job_id.encode(), topic=topic, value=value, headers=[])
 
 
 RECORDS = [
     record("a", "inferfleet.jobs.fraud.batch", b"as polled: a"),
     record("b", "inferfleet.jobs.fraud.interactive", b"as polled: b"),
     record("a", "inferfleet.jobs.fraud.batch", b"a later copy of a"),
-    SimpleNamespace(key=b"\xff\xfe", topic="inferfleet.jobs.fraud.batch", value=b"junk"),
+    SimpleNamespace(
+        key=b"\xff\xfe", topic="inferfleet.jobs.fraud.batch", value=b"junk", headers=[]
+    ),
 ]
 
 
