@@ -31,14 +31,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from inferfleet.clients.outages import OUTAGES
+from inferfleet.errors import QueueUnavailableError
 from inferfleet.jobs.messages import JobMessage
 from worker import logs
 from worker.batching import Outcome
 
 log = logging.getLogger(__name__)
 
-# Failures of a service the worker depends on; the same work is tried again later.
-TRANSIENT = OUTAGES
+# Failures of a service the worker depends on, Kafka's refusal of a record it sends
+# (retries, dead letters, put-backs) included; the same work is tried again later.
+TRANSIENT: tuple[type[Exception], ...] = (*OUTAGES, QueueUnavailableError)
 
 # `error.type` of a job running alone after a redelivery, and of one failed for it.
 CRASHED = "worker_crashed"
