@@ -201,6 +201,11 @@ class Settings(BaseSettings):
     # the bound while the notification listener is down (0 = no caching).
     cache_max_age_s: float = Field(default=5.0, ge=0)
 
+    # The sweep of produced jobs no worker claimed (scheduler/sweeps.py, reproduce_stale)
+    # produces a `queued` job again once it has waited this many sweep intervals since
+    # its message was produced and the worker group has read past that message.
+    sweep_stale_after_intervals: int = Field(default=10, ge=1)
+
 
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.

@@ -104,9 +104,10 @@ def guarded(
 class Runner(Protocol):
     """What `run_alone` needs of the worker."""
 
-    def take_alone(self, job_id: str) -> int | None:
-        """Take one redelivered job, marked as running alone; its attempts, or None if
-        it is no longer `running` (another worker finished it)."""
+    def take_alone(self, job_id: str, counted: bool = True) -> int | None:
+        """Take one redelivered job, marked as running alone; its attempts (this take
+        counted unless not `counted`), or None if it is no longer `running` (another
+        worker finished it)."""
 
     def run_taken(
         self, jobs: Sequence[JobMessage], attempts: Mapping[str, int]
@@ -124,23 +125,28 @@ def run_alone(
     runner: Runner,
 ) -> tuple[list[Outcome], list[str]]:
     """Run redelivered `jobs` one at a time, in order, each written before the next is
-    taken (module docstring); returns every final outcome and every retried ID."""
+    taken (module docstring); returns every final outcome and every retried ID.
+
+    A doomed job is taken too (no attempt counted), since only the worker holding a job
+    may write it.
+    """
     finals: list[Outcome] = []
     retries: list[str] = []
     for job in jobs:
         previous = found[job.job_id]
-        if doomed(previous, max_attempts):
+        unrun = doomed(previous, max_attempts)
+        attempts = runner.take_alone(job.job_id, counted=not unrun)
+        if attempts is None:
+            continue
+        if unrun:
             log.error(
                 "its worker died running it alone, %d attempts: failing it unrun",
-                previous.attempts,
+                attempts,
                 extra=logs.job_fields(job),
             )
-            final = [Outcome(job.job_id, error=crashed_error(previous.attempts), retriable=False)]
+            final = [Outcome(job.job_id, error=crashed_error(attempts), retriable=False)]
             retry: list[str] = []
         else:
-            attempts = runner.take_alone(job.job_id)
-            if attempts is None:
-                continue
             log.info("redelivered; running it alone", extra=logs.job_fields(job))
             final, retry = runner.run_taken([job], {job.job_id: attempts})
         runner.record([job], final, retry)

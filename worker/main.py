@@ -313,9 +313,9 @@ class Worker:
             outcomes.extend(self._run_group(group.model, group.version, group.jobs))
         return self.payloads.store_outputs(outcomes, jobs)
 
-    def take_alone(self, job_id: str) -> int | None:
+    def take_alone(self, job_id: str, counted: bool = True) -> int | None:
         """Take one redelivered job to run alone (`isolation.Runner`)."""
-        attempts = persist.take_alone(self.engine, job_id, token=self.claim_token)
+        attempts = persist.take_alone(self.engine, job_id, token=self.claim_token, counted=counted)
         if attempts is not None:
             self._held.add(job_id)
         return attempts

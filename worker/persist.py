@@ -65,15 +65,15 @@ CLAIM = text(
 
 # Takes one redelivered (or given back) job to run alone under the worker's token,
 # marked so that its next redelivery shows the worker died running it
-# (`worker.isolation`).
+# (`worker.isolation`). A job taken only to be failed unrun counts no attempt.
 TAKE_ALONE = text(
     f"""
     UPDATE jobs
-       SET status = 'running', attempts = attempts + 1, started_at = now(),
+       SET status = 'running', attempts = attempts + :counted, started_at = now(),
            claim_token = :token,
            error = jsonb_build_object(
                'type', '{CRASHED}', 'message',
-               'running alone after its worker stopped; attempt ' || (attempts + 1))
+               'running alone after its worker stopped; attempt ' || (attempts + :counted))
      WHERE id = :id
        AND (status = 'running' OR (status = 'queued' AND error->>'type' = '{CRASHED}'))
     RETURNING attempts
@@ -126,11 +126,12 @@ def claim(engine: Engine, job_ids: Sequence[str], *, token: str, retry_window_s:
     return found
 
 
-def take_alone(engine: Engine, job_id: str, *, token: str) -> int | None:
+def take_alone(engine: Engine, job_id: str, *, token: str, counted: bool = True) -> int | None:
     """Take one redelivered job to run alone under `token`; its attempts (this take
-    included), or None when it is no longer `running` (nor given back)."""
+    included unless not `counted`), or None when it is no longer `running` (nor given
+    back)."""
     with engine.begin() as conn:
-        params = {"id": job_id, "token": token}
+        params = {"id": job_id, "token": token, "counted": int(counted)}
         attempts: int | None = conn.execute(TAKE_ALONE, params).scalar_one_or_none()
         return attempts
 
