@@ -58,8 +58,9 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("completed_at", DateTime(timezone=True)),
-    # When Kafka acknowledged the job's message; a `queued` job without it was never
-    # produced (a crash between insert and produce) and is produced by the sweeper.
+    # When Kafka acknowledged the job's latest message (a worker's retry or put-back:
+    # just before it is sent); a `queued` job without it was never produced (a crash
+    # between insert and produce) and is produced by the sweeper.
     Column("produced_at", DateTime(timezone=True)),
     # The token of the worker holding a `running` job; every later write of the job by a
     # worker names it, so a worker that lost the job writes nothing (`worker.persist`).

@@ -278,9 +278,13 @@ class Worker:
         unfinished = persist.unfinished(
             self.engine, [j.job_id for j in jobs if (j.model, j.version) in waiting]
         )
+        offered = [j.job_id for j in claimable(jobs, waiting)]
+        # Held from before the claim is sent: should its answer be lost to an outage, the
+        # give-back still finds whichever of them it took (it checks the token).
+        self._held = set(offered)
         claim = persist.claim(
             self.engine,
-            [j.job_id for j in claimable(jobs, waiting)],
+            offered,
             token=self.claim_token,
             retry_window_s=self.settings.webhook_retry_window_s,
         )
@@ -315,10 +319,8 @@ class Worker:
 
     def take_alone(self, job_id: str, counted: bool = True) -> int | None:
         """Take one redelivered job to run alone (`isolation.Runner`)."""
-        attempts = persist.take_alone(self.engine, job_id, token=self.claim_token, counted=counted)
-        if attempts is not None:
-            self._held.add(job_id)
-        return attempts
+        self._held.add(job_id)  # before the take, as in `plan`
+        return persist.take_alone(self.engine, job_id, token=self.claim_token, counted=counted)
 
     def record(self, jobs: Sequence[JobMessage], final: list[Outcome], retry: list[str]) -> int:
         """Write outcomes, then put retries and dead letters on Kafka; how many were written.
@@ -337,7 +339,11 @@ class Worker:
         )
         lost = len(final) + len(retry) - len(written.finished) - len(written.requeued)
         if lost:
-            log.warning("%d job(s) were taken by another claim meanwhile; not written", lost)
+            log.warning(
+                "%d job(s) no longer held by this worker (another claim took them, or they "
+                "were cancelled): not written, retried or dead-lettered",
+                lost,
+            )
         assert self._batch is not None
         consumer, records = self._batch
         retries, copies = resend(

@@ -389,7 +389,7 @@ def test_a_zombie_worker_writes_nothing_of_a_job_another_worker_took(
         assert row(engine, job_id).claim_token != held_by
         s3_link.restore()  # the zombie wakes up and finishes its stale batch
 
-        eventually(lambda: "taken by another claim" in zombie.log(), "the zombie's write")
+        eventually(lambda: "no longer held by this worker" in zombie.log(), "the zombie's write")
         finished = row(engine, job_id)
         assert (finished.status, finished.attempts) == ("succeeded", 2)
         assert terminal_writes(engine, [job_id]) == {job_id: 1}
