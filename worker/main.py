@@ -124,33 +124,48 @@ class Worker:
         Until every served model is warm, `/readyz` says why not and the worker stays
         out of the consumer group, so no partition waits on a worker that cannot serve.
         """
+        if not self._until_done(self._load, LOAD_FAILURES, "cannot load served models"):
+            return False
+        topics = [t for name in self.settings.worker_models for t in model_topics(name)]
+
+        def join() -> None:
+            ensure_topics(
+                self.settings.kafka_bootstrap,
+                topics + [dlq_topic(t) for t in topics],
+                self.settings.topic_partitions,
+                self.settings.topic_replication,
+            )
+            self._consumer = self._consumer_factory(self.settings, topics)
+
+        if not self._until_done(join, TRANSIENT, "cannot join the consumer group"):
+            return False
+        self._report(None)
+        self._next_alias_check = time.monotonic() + self.settings.registry_poll_s
+        log.info("ready; consuming %s as group %s", ", ".join(topics), self.settings.worker_group)
+        return True
+
+    def _load(self) -> None:
+        self._aliases = self._alias_targets()
+        self.store.pin(self._aliases.items())
+        for name, version in self._aliases.items():
+            self.store.get(name, version)
+
+    def _until_done(
+        self, step: Callable[[], None], failures: tuple[type[Exception], ...], what: str
+    ) -> bool:
+        """Run `step` until it raises none of `failures` (True) or the worker is stopped
+        (False), waiting 1 s, 2 s, … up to 30 s between tries; not ready meanwhile."""
         delay = 1.0
         while not self._stop.is_set():
             try:
-                self._aliases = self._alias_targets()
-                self.store.pin(self._aliases.items())
-                for name, version in self._aliases.items():
-                    self.store.get(name, version)
-                break
-            except LOAD_FAILURES as e:
-                log.error("cannot load served models, retrying in %.0f s: %s", delay, e)
-                self._report(f"loading models failed: {e}")
+                step()
+                return True
+            except failures as e:
+                log.error("%s, retrying in %.0f s: %s", what, delay, e)
+                self._report(f"{what}: {e}")
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
-        else:
-            return False
-        topics = [t for name in self.settings.worker_models for t in model_topics(name)]
-        ensure_topics(
-            self.settings.kafka_bootstrap,
-            topics + [dlq_topic(t) for t in topics],
-            self.settings.topic_partitions,
-            self.settings.topic_replication,
-        )
-        self._report(None)
-        self._next_alias_check = time.monotonic() + self.settings.registry_poll_s
-        self._consumer = self._consumer_factory(self.settings, topics)
-        log.info("ready; consuming %s as group %s", ", ".join(topics), self.settings.worker_group)
-        return True
+        return False
 
     def _alias_targets(self) -> dict[str, int]:
         return {name: self.store.resolve(name).version for name in self.settings.worker_models}

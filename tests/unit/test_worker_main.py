@@ -146,3 +146,24 @@ def test_an_unexpected_error_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -
         w.run()
 
     assert consumer.rewinds == 0
+
+
+def test_a_broker_away_at_start_is_waited_for_out_of_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = FakeConsumer()
+    w = make_worker(monkeypatch, consumer, [None])
+    tries: list[bool] = []
+
+    def ensure_topics(*args: Any, **kwargs: Any) -> None:
+        tries.append(w.readiness.get()[0])
+        if len(tries) < 3:
+            raise KafkaConnectionError("no broker answered the bootstrap")
+
+    monkeypatch.setattr(worker.main, "ensure_topics", ensure_topics)
+
+    w.run()
+
+    assert tries == [False, False, False], "not ready until it joined the group"
+    assert consumer.events == ["batch"]
+    assert w.readiness.get()[0] is True
