@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,19 +13,23 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from sqlalchemy import Engine, text
 
 from inferfleet.clients.objectstore import put_bytes
-from inferfleet.clients.topics import dlq_topic, ensure_topics, job_topic
+from inferfleet.clients.topics import dlq_topic, ensure_topics, job_topic, model_topics
 from inferfleet.ids import new_job_id
+from inferfleet.jobs import messages
 from inferfleet.jobs.messages import JobMessage
 from inferfleet.models.registry import ModelVersion
 from inferfleet.models.sessions import open_session
 from inferfleet.settings import Settings
+from inferfleet.tables import jobs
 from tests.integration.conftest import enqueue_forged, eventually, job_rows, terminal_writes
 from tests.integration.forwarder import forwarding
+from tests.integration.ownbroker import OwnBroker, kafka_libs
 from tests.integration.test_jobs import onnx_reference, random_inputs
 
 
@@ -395,3 +400,80 @@ def test_a_zombie_worker_writes_nothing_of_a_job_another_worker_took(
         assert terminal_writes(engine, [job_id]) == {job_id: 1}
         assert zombie.proc.poll() is None, zombie.log()
         assert other.proc.poll() is None, other.log()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """A broker of this test's own, which it may kill; the shared one is never touched."""
+    libs = kafka_libs()
+    if libs is None:
+        pytest.fail("no Kafka jars under .stack/kafka/libs: run scripts/stack.sh up first")
+    broker = OwnBroker(tmp_path / "own-broker", libs)
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+def enqueue_many(engine: Engine, bootstrap: str, found: list[JobMessage]) -> list[str]:
+    """Write the jobs' queued rows, then produce their messages to `bootstrap`."""
+    with engine.begin() as conn:
+        conn.execute(
+            jobs.insert(),
+            [
+                {
+                    "id": j.job_id,
+                    "tenant": j.tenant,
+                    "model": j.model,
+                    "version": j.version,
+                    "status": "queued",
+                    "lane": "interactive",
+                    "inputs": j.inputs,
+                }
+                for j in found
+            ],
+        )
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for j in found:
+        producer.send(job_topic(j.model), key=j.job_id.encode(), value=messages.encode(j))
+    producer.flush()
+    producer.close()
+    return [j.job_id for j in found]
+
+
+def test_a_broker_outage_is_waited_for_and_no_job_is_lost_doubled_or_charged(
+    publish_model, start_worker, engine: Engine, settings: Settings, own_broker: OwnBroker
+) -> None:
+    model = publish_model()
+    topics = model_topics(model.name)
+    ensure_topics(own_broker.bootstrap, topics, settings.topic_partitions, 1)
+    inputs = random_inputs(3000, seed=18)
+    ids = enqueue_many(engine, own_broker.bootstrap, [forged(model, inputs=row) for row in inputs])
+    worker = start_worker(
+        model.name,
+        INFERFLEET_KAFKA_BOOTSTRAP=own_broker.bootstrap,
+        INFERFLEET_POLL_MAX_RECORDS="20",
+    )
+    eventually(
+        lambda: statuses(engine, model.name).get("succeeded", 0) >= 200,
+        "the worker to finish some jobs",
+        timeout=90,
+    )
+    own_broker.kill()
+
+    eventually(lambda: "rewinding and retrying" in worker.log(), "the worker to meet the outage")
+    eventually(lambda: worker.readyz().status_code == 503, "readiness to go")
+    assert "waiting for a service" in worker.readyz().json()["reason"]
+    assert statuses(engine, model.name).get("succeeded", 0) < len(ids), "the outage came late"
+    own_broker.start()
+
+    eventually(
+        lambda: statuses(engine, model.name) == {"succeeded": len(ids)},
+        "every job to succeed once the broker is back",
+        timeout=120,
+    )
+    assert worker.proc.poll() is None, worker.log()
+    eventually(lambda: worker.readyz().status_code == 200, "readiness to come back")
+    writes = terminal_writes(engine, ids)
+    assert len(writes) == len(ids)
+    assert set(writes.values()) == {1}, "a job was written into a terminal state twice"
+    assert {r.attempts for r in job_rows(engine, model.name)} == {1}, "the outage was charged"
