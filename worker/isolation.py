@@ -15,7 +15,11 @@ What the worker guarantees:
   alone (`error.type` `worker_crashed` while it runs; cleared when it ends), and its
   result is written before the next one is taken. A job that comes back still marked
   is the one its worker died running alone; once it has had `max_attempts` takes it is
-  failed and dead-lettered (`worker_crashed`) without running again.
+  failed and dead-lettered (`worker_crashed`) without running again (taken first, with
+  no attempt counted, since only the worker holding a job may write it).
+- A worker whose batch an outage fails gives back the jobs it holds (`persist.release`:
+  `queued`, their attempt taken back). One it was running alone keeps its mark, so the
+  next claim runs it alone again, as a job whose worker did not die running it.
 - So a job that kills every worker costs at most `max_attempts` crashes (one in its
   batch, the rest alone) and ends `failed` with `attempts` equal to `max_attempts`
   (at least two). Its neighbours never run beside it again, their attempts grow by at
