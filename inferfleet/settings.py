@@ -213,6 +213,11 @@ class Settings(BaseSettings):
     events_tick_s: float = Field(default=1.0, gt=0)
     events_keepalive_s: float = Field(default=15.0, gt=0)
 
+    # The sweep of produced jobs no worker claimed (scheduler/sweeps.py, reproduce_stale)
+    # produces a `queued` job again once it has waited this many sweep intervals since
+    # its message was produced and the worker group has read past that message.
+    sweep_stale_after_intervals: int = Field(default=10, ge=1)
+
     # Kafka security (inferfleet/kafkasecurity.py), for every Kafka client the services
     # make. Kafka's spellings or KEDA's (`sasl: scram_sha512`, `tls: enable`), so the
     # Secret KEDA's TriggerAuthentication reads feeds these too. Unset, the protocol

@@ -27,8 +27,8 @@ def resend(
     runnable: Sequence[JobMessage],
     final: Sequence[Outcome],
     retry: Sequence[str],
-) -> list[Record]:
-    """Retries back onto their topic; final failures copied to its DLQ with the error.
+) -> tuple[list[Record], list[Record]]:
+    """(retries back onto their topic, final failures copied to its DLQ with the error).
 
     Each carries its job's record value as polled (a message that was decoded once is
     never encoded again, however its inputs nest); a job without a keyed record gets
@@ -36,9 +36,12 @@ def resend(
     """
     by_id = {j.job_id: j for j in runnable}
     topic, value, headers = _as_polled(records)
-    out = [Record(topic(by_id[i]), i.encode(), value(by_id[i]), headers(by_id[i])) for i in retry]
+    retries = [
+        Record(topic(by_id[i]), i.encode(), value(by_id[i]), headers(by_id[i])) for i in retry
+    ]
     for i in retry:
         log.info("attempt failed; requeued to run again", extra=logs.job_fields(by_id[i]))
+    copies = []
     for o in final:
         if o.error is not None:
             job = by_id[o.job_id]
@@ -47,7 +50,7 @@ def resend(
                 o.error["message"],
                 extra=logs.job_fields(job),
             )
-            out.append(
+            copies.append(
                 Record(
                     dlq_topic(topic(job)),
                     job.job_id.encode(),
@@ -55,7 +58,7 @@ def resend(
                     headers=((ERROR_HEADER, json.dumps(o.error).encode()), *headers(job)),
                 )
             )
-    return out
+    return retries, copies
 
 
 def put_back(records: Sequence[Any], waiting: Sequence[JobMessage]) -> list[Record]:

@@ -26,6 +26,18 @@ def job_topic(model: str, lane: Lane = "interactive") -> str:
     return f"inferfleet.jobs.{model}.{lane}"
 
 
+def parse_job_topic(topic: str) -> tuple[str, Lane] | None:
+    """The (model, lane) whose jobs `topic` carries; None for any other topic."""
+    prefix = "inferfleet.jobs."
+    model, _, lane = topic.removeprefix(prefix).rpartition(".")
+    if not topic.startswith(prefix) or not model:
+        return None
+    for known in LANES:
+        if lane == known:
+            return model, known
+    return None
+
+
 def dlq_topic(topic: str) -> str:
     """The dead-letter topic beside `topic`."""
     return f"{topic}.dlq"

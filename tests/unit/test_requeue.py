@@ -49,9 +49,11 @@ def test_jobs_waiting_for_their_version_go_back_to_their_topic_as_polled() -> No
 
 def test_retries_and_dead_letters_carry_the_polled_record_never_a_new_encoding() -> None:
     failed = Outcome("b", error={"type": "invalid_input", "message": "no"}, retriable=False)
-    sent = resend(RECORDS, [job("a"), job("b")], [failed], ["a"])
-    assert [(r.topic, r.value) for r in sent] == [
-        ("inferfleet.jobs.fraud.batch", b"as polled: a"),
-        ("inferfleet.jobs.fraud.interactive.dlq", b"as polled: b"),
+    retries, copies = resend(RECORDS, [job("a"), job("b")], [failed], ["a"])
+    assert [(r.topic, r.value) for r in retries] == [
+        ("inferfleet.jobs.fraud.batch", b"as polled: a")
     ]
-    assert json.loads(dict(sent[1].headers)[ERROR_HEADER])["type"] == "invalid_input"
+    assert [(r.topic, r.value) for r in copies] == [
+        ("inferfleet.jobs.fraud.interactive.dlq", b"as polled: b")
+    ]
+    assert json.loads(dict(copies[0].headers)[ERROR_HEADER])["type"] == "invalid_input"
