@@ -36,6 +36,7 @@ from api.plumbing.submit import submit_committer
 from api.plumbing.versions import version_cache
 from api.plumbing.waiters import JobWaiters
 from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
+from inferfleet import tracing
 from inferfleet.clients.db import autocommit, make_async_engine, make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or load_settings()
     rate = parse_rate(settings.rate_limit)
+    tracing.setup("inferfleet-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
 from inferfleet.clients.broker import make_producer, send_all
+from inferfleet.clients.kafkaconn import kafka_connection
 from inferfleet.clients.objectstore import split_uri
 from inferfleet.clients.topics import dlq_topic, job_topic, model_topics
 from inferfleet.ids import new_job_id
@@ -290,7 +291,7 @@ def remove(settings: Settings, engine: Engine, s3: Any, version: ModelVersion, g
         bucket, key = split_uri(ref.uri)
         s3.delete_object(Bucket=bucket, Key=key)
     topics = model_topics(name)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench")
+    admin = KafkaAdminClient(**kafka_connection(settings), client_id="bench")
     try:
         admin.delete_topics(topics + [dlq_topic(t) for t in topics])
         admin.delete_groups([group])

@@ -33,8 +33,10 @@ from datetime import UTC, datetime
 
 import httpcore
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Connection, Engine, select, text
 
+from inferfleet import tracing
 from inferfleet.batches.view import load_view
 from inferfleet.errors import ConfigError
 from inferfleet.jobs.view import Presigner, job_view
@@ -46,6 +48,7 @@ from scheduler import sending
 from scheduler.retries import AttemptResult, next_step, retry_after_s
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 LEASE_MARGIN_S = 30.0
 # What the deliveries list says when there was no HTTP status: nothing more, so that a
@@ -182,6 +185,16 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
     )
 
 
+def job_traceparent(conn: Connection, due: Due) -> str | None:
+    """The trace context of the attempt's job (none for a batch's event)."""
+    if due.job_id is None:
+        return None
+    found: str | None = conn.execute(
+        select(jobs.c.traceparent).where(jobs.c.id == due.job_id)
+    ).scalar_one_or_none()
+    return found
+
+
 def signing_secrets(conn: Connection, tenant: str) -> list[str]:
     """The tenant's secret, and the previous one while its overlap lasts (none if the
     tenant does not exist)."""
@@ -303,12 +316,31 @@ def deliver(
     with engine.begin() as conn:
         body = render_body(conn, due, presign)
         secrets = signing_secrets(conn, due.tenant)
-    if secrets:
-        timestamp = int(datetime.now(UTC).timestamp())
-        headers = signed_headers(secrets, due.event_id, timestamp, body)
-        result = sender.post(due.url, headers, body)
-    else:  # never sent unsigned; tried again later like any failed attempt
-        result = AttemptResult(None, f"tenant {due.tenant!r} has no webhook secret")
+        parent = job_traceparent(conn, due)
+    attributes: dict[str, str | int] = {
+        "inferfleet.webhook_id": due.event_id,
+        "inferfleet.event": due.type,
+        "inferfleet.attempt": due.attempt,
+    }
+    with TRACER.start_as_current_span(
+        "inferfleet.webhook",
+        context=tracing.context_of(parent),
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+    ) as span:
+        if secrets:
+            timestamp = int(datetime.now(UTC).timestamp())
+            headers = signed_headers(secrets, due.event_id, timestamp, body)
+            sent = tracing.current_traceparent() if tracing.enabled() else parent
+            if sent:  # the receiver may continue the job's trace
+                headers[tracing.TRACEPARENT] = sent
+            result = sender.post(due.url, headers, body)
+        else:  # never sent unsigned; tried again later like any failed attempt
+            result = AttemptResult(None, f"tenant {due.tenant!r} has no webhook secret")
+        if result.status is not None:
+            span.set_attribute("http.response.status_code", result.status)
+        if not result.delivered:
+            span.set_status(StatusCode.ERROR, result.error or "not delivered")
     step = record(engine, due, result, settings)
     log.info(
         "webhook %s attempt %d %s to %s: %s -> %s",

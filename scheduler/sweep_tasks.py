@@ -16,7 +16,8 @@ from typing import Any, cast
 import redis
 from celery import Celery
 from celery.signals import worker_init
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,14 +25,22 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from inferfleet.clients.broker import Record, make_producer, send_all
-from inferfleet.clients.topics import ensure_topics
+from inferfleet.clients.grouplag import passed_before
+from inferfleet.clients.kafkaconn import kafka_connection
+from inferfleet.clients.topics import ensure_topics, parse_job_topic
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
-from scheduler.sweeps import delete_old_results, expire_overdue, reproduce_unproduced
+from scheduler.sweeps import (
+    delete_old_results,
+    expire_overdue,
+    reproduce_stale,
+    reproduce_unproduced,
+)
 
 log = logging.getLogger(__name__)
 
 UNPRODUCED_TASK = "inferfleet.sweep_unproduced"
+STALE_TASK = "inferfleet.sweep_stale"
 EXPIRY_TASK = "inferfleet.sweep_expired"
 RETENTION_TASK = "inferfleet.sweep_retention"
 
@@ -40,12 +49,14 @@ LAST_RUN_KEY = "inferfleet:sweeps:last_run"
 # What the counter counts (`what` label) and the sweeps (`sweep` label): bounded sets.
 COUNTED = (
     "jobs_reproduced",
+    "stale_jobs_reproduced",
     "jobs_expired",
     "jobs_deleted",
     "batches_deleted",
     "idempotency_keys_deleted",
 )
-SWEEPS = ("unproduced", "expiry", "retention")
+SWEEPS = ("unproduced", "stale", "expiry", "retention")
+KAFKA_TIMEOUT_MS = 5000
 
 
 class Producer:
@@ -65,9 +76,7 @@ class Producer:
             try:
                 missing = sorted({r.topic for r in records} - self._topics)
                 if missing:
-                    ensure_topics(
-                        s.kafka_bootstrap, missing, s.topic_partitions, s.topic_replication
-                    )
+                    ensure_topics(s, missing, s.topic_partitions, s.topic_replication)
                     self._topics.update(missing)
                 if self._producer is None:
                     self._producer = make_producer(s, client_id="inferfleet-sweeps")
@@ -77,6 +86,59 @@ class Producer:
                     self._producer.close(timeout=1)
                     self._producer = None
                 raise QueueUnavailableError(f"the sweep could not produce: {e}") from e
+
+
+class GroupPositions:
+    """Where the worker group stands on its job topics, for the stale sweep: its Kafka
+    clients made on first use (after the pool forks) and made again after a failure."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._consumer: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._lock = threading.Lock()
+
+    def passed(self) -> dict[str, float]:
+        """`passed_before` of every job topic the group has committed offsets on;
+        KafkaError if Kafka fails."""
+        s = self._settings
+        with self._lock:
+            try:
+                if self._consumer is None:
+                    self._consumer = KafkaConsumer(
+                        **kafka_connection(s),
+                        client_id="inferfleet-sweeps",
+                        group_id=None,
+                        enable_auto_commit=False,
+                        allow_auto_create_topics=False,
+                        auto_offset_reset="earliest",
+                        max_partition_fetch_bytes=64 * 1024,  # one record per partition
+                        fetch_max_wait_ms=100,
+                        request_timeout_ms=KAFKA_TIMEOUT_MS,
+                        bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+                    )
+                if self._admin is None:
+                    self._admin = KafkaAdminClient(
+                        **kafka_connection(s),
+                        client_id="inferfleet-sweeps",
+                        request_timeout_ms=KAFKA_TIMEOUT_MS,
+                        bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+                    )
+                group = s.worker_group
+                committed = self._admin.list_group_offsets({group: None}).get(group, {})
+                topics = sorted({tp.topic for tp in committed if parse_job_topic(tp.topic)})
+                return passed_before(self._consumer, self._admin, group, topics, KAFKA_TIMEOUT_MS)
+            except KafkaError:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        admin, self._admin = self._admin, None
+        if consumer is not None:
+            consumer.close(autocommit=False)
+        if admin is not None:
+            admin.close()
 
 
 class Counts:
@@ -154,6 +216,7 @@ def register(
     `engine` and `s3` give the calling process's clients (made after the fork).
     """
     producer = Producer(settings)
+    positions = GroupPositions(settings)
     counts = Counts(settings.redis_url)
 
     def run(sweep: str, work: Callable[[], dict[str, int]]) -> int:
@@ -176,6 +239,17 @@ def register(
             lambda: {"jobs_reproduced": reproduce_unproduced(engine(), producer.send, settings)},
         )
 
+    @app.task(name=STALE_TASK)  # type: ignore[untyped-decorator]
+    def sweep_stale() -> int:
+        return run(
+            "stale",
+            lambda: {
+                "stale_jobs_reproduced": reproduce_stale(
+                    engine(), producer.send, positions.passed, settings
+                )
+            },
+        )
+
     @app.task(name=EXPIRY_TASK)  # type: ignore[untyped-decorator]
     def sweep_expired() -> int:
         return run("expiry", lambda: {"jobs_expired": expire_overdue(engine(), settings)})
@@ -191,6 +265,7 @@ def register(
     app.conf.beat_schedule = {
         **app.conf.beat_schedule,
         "sweep-unproduced": {"task": UNPRODUCED_TASK, **every(settings.sweep_interval_s)},
+        "sweep-stale": {"task": STALE_TASK, **every(settings.sweep_interval_s)},
         "sweep-expired": {"task": EXPIRY_TASK, **every(settings.sweep_interval_s)},
         "sweep-retention": {
             "task": RETENTION_TASK,

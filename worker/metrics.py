@@ -15,14 +15,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from inferfleet.clients.grouplag import lag, read_offsets, resume_offsets
+from inferfleet.clients.grouplag import lag, read_offsets, resume_offsets, timestamps_at
+from inferfleet.clients.kafkaconn import kafka_connection
 from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
 
@@ -250,29 +250,13 @@ class QueueProbe:
 
     def _oldest_timestamps(self, resume: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """The timestamp (ms) of the record at each partition's resume offset."""
-        if not resume:
-            return {}
         consumer, _ = self._clients()
-        consumer.assign(list(resume))
-        for partition, offset in resume.items():
-            consumer.seek(partition, offset)
-        found: dict[TopicPartition, int] = {}
-        deadline = self._clock() + PEEK_TIMEOUT_S
-        try:
-            while len(found) < len(resume) and self._clock() < deadline:
-                polled: dict[Any, list[Any]] = consumer.poll(timeout_ms=200)
-                for partition, records in polled.items():
-                    if partition not in found and records and records[0].timestamp >= 0:
-                        found[partition] = records[0].timestamp
-                        consumer.pause(partition)
-        finally:
-            consumer.unsubscribe()
-        return found
+        return timestamps_at(consumer, resume, PEEK_TIMEOUT_S)
 
     def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
         if self._consumer is None:
             self._consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-worker-probe",
                 group_id=None,
                 enable_auto_commit=False,
@@ -287,7 +271,7 @@ class QueueProbe:
             )
         if self._admin is None:
             self._admin = KafkaAdminClient(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-worker-probe",
                 request_timeout_ms=KAFKA_TIMEOUT_MS,
                 bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,

@@ -36,6 +36,7 @@ from kafka.errors import KafkaError
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.problems import ProblemError
 from inferfleet.clients.grouplag import group_lag, read_offsets
+from inferfleet.clients.kafkaconn import kafka_connection
 from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
 
@@ -67,7 +68,7 @@ class KafkaBacklog:
     def _measure(self, topic: str) -> int:
         if self._consumer is None:
             self._consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-api-admission",
                 enable_auto_commit=False,
                 allow_auto_create_topics=False,
@@ -76,7 +77,7 @@ class KafkaBacklog:
             )
         if self._admin is None:
             self._admin = KafkaAdminClient(
-                bootstrap_servers=self._settings.kafka_bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-api-admission",
                 request_timeout_ms=KAFKA_TIMEOUT_MS,
                 bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,

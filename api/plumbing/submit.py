@@ -41,6 +41,7 @@ from api.plumbing.queue import JobQueue
 from api.plumbing.store import get_job
 from api.plumbing.submitrows import SubmitRows
 from api.plumbing.versions import resolve_version
+from inferfleet import tracing
 from inferfleet.clients.broker import Record
 from inferfleet.clients.objectstore import put_all
 from inferfleet.clients.outages import DATABASE_AWAY
@@ -56,6 +57,8 @@ from inferfleet.jsondepth import MAX_DEPTH
 from inferfleet.models.registry import ModelVersion
 from inferfleet.models.validation import request_validator, validate_instance
 from inferfleet.settings import Settings
+
+TRACER = tracing.tracer(__name__)
 
 T = TypeVar("T")
 # Up to this many items are checked and turned into rows on the event loop; more, in a
@@ -110,6 +113,41 @@ async def submit(
     inserts the rows; KeyTakenError means another submit bound it first, and nothing
     was inserted.
     """
+    attributes: dict[str, str | int] = {
+        "inferfleet.model": model,
+        "inferfleet.lane": lane,
+        "inferfleet.jobs": len(items),
+    }
+    with TRACER.start_as_current_span("inferfleet.submit", attributes=attributes) as span:
+        done = await _submit(
+            services,
+            principal,
+            model,
+            version_ref,
+            items,
+            webhook,
+            ttl_seconds,
+            request_id,
+            lane,
+            idempotency,
+        )
+        if len(done.ids) == 1:
+            span.set_attribute("inferfleet.job_id", done.ids[0])
+        return done
+
+
+async def _submit(
+    services: Services,
+    principal: Principal,
+    model: str,
+    version_ref: str,
+    items: list[Item],
+    webhook: Webhook | None,
+    ttl_seconds: int | None,
+    request_id: str,
+    lane: Lane,
+    idempotency: Binding | None,
+) -> Submitted:
     version = await resolve_version(services, model, version_ref)
     # Only a model that exists is admitted by its lag: a made-up name never reaches Kafka.
     await services.admission.admit(version.name)
@@ -130,7 +168,16 @@ async def submit(
     submission = await _off_loop(
         len(items),
         _new_jobs,
-        NewJobs(principal.tenant, version, lane, webhook, ttl_seconds, request_id, now),
+        NewJobs(
+            principal.tenant,
+            version,
+            lane,
+            webhook,
+            ttl_seconds,
+            request_id,
+            now,
+            tracing.current_traceparent() if tracing.enabled() else None,
+        ),
         ids,
         items,
         {job_id: uri for job_id, (uri, _) in large.items()},
@@ -180,6 +227,7 @@ class NewJobs:
     ttl_seconds: int | None
     request_id: str
     created_at: datetime
+    traceparent: str | None  # the submit's span, continued by the worker and dispatcher
 
 
 def _new_jobs(
@@ -205,6 +253,7 @@ def _new_jobs(
             "metadata": item.metadata,
             "webhook": webhook_json,
             "request_id": new.request_id,
+            "traceparent": new.traceparent,
             "deadline": deadline,
             "created_at": new.created_at,
         }

@@ -259,7 +259,7 @@ def retained_topic(kafka: str) -> Iterator[tuple[str, KafkaAdminClient]]:
 
 
 def read_trigger(kafka: str, trigger: KafkaTrigger) -> tuple[PartitionOffsets, ...]:
-    offsets = KafkaOffsets(kafka)
+    offsets = KafkaOffsets(Settings(kafka_bootstrap=kafka))
     try:
         reading = offsets.read(trigger)
     finally:

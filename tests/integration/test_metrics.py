@@ -35,7 +35,7 @@ def test_queue_probe_measures_lag_oldest_job_rate_and_drain_time(
     group = f"probe-{model}"
     s = settings.model_copy(update={"worker_models": [model], "worker_group": group})
     interactive, batch = model_topics(model)
-    ensure_topics(kafka, [interactive, batch], s.topic_partitions, s.topic_replication)
+    ensure_topics(s, [interactive, batch], s.topic_partitions, s.topic_replication)
     partitions = s.topic_partitions
     # Records stamped two minutes ago, so their age says they were read, not when.
     stamped = int(time.time() * 1000) - 120_000

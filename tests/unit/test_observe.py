@@ -22,7 +22,7 @@ from worker.isolation import Redelivered
 from worker.main import Worker
 from worker.metrics import WorkerMetrics
 from worker.observe import BatchLog
-from worker.persist import Claim
+from worker.persist import Claim, Written
 from worker.plan import Plan
 from worker.summary import BatchSummary, Handled
 
@@ -50,6 +50,7 @@ class FakeRecord:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -113,8 +114,10 @@ def test_the_loop_tells_its_observer_each_step(monkeypatch: pytest.MonkeyPatch) 
         redelivered={"r": Redelivered(1, died_alone=False)},
     )
     monkeypatch.setattr(persist, "claim", lambda engine, ids, **kw: claim)
-    monkeypatch.setattr(persist, "take_alone", lambda engine, job_id: 2)
-    monkeypatch.setattr(persist, "finish", lambda engine, final, **kw: len(final))
+    monkeypatch.setattr(persist, "take_alone", lambda engine, job_id, **kw: 2)
+    monkeypatch.setattr(
+        persist, "finish", lambda engine, final, **kw: Written({o.job_id for o in final})
+    )
     observer = Recorder()
     w = Worker(
         load_settings(),
@@ -206,7 +209,9 @@ def test_a_version_that_cannot_load_is_told_to_the_observer(
 ) -> None:
     records = [FakeRecord(TOPIC, 0, 0, b"a", messages.encode(job("a")))]
     monkeypatch.setattr(persist, "claim", lambda engine, ids, **kw: Claim(taken={"a": 3}))
-    monkeypatch.setattr(persist, "finish", lambda engine, final, **kw: len(final))
+    monkeypatch.setattr(
+        persist, "finish", lambda engine, final, **kw: Written({o.job_id for o in final})
+    )
     observer = Recorder()
     w = Worker(
         load_settings(),
