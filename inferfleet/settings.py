@@ -290,9 +290,12 @@ class Settings(BaseSettings):
 
 
 PREFIX = "INFERFLEET_"
-# Variables with the prefix that the project's scripts and tests read, not the services.
+# Variables with the prefix that the project's scripts and tests read, not the services;
+# and the client's (inferfleet-client), which a shell that runs a service may hold too.
 SCRIPT_VARIABLES = frozenset(
     {
+        "INFERFLEET_URL",
+        "INFERFLEET_API_KEY",
         "INFERFLEET_VENV",
         "INFERFLEET_DEMO_API_PORT",
         "INFERFLEET_DEMO_KEY",

@@ -101,6 +101,14 @@ def test_an_unknown_variable_fails_naming_it(monkeypatch: pytest.MonkeyPatch) ->
         load_settings()
 
 
+def test_the_client_s_variables_are_no_unknown_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A shell that uses inferfleet-client and runs a service holds both.
+    monkeypatch.setenv("INFERFLEET_URL", "http://127.0.0.1:8000")
+    monkeypatch.setenv("INFERFLEET_API_KEY", "key")
+
+    assert load_settings().kafka_bootstrap
+
+
 def test_an_unknown_override_fails_naming_it() -> None:
     with pytest.raises(ConfigError, match=r"INFERFLEET_POLL_MAX_RECORD has value 5"):
         load_settings(poll_max_record=5)
