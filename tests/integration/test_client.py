@@ -24,6 +24,7 @@ from inferfleet_client import (
     Client,
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
     RetryPolicy,
     UnprocessableError,
@@ -102,6 +103,25 @@ def test_without_a_worker_a_job_waits_in_vain_cancels_once_and_has_no_deliveries
         assert invalid.value.errors[0].input == "noon"
         listed = list(client.jobs.list(model=model.name, page_size=1))
         assert [j.id for j in listed] == [created.id]
+
+
+def test_models_are_listed_and_described_to_admin_keys_only(
+    api_url: str, engine: Engine, admin_key: str, publish_model: Callable[..., Any]
+) -> None:
+    model = publish_model()
+    with Client(api_url, api_key=admin_key, retries=FAST) as client:
+        listed = {m.name: m for m in client.models.list()}
+        described = client.models.get(model.name)
+    with (
+        Client(api_url, api_key=tenant_key(engine), retries=FAST) as client,
+        pytest.raises(PermissionDeniedError),
+    ):
+        client.models.list()
+
+    assert listed[model.name].aliases == {"production": str(model.version)}
+    assert listed[model.name].latest_version == str(model.version)
+    assert [v.version for v in described.versions] == [str(model.version)]
+    assert "hour_of_day" in described.versions[0].request_schema["properties"]
 
 
 def test_many_jobs_go_in_chunks_and_are_waited_for_together(
