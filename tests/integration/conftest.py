@@ -416,3 +416,18 @@ def serve_built(app: Any) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Any]:
+    """A broker of this test's own (`tests.integration.ownbroker.OwnBroker`), which it
+    may kill; the shared one is never touched."""
+    from tests.integration.ownbroker import OwnBroker, kafka_libs  # it imports this module
+
+    libs = kafka_libs()
+    if libs is None:
+        pytest.fail("no Kafka jars under .stack/kafka/libs: run scripts/stack.sh up first")
+    broker = OwnBroker(tmp_path / "own-broker", libs)
+    broker.start()
+    yield broker
+    broker.kill()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
-import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from sqlalchemy import Engine, text
@@ -29,7 +27,7 @@ from inferfleet.settings import Settings
 from inferfleet.tables import jobs
 from tests.integration.conftest import enqueue_forged, eventually, job_rows, terminal_writes
 from tests.integration.forwarder import forwarding
-from tests.integration.ownbroker import OwnBroker, kafka_libs
+from tests.integration.ownbroker import OwnBroker
 from tests.integration.test_jobs import onnx_reference, random_inputs
 
 
@@ -400,18 +398,6 @@ def test_a_zombie_worker_writes_nothing_of_a_job_another_worker_took(
         assert terminal_writes(engine, [job_id]) == {job_id: 1}
         assert zombie.proc.poll() is None, zombie.log()
         assert other.proc.poll() is None, other.log()
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    """A broker of this test's own, which it may kill; the shared one is never touched."""
-    libs = kafka_libs()
-    if libs is None:
-        pytest.fail("no Kafka jars under .stack/kafka/libs: run scripts/stack.sh up first")
-    broker = OwnBroker(tmp_path / "own-broker", libs)
-    broker.start()
-    yield broker
-    broker.kill()
 
 
 def enqueue_many(engine: Engine, bootstrap: str, found: list[JobMessage]) -> list[str]:
