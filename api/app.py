@@ -20,6 +20,7 @@ from api.plumbing.deps import (
     principal_for,
 )
 from api.plumbing.metrics import ApiMetrics, multiprocess_dir
+from api.plumbing.requestmetrics import RequestMetricsMiddleware
 from api.plumbing.middleware import (
     AuthenticateMiddleware,
     BodyLimitMiddleware,
@@ -150,7 +151,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AuthenticateMiddleware, authenticate=authenticate)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        RequestMetricsMiddleware, routes=app.router.routes, metrics=lambda: api_metrics(app)
+    )
     return app
+
+
+def api_metrics(app: FastAPI) -> ApiMetrics | None:
+    """The metrics the lifespan made, or None before it ran (or after a failed start)."""
+    services: Services | None = getattr(app.state, "services", None)
+    return services.metrics if services is not None else None
 
 
 async def authenticate(request: Request) -> Principal:
