@@ -20,7 +20,6 @@ from api.plumbing.deps import (
     principal_for,
 )
 from api.plumbing.metrics import ApiMetrics, multiprocess_dir
-from api.plumbing.requestmetrics import RequestMetricsMiddleware
 from api.plumbing.middleware import (
     AuthenticateMiddleware,
     BodyLimitMiddleware,
@@ -33,6 +32,7 @@ from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
 from api.plumbing.reader import JobReader
 from api.plumbing.readiness import Readiness
+from api.plumbing.requestmetrics import RequestMetricsMiddleware
 from api.plumbing.submit import submit_committer
 from api.plumbing.versions import version_cache
 from api.plumbing.waiters import JobWaiters

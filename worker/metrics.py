@@ -24,9 +24,9 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from inferfleet.buildinfo import register_build_info
 from inferfleet.clients.grouplag import lag, read_offsets, resume_offsets
 from inferfleet.clients.kafkaconn import kafka_connection
-from inferfleet.buildinfo import register_build_info
 from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
 
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384)
 # Submit to result: interactive jobs in well under a second, batch lanes in minutes.
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+LATENCY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+)  # fmt: skip
 QUEUE_PROBE_INTERVAL_S = 15.0  # KEDA's pollingInterval in keda/: the same view, as often
 RATE_WINDOW_S = 60.0
 KAFKA_TIMEOUT_MS = 5000
