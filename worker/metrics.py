@@ -16,9 +16,10 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
@@ -127,6 +128,25 @@ class WorkerMetrics:
             registry=self.registry,
         )
         register_build_info(self.registry)
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe(a)` for every amount in `amounts`, at one increment per bucket.
+
+    A batch ends thousands of jobs at once and `observe` scans the buckets one amount at a
+    time (over 1 µs a job); this places all of them with one `searchsorted`. It updates
+    the same values `observe` does (the bucket an amount falls in, and the sum), which
+    are prometheus-client's own attributes: tests/unit/test_worker_metrics.py checks the
+    result against `observe`, so a release that changes them fails there.
+    """
+    if not amounts:
+        return
+    bounds: list[float] = histogram._upper_bounds
+    found = np.searchsorted(np.asarray(bounds), np.asarray(amounts, dtype=float), side="left")
+    histogram._sum.inc(float(np.sum(amounts)))
+    for i, n in enumerate(np.bincount(found, minlength=len(bounds)).tolist()):
+        if n:
+            histogram._buckets[i].inc(n)
 
 
 class Throughput:

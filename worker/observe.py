@@ -11,13 +11,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from inferfleet.clients.topics import lane_of
 from inferfleet.jobs.messages import JobMessage
 from worker import logs
-from worker.metrics import WorkerMetrics
+from worker.metrics import WorkerMetrics, observe_all
 from worker.plan import Plan
 from worker.summary import BatchSummary, Handled, job_counts
 
@@ -59,7 +58,8 @@ class BatchLog:
         self._started = time.monotonic()
         self._topics = Counter(r.topic for r in records)
         # Records are keyed by job ID: the lane each job came on, for its latency.
-        self._lanes = {r.key: lane_of(r.topic) for r in records}
+        mixed = len({lane_of(t) for t in self._topics}) > 1
+        self._lanes = {r.key: lane_of(r.topic) for r in records} if mixed else {}
 
     def planned(self, plan: Plan) -> None:
         for p in plan.dead_letter:
@@ -110,14 +110,15 @@ class BatchLog:
 
     def _observe_latency(self, batch: Handled) -> None:
         """Submit-to-result time of each job whose final result the batch wrote."""
-        now = datetime.now(UTC)
+        now = time.time()
         by_id = {j.job_id: j for j in batch.plan.claimable}
+        # A batch from one topic (the usual case) needs no look-up of each job's lane.
+        lanes = {lane_of(t) for t in self._topics}
+        only = next(iter(lanes)) if len(lanes) == 1 else None
         waited: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
         for outcome in batch.final:
             job = by_id[outcome.job_id]
-            lane = self._lanes.get(job.job_id.encode(), "unknown")
-            waited[(job.model, lane)].append((now - job.enqueued_at).total_seconds())
+            lane = only or self._lanes.get(job.job_id.encode(), "unknown")
+            waited[(job.model, lane)].append(now - job.enqueued_at.timestamp())
         for (model, lane), seconds in waited.items():
-            histogram = self.metrics.submit_to_result_seconds.labels(model, lane)
-            for s in seconds:
-                histogram.observe(s)
+            observe_all(self.metrics.submit_to_result_seconds.labels(model, lane), seconds)
