@@ -52,14 +52,17 @@ class BatchLog:
         self.metrics = metrics
         self._started = 0.0
         self._topics: Counter[str] = Counter()
+        self._lane: str | None = None
         self._lanes: dict[bytes | None, str] = {}
 
     def batch_started(self, records: Sequence[Any]) -> None:
         self._started = time.monotonic()
         self._topics = Counter(r.topic for r in records)
-        # Records are keyed by job ID: the lane each job came on, for its latency.
-        mixed = len({lane_of(t) for t in self._topics}) > 1
-        self._lanes = {r.key: lane_of(r.topic) for r in records} if mixed else {}
+        # The lane of each job, for its latency: the batch's one lane (the usual case),
+        # or else by record key, which is the job ID.
+        lanes = {lane_of(t) for t in self._topics}
+        self._lane = next(iter(lanes)) if len(lanes) == 1 else None
+        self._lanes = {} if self._lane else {r.key: lane_of(r.topic) for r in records}
 
     def planned(self, plan: Plan) -> None:
         for p in plan.dead_letter:
@@ -112,13 +115,10 @@ class BatchLog:
         """Submit-to-result time of each job whose final result the batch wrote."""
         now = time.time()
         by_id = {j.job_id: j for j in batch.plan.claimable}
-        # A batch from one topic (the usual case) needs no look-up of each job's lane.
-        lanes = {lane_of(t) for t in self._topics}
-        only = next(iter(lanes)) if len(lanes) == 1 else None
         waited: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
         for outcome in batch.final:
             job = by_id[outcome.job_id]
-            lane = only or self._lanes.get(job.job_id.encode(), "unknown")
+            lane = self._lane or self._lanes.get(job.job_id.encode(), "unknown")
             waited[(job.model, lane)].append(now - job.enqueued_at.timestamp())
         for (model, lane), seconds in waited.items():
             observe_all(self.metrics.submit_to_result_seconds.labels(model, lane), seconds)

@@ -211,6 +211,35 @@ def test_batch_log_counts_jobs_by_model_and_end(monkeypatch: pytest.MonkeyPatch)
         assert waited >= (before - submitted).total_seconds()
 
 
+def test_a_batch_of_one_lane_times_every_result_on_that_lane() -> None:
+    metrics = WorkerMetrics()
+    jobs = [job("a"), job("b")]
+    plan = Plan(
+        run=jobs,
+        attempts={"a": 1, "b": 1},
+        put_back=[],
+        dead_letter=[],
+        alone=[],
+        redelivered={},
+        expired=[],
+        claimable=jobs,
+        only_waiting=False,
+    )
+    observer = BatchLog(metrics)
+    observer.batch_started(
+        [FakeRecord(TOPIC, 0, i, j.job_id.encode(), b"") for i, j in enumerate(jobs)]
+    )
+
+    observer.batch_done(
+        Handled(2, plan, [Outcome("a", outputs={}), Outcome("b", outputs={})], 0, 2),
+        BatchSummary(2, 2, 2, 0, 0, 0, 0, 0),
+    )
+
+    labels = {"model": "fraud", "lane": "interactive"}
+    name = "inferfleet_worker_submit_to_result_seconds_count"
+    assert metrics.registry.get_sample_value(name, labels) == 2
+
+
 class UnloadableStore:
     def state(self, name: str, version: int) -> str:
         return "failed"
