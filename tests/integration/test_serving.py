@@ -8,6 +8,7 @@ process. Which process answered a request is read from each process's own metric
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
+from inferfleet import __version__
 from tests.integration.conftest import (
     ROOT,
     TEST_DATABASE_URL,
@@ -39,6 +41,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 SUBMITTED = "inferfleet_api_jobs_submitted_total"
+REQUESTS = "inferfleet_api_request_duration_seconds_count"
 INPUTS = {
     "transaction_amount": 245.5,
     "merchant_category": "electronics",
@@ -146,12 +149,18 @@ def test_metrics_count_the_requests_of_every_process(
             sent += ROUND
     assert sum(per_process(two_processes.metrics_dir, version.name).values()) == sent
 
+    # A request is timed once its response is sent, so the last may land a moment later.
+    posted = ({"method": "POST", "route": "/v1/jobs", "status": "202"}, float(sent))
+    eventually(lambda: posted in scrape(url)[REQUESTS], "every POST timed")
+    build = {"version": __version__, "python": platform.python_version()}
     # Whichever process answers the scrape reports both processes' submissions, and one
-    # value of the gauge (the largest of the live processes), not one per process.
+    # value of each gauge (the largest of the live processes), not one per process.
     for _ in range(10):
         samples = scrape(url)
         assert samples[SUBMITTED] == [({"model": version.name}, float(sent))]
+        assert posted in samples[REQUESTS]
         assert samples["inferfleet_api_rate_limit_fallback"] == [({}, 0.0)]
+        assert samples["inferfleet_build_info"] == [(build, 1.0)]
 
     two_processes.proc.send_signal(signal.SIGTERM)
     assert two_processes.proc.wait(timeout=60) == 0, two_processes.log_path.read_text()

@@ -165,6 +165,20 @@ def test_not_ready_until_the_model_is_loaded_and_warm(
     job = client.get(f"/v1/jobs/{r.json()['id']}", params={"wait": 30}).json()
     assert job["status"] == "succeeded"
 
+    # The batch is measured once its offsets are committed, just after its result shows.
+    timed = (
+        "inferfleet_worker_submit_to_result_seconds_count"
+        f'{{lane="interactive",model="{model.name}"}} 1.0'
+    )
+    eventually(
+        lambda: timed in httpx.get(f"{worker.url}/metrics", timeout=5).text,
+        "the job's submit-to-result time on the worker's /metrics",
+    )
+    metrics = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    topic = job_topic(model.name, "interactive")
+    assert f'inferfleet_worker_consumed_records_total{{topic="{topic}"}} 1.0' in metrics
+    assert "inferfleet_build_info{" in metrics
+
 
 def test_poison_message_goes_to_the_dlq_and_the_worker_keeps_going(
     client: httpx.Client, publish_model, start_worker, engine: Engine, settings: Settings
