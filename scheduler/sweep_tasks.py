@@ -15,8 +15,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import Engine
 
 from inferfleet.clients.broker import Record, make_producer, send_all
-from inferfleet.clients.grouplag import passed_before
-from inferfleet.clients.kafkaconn import kafka_connection
+from inferfleet.clients.grouplag import group_clients, passed_before
 from inferfleet.clients.topics import ensure_topics, parse_job_topic
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
@@ -83,25 +82,9 @@ class GroupPositions:
         s = self._settings
         with self._lock:
             try:
-                if self._consumer is None:
-                    self._consumer = KafkaConsumer(
-                        **kafka_connection(s),
-                        client_id="inferfleet-sweeps",
-                        group_id=None,
-                        enable_auto_commit=False,
-                        allow_auto_create_topics=False,
-                        auto_offset_reset="earliest",
-                        max_partition_fetch_bytes=64 * 1024,  # one record per partition
-                        fetch_max_wait_ms=100,
-                        request_timeout_ms=KAFKA_TIMEOUT_MS,
-                        bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
-                    )
-                if self._admin is None:
-                    self._admin = KafkaAdminClient(
-                        **kafka_connection(s),
-                        client_id="inferfleet-sweeps",
-                        request_timeout_ms=KAFKA_TIMEOUT_MS,
-                        bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+                if self._consumer is None or self._admin is None:
+                    self._consumer, self._admin = group_clients(
+                        s, "inferfleet-sweeps", KAFKA_TIMEOUT_MS
                     )
                 group = s.worker_group
                 committed = self._admin.list_group_offsets({group: None}).get(group, {})

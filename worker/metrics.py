@@ -25,8 +25,13 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inferfleet.buildinfo import register_build_info
-from inferfleet.clients.grouplag import lag, read_offsets, resume_offsets, timestamps_at
-from inferfleet.clients.kafkaconn import kafka_connection
+from inferfleet.clients.grouplag import (
+    group_clients,
+    lag,
+    read_offsets,
+    resume_offsets,
+    timestamps_at,
+)
 from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
 
@@ -287,27 +292,9 @@ class QueueProbe:
         return timestamps_at(consumer, resume, PEEK_TIMEOUT_S)
 
     def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
-        if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                **kafka_connection(self._settings),
-                client_id="inferfleet-worker-probe",
-                group_id=None,
-                enable_auto_commit=False,
-                allow_auto_create_topics=False,
-                # A committed offset that retention deleted reads from the oldest record left.
-                auto_offset_reset="earliest",
-                # One record per partition is all a probe reads.
-                max_partition_fetch_bytes=64 * 1024,
-                fetch_max_wait_ms=100,
-                request_timeout_ms=KAFKA_TIMEOUT_MS,
-                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
-            )
-        if self._admin is None:
-            self._admin = KafkaAdminClient(
-                **kafka_connection(self._settings),
-                client_id="inferfleet-worker-probe",
-                request_timeout_ms=KAFKA_TIMEOUT_MS,
-                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+        if self._consumer is None or self._admin is None:
+            self._consumer, self._admin = group_clients(
+                self._settings, "inferfleet-worker-probe", KAFKA_TIMEOUT_MS
             )
         return self._consumer, self._admin
 

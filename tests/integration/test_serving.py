@@ -7,12 +7,10 @@ process. Which process answered a request is read from each process's own metric
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,13 +27,11 @@ from sqlalchemy import Engine
 
 from inferfleet import __version__
 from tests.integration.conftest import (
-    ROOT,
-    TEST_DATABASE_URL,
     PublishModel,
     bearer,
     eventually,
-    free_port,
     make_key,
+    serve_process,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,44 +58,15 @@ class Served:
 
 @pytest.fixture
 def two_processes(tmp_path: Path, kafka: str) -> Iterator[Served]:
-    port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"a file of an earlier run")
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
         "INFERFLEET_RATE_LIMIT": "1000000/second",
         "INFERFLEET_API_METRICS_DIR": str(metrics_dir),
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "--port", str(port), "--workers", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    served = Served(f"http://127.0.0.1:{port}", metrics_dir, proc, log_path)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"the API exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            return httpx.get(f"{served.url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        eventually(ready, "the API's processes to be ready", 60)
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    for api in serve_process(tmp_path / "api.log", env, "--workers", "2"):
+        yield Served(api.url, metrics_dir, api.proc, api.log_path)
 
 
 def per_process(metrics_dir: Path, model: str) -> dict[int, float]:

@@ -8,8 +8,6 @@ carries the trace's `traceparent`; the worker's batch span links to the job.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,12 +22,11 @@ from sqlalchemy import Engine
 
 from inferfleet.tenants import keys
 from tests.integration.conftest import (
-    ROOT,
-    TEST_DATABASE_URL,
     PublishModel,
     bearer,
     eventually,
     free_port,
+    serve_process,
     start_scheduler,
 )
 from tests.integration.receiver import Receiver
@@ -133,40 +130,9 @@ def otel_env(collector: Collector) -> dict[str, str]:
 @pytest.fixture
 def api(tmp_path: Path, collector: Collector, kafka: str) -> Iterator[str]:
     """`python -m api` on a free port, exporting its spans."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
-        "INFERFLEET_WEBHOOK_ALLOWLIST": "127.0.0.1",
-        **otel_env(collector),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"the API exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        eventually(ready, "the API to be ready", 60)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    env = {"INFERFLEET_WEBHOOK_ALLOWLIST": "127.0.0.1", **otel_env(collector)}
+    for served in serve_process(tmp_path / "api.log", env):
+        yield served.url
 
 
 @pytest.fixture
