@@ -32,6 +32,7 @@ from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
 from api.plumbing.reader import JobReader
 from api.plumbing.readiness import Readiness
+from api.plumbing.requestmetrics import RequestMetricsMiddleware
 from api.plumbing.submit import submit_committer
 from api.plumbing.versions import version_cache
 from api.plumbing.waiters import JobWaiters
@@ -152,7 +153,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AuthenticateMiddleware, authenticate=authenticate)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        RequestMetricsMiddleware, routes=app.router.routes, metrics=lambda: api_metrics(app)
+    )
     return app
+
+
+def api_metrics(app: FastAPI) -> ApiMetrics | None:
+    """The metrics the lifespan made, or None before it ran (or after a failed start)."""
+    services: Services | None = getattr(app.state, "services", None)
+    return services.metrics if services is not None else None
 
 
 async def authenticate(request: Request) -> Principal:

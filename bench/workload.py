@@ -62,6 +62,7 @@ class Job:
 
     id: str
     inputs: dict[str, Any]
+    traceparent: str | None = None  # the trace its message continues (bench/tracing.py)
 
 
 def publish_fresh(settings: Settings, engine: Engine, s3: Any, package: Path) -> ModelVersion:
@@ -192,7 +193,11 @@ def produce(settings: Settings, version: ModelVersion, batch: Sequence[Job], run
     try:
         for start in range(0, len(batch), PRODUCE_CHUNK):
             records = [
-                messages.record(topic, message_row(version, job.id, job.inputs, now, run))
+                messages.record(
+                    topic,
+                    message_row(version, job.id, job.inputs, now, run)
+                    | {"traceparent": job.traceparent},
+                )
                 for job in batch[start : start + PRODUCE_CHUNK]
             ]
             send_all(producer, records, timeout_s=60)

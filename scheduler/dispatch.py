@@ -27,6 +27,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +57,9 @@ LEASE_MARGIN_S = 30.0
 REFUSED = "refused target"
 UNREACHABLE = "unreachable"
 TIMEOUT = "timeout"
+# How a delivery attempt ended, as `inferfleet_webhook_delivery_attempts_total` counts
+# it (`delivery_outcome`): one word per attempt, so their sum is the attempts made.
+OUTCOMES = ("delivered", "retry", "failed", "refused", "superseded")
 
 # Due attempts in due order, at most `cap` in flight per tenant counting the ones this
 # dispatcher already has (`busy`), and no more than `limit` in all.
@@ -309,10 +313,20 @@ def record(engine: Engine, due: Due, result: AttemptResult, settings: Settings) 
     return step.action
 
 
+def delivery_outcome(result: AttemptResult, step: str) -> str:
+    """The attempt's word in OUTCOMES, from its result and the event's next step
+    (`record`'s answer): a refused target is `refused` whatever follows it."""
+    if step == "superseded" or result.delivered:
+        return step
+    if result.status is None and result.error == REFUSED:
+        return "refused"
+    return step
+
+
 def deliver(
     engine: Engine, sender: Sender, due: Due, settings: Settings, presign: Presigner | None
 ) -> str:
-    """Make one attempt and record it."""
+    """Make one attempt and record it; returns its outcome (OUTCOMES)."""
     with engine.begin() as conn:
         body = render_body(conn, due, presign)
         secrets = signing_secrets(conn, due.tenant)
@@ -351,11 +365,12 @@ def deliver(
         result.status if result.status is not None else result.error,
         step,
     )
-    return step
+    return delivery_outcome(result, step)
 
 
 class Dispatcher:
-    """The delivery threads of one process and the attempts they have in flight."""
+    """The delivery threads of one process and the attempts they have in flight;
+    `count`, if given, is called with each attempt's outcome (OUTCOMES)."""
 
     def __init__(
         self,
@@ -363,6 +378,7 @@ class Dispatcher:
         settings: Settings,
         presign: Presigner | None = None,
         sender: Sender | None = None,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         if settings.webhook_tenant_inflight >= settings.dispatch_threads:
             raise ConfigError(
@@ -374,6 +390,7 @@ class Dispatcher:
         self._settings = settings
         self._presign = presign
         self._sender = sender or Sender.from_settings(settings)
+        self._count = count
         self._pool = ThreadPoolExecutor(settings.dispatch_threads, "webhook")
         self._busy: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -409,7 +426,9 @@ class Dispatcher:
         # One attempt that cannot even be made (its job row gone, the database failing
         # mid-way) must not stop the others: its lease runs out and it is tried again.
         try:
-            deliver(self._engine, self._sender, due, self._settings, self._presign)
+            outcome = deliver(self._engine, self._sender, due, self._settings, self._presign)
+            if self._count is not None:
+                self._count(outcome)
         except Exception:
             log.exception("webhook %s attempt %d could not be made", due.event_id, due.attempt)
         finally:

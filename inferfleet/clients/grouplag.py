@@ -20,7 +20,42 @@ from typing import Any, TypeVar
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from inferfleet.clients.kafkaconn import kafka_connection
+from inferfleet.settings import Settings
+
 P = TypeVar("P")
+
+
+def group_clients(
+    settings: Settings, client_id: str, timeout_ms: int
+) -> tuple[KafkaConsumer, KafkaAdminClient]:
+    """A consumer in no group (it commits nothing and reads at most one record per
+    partition, from the oldest kept where it has no position) and an admin client: what
+    reading a group's positions takes. KafkaError when the cluster does not answer."""
+    consumer = KafkaConsumer(
+        **kafka_connection(settings),
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        # A committed offset that retention deleted reads from the oldest record left.
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=64 * 1024,
+        fetch_max_wait_ms=100,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )
+    try:
+        admin = KafkaAdminClient(
+            **kafka_connection(settings),
+            client_id=client_id,
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+    except BaseException:
+        consumer.close(autocommit=False)
+        raise
+    return consumer, admin
 
 
 def resume_offsets(

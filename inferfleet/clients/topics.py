@@ -87,3 +87,9 @@ def ensure_topics(
                 pass  # another process created it between our list and create
     finally:
         admin.close()
+
+
+def lane_of(topic: str) -> str:
+    """The lane of a job topic (`job_topic`'s last part); `unknown` for other topics."""
+    lane = topic.rpartition(".")[2]
+    return lane if lane in LANES else "unknown"

@@ -531,8 +531,8 @@ def test_the_scheduler_process_recovers_a_job_never_produced_and_counts_it(
     after = scheduler.metrics()
     last_run = ("inferfleet_sweep_last_run_timestamp_seconds", "unproduced")
     assert after[last_run] > before[last_run]
-    reproduced = ("inferfleet_swept_total", "jobs_reproduced")
+    reproduced = ("inferfleet_sweep_jobs_total", "reproduced")
     # Another session's sweeper may have taken the row first; then ours counted nothing.
     assert after[reproduced] >= before.get(reproduced, 0.0)
-    assert ("inferfleet_swept_total", "jobs_expired") in after
+    assert ("inferfleet_sweep_jobs_total", "expired") in after
     assert ("inferfleet_sweep_last_run_timestamp_seconds", "expiry") in after

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
-import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from sqlalchemy import Engine, text
@@ -29,7 +27,7 @@ from inferfleet.settings import Settings
 from inferfleet.tables import jobs
 from tests.integration.conftest import enqueue_forged, eventually, job_rows, terminal_writes
 from tests.integration.forwarder import forwarding
-from tests.integration.ownbroker import OwnBroker, kafka_libs
+from tests.integration.ownbroker import OwnBroker
 from tests.integration.test_jobs import onnx_reference, random_inputs
 
 
@@ -166,6 +164,20 @@ def test_not_ready_until_the_model_is_loaded_and_warm(
     r = client.post("/v1/jobs", json={"model": model.name, "inputs": random_inputs(1, 13)[0]})
     job = client.get(f"/v1/jobs/{r.json()['id']}", params={"wait": 30}).json()
     assert job["status"] == "succeeded"
+
+    # The batch is measured once its offsets are committed, just after its result shows.
+    timed = (
+        "inferfleet_worker_submit_to_result_seconds_count"
+        f'{{lane="interactive",model="{model.name}"}} 1.0'
+    )
+    eventually(
+        lambda: timed in httpx.get(f"{worker.url}/metrics", timeout=5).text,
+        "the job's submit-to-result time on the worker's /metrics",
+    )
+    metrics = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    topic = job_topic(model.name, "interactive")
+    assert f'inferfleet_worker_consumed_records_total{{topic="{topic}"}} 1.0' in metrics
+    assert "inferfleet_build_info{" in metrics
 
 
 def test_poison_message_goes_to_the_dlq_and_the_worker_keeps_going(
@@ -400,18 +412,6 @@ def test_a_zombie_worker_writes_nothing_of_a_job_another_worker_took(
         assert terminal_writes(engine, [job_id]) == {job_id: 1}
         assert zombie.proc.poll() is None, zombie.log()
         assert other.proc.poll() is None, other.log()
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    """A broker of this test's own, which it may kill; the shared one is never touched."""
-    libs = kafka_libs()
-    if libs is None:
-        pytest.fail("no Kafka jars under .stack/kafka/libs: run scripts/stack.sh up first")
-    broker = OwnBroker(tmp_path / "own-broker", libs)
-    broker.start()
-    yield broker
-    broker.kill()
 
 
 def enqueue_many(engine: Engine, bootstrap: str, found: list[JobMessage]) -> list[str]:
