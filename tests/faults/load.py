@@ -143,13 +143,17 @@ class Progress:
                 continue
             self.samples.append((time.monotonic(), n))
 
-    def longest_stall(self, start: float, end: float) -> float:
-        """The longest time within [start, end] in which no job succeeded."""
+    def longest_stall(self, start: float, end: float, target: int) -> float:
+        """The longest time within [start, end] in which no job succeeded, up to the
+        moment `target` jobs had (what follows, webhook deliveries, is not a stall)."""
         marks = [start]
         last = None
         for at, n in self.samples:
             if last is not None and n > last and start < at <= end:
                 marks.append(at)
+                if n >= target:
+                    break
             last = n
-        marks.append(end)
+        else:
+            marks.append(end)
         return max(b - a for a, b in itertools.pairwise(marks))

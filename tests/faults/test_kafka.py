@@ -12,7 +12,8 @@ from kafka.admin import KafkaAdminClient
 from inferfleet.clients.topics import job_topic
 from tests.faults.fleet import Fleet, Window, run_fault, wait_until
 
-pytestmark = pytest.mark.faults
+# A fault run takes minutes: its fleet starts, 20,000 jobs run, the audit waits for them.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
 BROKER_DOWN_S = 20.0
 
@@ -24,7 +25,10 @@ def leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int]]]:
         (described,) = admin.describe_topics([topic])
     finally:
         admin.close()
-    return {p["partition"]: (p["leader"], list(p["replicas"])) for p in described["partitions"]}
+    return {
+        p["partition_index"]: (p["leader_id"], list(p["replica_nodes"]))
+        for p in described["partitions"]
+    }
 
 
 def test_a_broker_killed_with_sigkill_and_brought_back(fleet: Fleet) -> None:

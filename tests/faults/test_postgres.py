@@ -9,7 +9,8 @@ import pytest
 
 from tests.faults.fleet import Fleet, Window, run_fault
 
-pytestmark = pytest.mark.faults
+# A fault run takes minutes: its fleet starts, 20,000 jobs run, the audit waits for them.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
 DOWN_S = 15.0
 

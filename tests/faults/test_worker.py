@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from tests.faults.fleet import SESSION_TIMEOUT_MS, Fleet, Window, run_fault
 
-pytestmark = pytest.mark.faults
+# A fault run takes minutes: its fleet starts, 20,000 jobs run, the audit waits for them.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
 STOPPED_S = 2.5 * SESSION_TIMEOUT_MS / 1000
 # A batch of the other worker started before the stop has ended after this.
