@@ -671,7 +671,11 @@ pgtemp_up() {
     bin=$(pgtemp_bin)
     if [[ ! -f $PGTEMP_DIR/data/PG_VERSION ]]; then
         mkdir -p "$PGTEMP_DIR/data" "$PGTEMP_DIR/run"
-        ((EUID == 0)) && chown -R postgres:postgres "$PGTEMP_DIR"
+        if ((EUID == 0)); then
+            chown -R postgres:postgres "$PGTEMP_DIR"
+            pgtemp_as_owner test -w "$PGTEMP_DIR/data" ||
+                die "pgtemp: the postgres user cannot reach $PGTEMP_DIR (a folder above it is closed to it); set PGTEMP_DIR to one under /tmp"
+        fi
         pgtemp_as_owner "$bin/initdb" -D "$PGTEMP_DIR/data" -U postgres --locale=C.UTF-8 \
             --auth-local=trust --auth-host=scram-sha-256 >"$PGTEMP_DIR/initdb.log" 2>&1 || {
             show_log "$PGTEMP_DIR/initdb.log" 30

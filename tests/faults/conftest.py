@@ -3,8 +3,8 @@ main suite): faults injected into a fleet under load, each audited for lost and 
 jobs and webhook events.
 
 It breaks only what it starts: its own three-node Kafka cluster and Postgres cluster
-(`scripts/stack.sh kafka3` and `pgtemp`, in `.stack/faults/`, on free ports), and per
-test its own API, workers, scheduler and webhook receiver. Redis and S3 are the shared
+(`scripts/stack.sh kafka3` in `.stack/faults/`, `pgtemp` in a temporary folder, both
+on free ports), and per test its own API, workers, scheduler and webhook receiver. Redis and S3 are the shared
 stack's, untouched by any fault. A service that does not come up stops the run with its
 output, never a silent skip. Each fault's numbers are printed at the end of the run and
 written to `.stack/logs/fault-report.json`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,7 @@ def stack() -> Iterator[PrivateStack]:
     """Three Kafka nodes and a Postgres cluster of the session's own, fresh each run."""
     shutil.rmtree(FOLDER, ignore_errors=True)
     FOLDER.mkdir(parents=True)
-    FOLDER.chmod(0o755)  # Postgres runs as its own user and must reach its folder
-    private = PrivateStack(FOLDER)
+    private = PrivateStack(FOLDER, Path(tempfile.mkdtemp(prefix="inferfleet-pgtemp-")))
     try:
         print(private.stack("kafka3", "up"))
         print(private.stack("pgtemp", "up"))
@@ -58,6 +58,7 @@ def teardown(private: PrivateStack) -> None:
             private.stack(*args)
         except (RuntimeError, OSError) as e:
             print(e)
+    shutil.rmtree(private.pg_folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,13 @@ def kafka3_base_port() -> int:
 
 @dataclass
 class PrivateStack:
-    """Kafka (three nodes) and Postgres of the suite's own, under `folder`."""
+    """Kafka (three nodes) under `folder` and Postgres under `pg_folder`, the suite's own.
+
+    Postgres runs as its own user when the suite runs as root, so its folder must be one
+    that user can reach (a checkout under /root is not): a temporary folder."""
 
     folder: Path
+    pg_folder: Path
     kafka_port: int = field(default_factory=kafka3_base_port)
     pg_port: int = field(default_factory=free_port)
 
@@ -74,7 +78,7 @@ class PrivateStack:
             **os.environ,
             "KAFKA3_DIR": str(self.folder / "kafka3"),
             "KAFKA3_PORT": str(self.kafka_port),
-            "PGTEMP_DIR": str(self.folder / "pgtemp"),
+            "PGTEMP_DIR": str(self.pg_folder),
             "PGTEMP_PORT": str(self.pg_port),
             # stack.sh checks Kafka with the virtualenv's kafka-python: this one's.
             "INFERFLEET_VENV": os.environ.get("INFERFLEET_VENV", sys.prefix),
