@@ -32,10 +32,12 @@ from api.plumbing.queue import JobQueue
 from api.plumbing.ratelimit import RateLimiter, parse_rate, redis_storage
 from api.plumbing.reader import JobReader
 from api.plumbing.readiness import Readiness
+from api.plumbing.requestmetrics import RequestMetricsMiddleware
 from api.plumbing.submit import submit_committer
 from api.plumbing.versions import version_cache
 from api.plumbing.waiters import JobWaiters
 from api.routes import batches, deliveries, health, jobs, keys, models, schedules, tenants, uploads
+from inferfleet import tracing
 from inferfleet.clients.db import autocommit, make_async_engine, make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or load_settings()
     rate = parse_rate(settings.rate_limit)
+    tracing.setup("inferfleet-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -150,7 +153,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AuthenticateMiddleware, authenticate=authenticate)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        RequestMetricsMiddleware, routes=app.router.routes, metrics=lambda: api_metrics(app)
+    )
     return app
+
+
+def api_metrics(app: FastAPI) -> ApiMetrics | None:
+    """The metrics the lifespan made, or None before it ran (or after a failed start)."""
+    services: Services | None = getattr(app.state, "services", None)
+    return services.metrics if services is not None else None
 
 
 async def authenticate(request: Request) -> Principal:

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         log_dir=args.worker_log_dir,
         cwd=ROOT,
     )
-    offsets = KafkaOffsets(settings.kafka_bootstrap)
+    offsets = KafkaOffsets(settings)
     supervisor = Supervisor(
         so,
         pool,

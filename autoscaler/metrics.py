@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from autoscaler.engine import Composite, TriggerMetric
+from inferfleet.buildinfo import register_build_info
 
 
 class AutoscalerMetrics:
@@ -19,14 +20,14 @@ class AutoscalerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.lag = Gauge(
-            "inferfleet_autoscaler_lag_messages",
+            "inferfleet_autoscaler_lag_records",
             "A trigger's consumer lag as KEDA's kafka scaler reports it (after the partition "
             "cap, never below 0), at the last measurement.",
             ["trigger"],
             registry=self.registry,
         )
         self.lag_total = Gauge(
-            "inferfleet_autoscaler_lag_uncapped_messages",
+            "inferfleet_autoscaler_lag_uncapped_records",
             "A trigger's consumer lag summed over its partitions, before the partition cap "
             "and signed (what activation is judged on).",
             ["trigger"],
@@ -81,6 +82,7 @@ class AutoscalerMetrics:
             ["loop", "direction"],
             registry=self.registry,
         )
+        register_build_info(self.registry)
 
     def observe(self, metrics: Mapping[str, TriggerMetric], composite: Composite | None) -> None:
         """Publish one measurement of the triggers (and the composite metric, if any)."""

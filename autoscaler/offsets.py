@@ -3,7 +3,7 @@ the consumer group's committed offsets and, where KEDA 2.21 needs them, log-star
 
 The trigger's `bootstrapServers` names the cluster's address as pods see it; locally the
 supervisor and its workers reach Kafka at `INFERFLEET_KAFKA_BOOTSTRAP`, so that is where
-offsets are read (the same Kafka the workers consume from).
+offsets are read (the same Kafka the workers consume from, with the same security).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from kafka.errors import KafkaError
 from autoscaler.engine import Reading
 from autoscaler.lag import PartitionOffsets
 from autoscaler.spec import KafkaTrigger
+from inferfleet.clients.kafkaconn import kafka_connection
+from inferfleet.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,8 @@ log = logging.getLogger(__name__)
 class KafkaOffsets:
     """Kafka clients for offset reads, made on first use and remade after a failure."""
 
-    def __init__(self, bootstrap: str, timeout_ms: int = 5000) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, settings: Settings, timeout_ms: int = 5000) -> None:
+        self._settings = settings
         self._timeout_ms = timeout_ms
         self._consumer: KafkaConsumer | None = None
         self._admin: KafkaAdminClient | None = None
@@ -43,7 +45,7 @@ class KafkaOffsets:
     def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
         if self._consumer is None:
             self._consumer = KafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-autoscaler",
                 enable_auto_commit=False,
                 allow_auto_create_topics=False,
@@ -52,7 +54,7 @@ class KafkaOffsets:
             )
         if self._admin is None:
             self._admin = KafkaAdminClient(
-                bootstrap_servers=self._bootstrap,
+                **kafka_connection(self._settings),
                 client_id="inferfleet-autoscaler",
                 request_timeout_ms=self._timeout_ms,
                 bootstrap_timeout_ms=self._timeout_ms,

@@ -200,7 +200,7 @@ def enough_files(polls: int) -> None:
 
 
 def held_by(base: str, count: int, timeout_s: float = 60) -> float:
-    """Seconds until the API reports `count` long-polls held (`inferfleet_api_long_polls`
+    """Seconds until the API reports `count` long-polls held (`inferfleet_api_long_poll_requests`
     on /metrics), so /healthz is measured beside them and not while they are admitted."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
@@ -208,7 +208,7 @@ def held_by(base: str, count: int, timeout_s: float = 60) -> float:
         held = sum(
             float(line.split()[-1])
             for line in text.splitlines()
-            if line.startswith("inferfleet_api_long_polls")
+            if line.startswith("inferfleet_api_long_poll_requests")
         )
         if held >= count:
             return time.perf_counter() - started

@@ -37,6 +37,7 @@ from worker.modelstore import ModelStore
 from worker.runtime import LoadedModel
 
 TASK_NAME = "bench.run_job"
+HOLDER = "bench-celery-baseline"  # the claim token a worker would write
 
 app = Celery("bench", broker=os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/0"))
 app.conf.update(
@@ -49,7 +50,7 @@ FINISH_ONE = text(
     """
     UPDATE jobs
        SET status = 'succeeded', outputs = CAST(:outputs AS jsonb), completed_at = now()
-     WHERE id = :id AND status = 'running'
+     WHERE id = :id AND status = 'running' AND claim_token = :token
     """
 )
 
@@ -82,10 +83,12 @@ def _open_before_first_task(**_: Any) -> None:
 def run_job(job_id: str, inputs: dict[str, Any]) -> None:
     """Claim, infer and record one job; a job that is not claimable is skipped."""
     process = _process()
-    claim = persist.claim(process.engine, [job_id], retry_window_s=process.retry_window_s)
+    claim = persist.claim(
+        process.engine, [job_id], token=HOLDER, retry_window_s=process.retry_window_s
+    )
     if job_id not in claim.taken:
         return
     model = process.model
     outputs = split_outputs(model.output_names, model.run([inputs]), 1)[0]
     with process.engine.begin() as conn:
-        conn.execute(FINISH_ONE, {"id": job_id, "outputs": json.dumps(outputs)})
+        conn.execute(FINISH_ONE, {"id": job_id, "outputs": json.dumps(outputs), "token": HOLDER})

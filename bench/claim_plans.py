@@ -40,6 +40,7 @@ from worker import persist
 from worker.batching import Outcome
 
 OUTPUTS = {"label": 0, "probabilities": [0.9, 0.1]}
+HOLDER = "bench-claim-plans"  # the claim token a worker would write
 VARIANTS: dict[str, dict[str, Any]] = {
     "as the worker connects (psycopg prepares after 5 runs)": {},
     "options=-c plan_cache_mode=force_custom_plan": {
@@ -64,11 +65,12 @@ def claim_batches(engine: Engine, ids: Sequence[str], batch: int) -> list[tuple[
     for start in range(0, len(ids), batch):
         chunk = ids[start : start + batch]
         started = time.perf_counter()
-        claimed = persist.claim(engine, chunk, retry_window_s=86400.0).taken
+        claimed = persist.claim(engine, chunk, token=HOLDER, retry_window_s=86400.0).taken
         claimed_at = time.perf_counter()
         persist.finish(
             engine,
             [Outcome(job_id, outputs=OUTPUTS) for job_id in claimed],
+            token=HOLDER,
             retry_window_s=86400.0,
         )
         timings.append(((claimed_at - started) * 1e3, (time.perf_counter() - claimed_at) * 1e3))
@@ -107,14 +109,14 @@ def print_generic_plan(engine: Engine, model: str, args: argparse.Namespace) -> 
     backlog = make_jobs(SCHEMA, args.backlog, seed=3)
     insert_queued(engine, model, 1, backlog, "plan")
     ids = [job.id for job in backlog[: args.batch]]
-    body = str(persist.CLAIM).replace(":ids", "$1").replace(":own", "$2")
+    body = str(persist.CLAIM).replace(":ids", "$1").replace(":token", "$2")
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
         cursor = psycopg.ClientCursor(raw)  # EXPLAIN EXECUTE takes no bound parameters
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute(f"PREPARE bench_claim(text[], text[]) AS {body}")
-        cursor.execute("EXPLAIN (ANALYZE, COSTS) EXECUTE bench_claim(%s, %s)", [ids, []])
+        cursor.execute(f"PREPARE bench_claim(text[], text) AS {body}")
+        cursor.execute("EXPLAIN (ANALYZE, COSTS) EXECUTE bench_claim(%s, %s)", [ids, HOLDER])
         plan = [row[0] for row in cursor.fetchall()]
         conn.rollback()
     print(f"\nCLAIM's generic plan, {args.backlog:,} queued rows, {args.batch:,} ids:")

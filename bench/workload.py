@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, text
 
 from inferfleet.clients.broker import make_producer, send_all
+from inferfleet.clients.kafkaconn import kafka_connection
 from inferfleet.clients.objectstore import split_uri
 from inferfleet.clients.topics import dlq_topic, job_topic, model_topics
 from inferfleet.ids import new_job_id
@@ -61,6 +62,7 @@ class Job:
 
     id: str
     inputs: dict[str, Any]
+    traceparent: str | None = None  # the trace its message continues (bench/tracing.py)
 
 
 def publish_fresh(settings: Settings, engine: Engine, s3: Any, package: Path) -> ModelVersion:
@@ -191,7 +193,11 @@ def produce(settings: Settings, version: ModelVersion, batch: Sequence[Job], run
     try:
         for start in range(0, len(batch), PRODUCE_CHUNK):
             records = [
-                messages.record(topic, message_row(version, job.id, job.inputs, now, run))
+                messages.record(
+                    topic,
+                    message_row(version, job.id, job.inputs, now, run)
+                    | {"traceparent": job.traceparent},
+                )
                 for job in batch[start : start + PRODUCE_CHUNK]
             ]
             send_all(producer, records, timeout_s=60)
@@ -290,7 +296,7 @@ def remove(settings: Settings, engine: Engine, s3: Any, version: ModelVersion, g
         bucket, key = split_uri(ref.uri)
         s3.delete_object(Bucket=bucket, Key=key)
     topics = model_topics(name)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench")
+    admin = KafkaAdminClient(**kafka_connection(settings), client_id="bench")
     try:
         admin.delete_topics(topics + [dlq_topic(t) for t in topics])
         admin.delete_groups([group])

@@ -11,10 +11,17 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferfleet.errors import ConfigError
+from inferfleet.kafkasecurity import (
+    KafkaSecurity,
+    is_pem,
+    parse_mechanism,
+    parse_protocol,
+    parse_tls,
+)
 
 KNOWN_PROVIDERS = frozenset(
     {"TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"}
@@ -201,6 +208,86 @@ class Settings(BaseSettings):
     # the bound while the notification listener is down (0 = no caching).
     cache_max_age_s: float = Field(default=5.0, ge=0)
 
+    # Server-Sent Events (`api.plumbing.events`): how often a stream looks at its job or
+    # batch when no notification woke it, and the longest it stays silent.
+    events_tick_s: float = Field(default=1.0, gt=0)
+    events_keepalive_s: float = Field(default=15.0, gt=0)
+
+    # The sweep of produced jobs no worker claimed (scheduler/sweeps.py, reproduce_stale)
+    # produces a `queued` job again once it has waited this many sweep intervals since
+    # its message was produced and the worker group has read past that message.
+    sweep_stale_after_intervals: int = Field(default=10, ge=1)
+
+    # Kafka security (inferfleet/kafkasecurity.py), for every Kafka client the services
+    # make. Kafka's spellings or KEDA's (`sasl: scram_sha512`, `tls: enable`), so the
+    # Secret KEDA's TriggerAuthentication reads feeds these too. Unset, the protocol
+    # follows from `kafka_tls` and `kafka_sasl_mechanism`. The CA, certificate and key
+    # are a PEM file's path or the PEM text itself (as a Secret holds it).
+    kafka_security_protocol: str | None = None
+    kafka_tls: bool | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca: str | None = None
+    kafka_ssl_cert: str | None = None
+    kafka_ssl_key: SecretStr | None = None
+
+    @field_validator("kafka_security_protocol", mode="before")
+    @classmethod
+    def _kafka_protocol(cls, value: object) -> object:
+        return parse_protocol(value)
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _kafka_mechanism(cls, value: object) -> object:
+        return parse_mechanism(value)
+
+    @field_validator("kafka_tls", mode="before")
+    @classmethod
+    def _kafka_tls(cls, value: object) -> object:
+        return parse_tls(value)
+
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_ca",
+        "kafka_ssl_cert",
+        "kafka_ssl_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """A Secret's empty key, passed on as an empty variable, means not set."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("kafka_ssl_ca", "kafka_ssl_cert", "kafka_ssl_key")
+    @classmethod
+    def _pem_or_file(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is not None and not is_pem(text) and not Path(text).is_file():
+            raise ValueError("neither PEM text (-----BEGIN ...) nor the path of a file")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security_whole(self) -> Settings:
+        problems = self.kafka_security().problems()
+        if problems:
+            raise ValueError("Kafka security settings do not fit: " + "; ".join(problems))
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka security settings as one value, for checks and for the clients."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            tls=self.kafka_tls,
+            mechanism=self.kafka_sasl_mechanism,
+            has_username=self.kafka_sasl_username is not None,
+            has_password=self.kafka_sasl_password is not None,
+            has_ca=self.kafka_ssl_ca is not None,
+            has_cert=self.kafka_ssl_cert is not None,
+            has_key=self.kafka_ssl_key is not None,
+        )
+
 
 PREFIX = "INFERFLEET_"
 # Variables with the prefix that the project's scripts and tests read, not the services.
@@ -212,6 +299,14 @@ SCRIPT_VARIABLES = frozenset(
         "INFERFLEET_DEMO_SECRET",
         "INFERFLEET_TEST_DATABASE_URL",
     }
+)
+
+
+# Settings whose values never appear in an error message.
+SECRET_VARIABLES = frozenset(
+    PREFIX + name.upper()
+    for name, field in Settings.model_fields.items()
+    if "SecretStr" in str(field.annotation)
 )
 
 
@@ -231,6 +326,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as e:
         problems = []
         for err in e.errors():
+            if not err["loc"]:  # a check across settings: its message names them
+                problems.append(err["msg"])
+                continue
             name = PREFIX + "_".join(str(p) for p in err["loc"]).upper()
-            problems.append(f"{name} has value {err.get('input')!r}: {err['msg']}")
+            value = "'**********'" if name in SECRET_VARIABLES else repr(err.get("input"))
+            problems.append(f"{name} has value {value}: {err['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from e

@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -54,13 +54,19 @@ jobs = Table(
     Column("line", Integer),
     Column("custom_id", Text),
     Column("request_id", Text),
+    # The W3C traceparent of the span that made the job (inferfleet.tracing), if traced.
+    Column("traceparent", Text),
     Column("deadline", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("completed_at", DateTime(timezone=True)),
-    # When Kafka acknowledged the job's message; a `queued` job without it was never
-    # produced (a crash between insert and produce) and is produced by the sweeper.
+    # When Kafka acknowledged the job's latest message (a worker's retry or put-back:
+    # just before it is sent); a `queued` job without it was never produced (a crash
+    # between insert and produce) and is produced by the sweeper.
     Column("produced_at", DateTime(timezone=True)),
+    # The token of the worker holding a `running` job; every later write of the job by a
+    # worker names it, so a worker that lost the job writes nothing (`worker.persist`).
+    Column("claim_token", Text),
     Index("jobs_tenant_created", "tenant", "created_at"),
     Index("jobs_status", "status"),
     Index("jobs_batch_line", "batch_id", "line", postgresql_where=text("batch_id IS NOT NULL")),
@@ -70,6 +76,14 @@ jobs = Table(
         postgresql_where=text("status = 'queued' AND produced_at IS NULL"),
     ),
     Index("jobs_completed", "completed_at"),
+    # Produced jobs still waiting, per topic, for the sweep of messages no worker claimed.
+    Index(
+        "jobs_queued_produced",
+        "model",
+        "lane",
+        "produced_at",
+        postgresql_where=text("status = 'queued'"),
+    ),
     Index(
         "jobs_queued_deadline",
         "deadline",
@@ -133,8 +147,10 @@ idempotency_keys = Table(
     Column("tenant", Text, nullable=False),
     Column("key", Text, nullable=False),
     Column("request_hash", Text, nullable=False),
-    Column("job_id", Text, nullable=False),
+    Column("job_id", Text),  # the first (or only) job a submit made
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("job_ids", ARRAY(Text)),  # a bulk submit's jobs, in item order
+    Column("batch_id", Text),  # the batch a `POST /v1/batches` made
     PrimaryKeyConstraint("tenant", "key"),
 )
 

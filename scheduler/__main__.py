@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from inferfleet import tracing
 from inferfleet.settings import load_settings
 from scheduler.app import make_app
 
@@ -47,6 +48,7 @@ def main(argv: list[str]) -> int:
     args, celery_args = parser().parse_known_args(argv)
     argv = [args.command, *celery_args]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tracing.setup("inferfleet-scheduler")  # before the pool forks: each child exports
     app = make_app(load_settings())
     app.start([*argv, "--loglevel", "INFO"] if "--loglevel" not in argv else argv)
     return 0

@@ -23,6 +23,8 @@ Tasks:
   whose jobs all ended and complete them (`scheduler.results`).
 
 Connections are made per process on first use, after Celery's prefork pool has forked.
+With `INFERFLEET_SCHEDULER_METRICS_PORT` set, each worker's main process serves the
+fleet's sweep and delivery counts on `/metrics` (`scheduler.metrics`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu.entity import Queue
 from sqlalchemy import Engine
 
@@ -41,6 +44,7 @@ from inferfleet.settings import Settings
 from scheduler.dispatch import Dispatcher
 from scheduler.firing import fire_due
 from scheduler.ingest import register as register_batches
+from scheduler.metrics import Counts, serve
 from scheduler.sweep_tasks import register as register_sweeps
 
 DISPATCH_TASK = "inferfleet.dispatch_webhooks"
@@ -86,6 +90,7 @@ def make_app(settings: Settings) -> Celery:
     )
     lock = threading.Lock()
     made: list[Connections] = []
+    counts = Counts(settings.redis_url)
 
     def connections() -> Connections:
         with lock:
@@ -93,7 +98,8 @@ def make_app(settings: Settings) -> Celery:
                 engine = make_engine(settings)
                 s3 = make_s3_client(settings)
                 presign = presigner(s3, settings.presign_expiry_s)
-                made.append(Connections(engine, s3, Dispatcher(engine, settings, presign)))
+                dispatcher = Dispatcher(engine, settings, presign, count=counts.attempt)
+                made.append(Connections(engine, s3, dispatcher))
             return made[0]
 
     @app.task(name=DISPATCH_TASK)  # type: ignore[untyped-decorator]
@@ -104,6 +110,14 @@ def make_app(settings: Settings) -> Celery:
     def fire_schedules() -> dict[str, int]:
         return asdict(fire_due(connections().engine, settings))
 
-    register_sweeps(app, settings, lambda: connections().engine, lambda: connections().s3)
+    register_sweeps(app, settings, counts, lambda: connections().engine, lambda: connections().s3)
     register_batches(app, settings, lambda: connections().engine, lambda: connections().s3)
+
+    if settings.scheduler_metrics_port:
+        # The main process, before the pool forks: one server per worker, not per child.
+        worker_init.connect(
+            lambda **_: serve(settings, counts),
+            weak=False,
+            dispatch_uid="inferfleet-scheduler-metrics",
+        )
     return app

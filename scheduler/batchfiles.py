@@ -31,11 +31,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
-
 from inferfleet import jsondepth
 from inferfleet.errors import FieldError, InferfleetError
-from inferfleet.models.validation import validate_instance
+from inferfleet.models.validation import SchemaValidator, validate_instance
 
 Format = Literal["jsonl", "csv", "parquet"]
 FORMATS: dict[str, Format] = {
@@ -353,7 +351,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def check(line: Line, validator: Draft202012Validator) -> list[FieldError]:
+def check(line: Line, validator: SchemaValidator) -> list[FieldError]:
     """Everything wrong with `line`: its shape, else its inputs against the schema."""
     if line.errors:
         return list(line.errors)

@@ -27,14 +27,17 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpcore
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Connection, Engine, select, text
 
+from inferfleet import tracing
 from inferfleet.batches.view import load_view
 from inferfleet.errors import ConfigError
 from inferfleet.jobs.view import Presigner, job_view
@@ -46,6 +49,7 @@ from scheduler import sending
 from scheduler.retries import AttemptResult, next_step, retry_after_s
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 LEASE_MARGIN_S = 30.0
 # What the deliveries list says when there was no HTTP status: nothing more, so that a
@@ -53,6 +57,9 @@ LEASE_MARGIN_S = 30.0
 REFUSED = "refused target"
 UNREACHABLE = "unreachable"
 TIMEOUT = "timeout"
+# How a delivery attempt ended, as `inferfleet_webhook_delivery_attempts_total` counts
+# it (`delivery_outcome`): one word per attempt, so their sum is the attempts made.
+OUTCOMES = ("delivered", "retry", "failed", "refused", "superseded")
 
 # Due attempts in due order, at most `cap` in flight per tenant counting the ones this
 # dispatcher already has (`busy`), and no more than `limit` in all.
@@ -182,6 +189,16 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
     )
 
 
+def job_traceparent(conn: Connection, due: Due) -> str | None:
+    """The trace context of the attempt's job (none for a batch's event)."""
+    if due.job_id is None:
+        return None
+    found: str | None = conn.execute(
+        select(jobs.c.traceparent).where(jobs.c.id == due.job_id)
+    ).scalar_one_or_none()
+    return found
+
+
 def signing_secrets(conn: Connection, tenant: str) -> list[str]:
     """The tenant's secret, and the previous one while its overlap lasts (none if the
     tenant does not exist)."""
@@ -296,19 +313,48 @@ def record(engine: Engine, due: Due, result: AttemptResult, settings: Settings) 
     return step.action
 
 
+def delivery_outcome(result: AttemptResult, step: str) -> str:
+    """The attempt's word in OUTCOMES, from its result and the event's next step
+    (`record`'s answer): a refused target is `refused` whatever follows it."""
+    if step == "superseded" or result.delivered:
+        return step
+    if result.status is None and result.error == REFUSED:
+        return "refused"
+    return step
+
+
 def deliver(
     engine: Engine, sender: Sender, due: Due, settings: Settings, presign: Presigner | None
 ) -> str:
-    """Make one attempt and record it."""
+    """Make one attempt and record it; returns its outcome (OUTCOMES)."""
     with engine.begin() as conn:
         body = render_body(conn, due, presign)
         secrets = signing_secrets(conn, due.tenant)
-    if secrets:
-        timestamp = int(datetime.now(UTC).timestamp())
-        headers = signed_headers(secrets, due.event_id, timestamp, body)
-        result = sender.post(due.url, headers, body)
-    else:  # never sent unsigned; tried again later like any failed attempt
-        result = AttemptResult(None, f"tenant {due.tenant!r} has no webhook secret")
+        parent = job_traceparent(conn, due)
+    attributes: dict[str, str | int] = {
+        "inferfleet.webhook_id": due.event_id,
+        "inferfleet.event": due.type,
+        "inferfleet.attempt": due.attempt,
+    }
+    with TRACER.start_as_current_span(
+        "inferfleet.webhook",
+        context=tracing.context_of(parent),
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+    ) as span:
+        if secrets:
+            timestamp = int(datetime.now(UTC).timestamp())
+            headers = signed_headers(secrets, due.event_id, timestamp, body)
+            sent = tracing.current_traceparent() if tracing.enabled() else parent
+            if sent:  # the receiver may continue the job's trace
+                headers[tracing.TRACEPARENT] = sent
+            result = sender.post(due.url, headers, body)
+        else:  # never sent unsigned; tried again later like any failed attempt
+            result = AttemptResult(None, f"tenant {due.tenant!r} has no webhook secret")
+        if result.status is not None:
+            span.set_attribute("http.response.status_code", result.status)
+        if not result.delivered:
+            span.set_status(StatusCode.ERROR, result.error or "not delivered")
     step = record(engine, due, result, settings)
     log.info(
         "webhook %s attempt %d %s to %s: %s -> %s",
@@ -319,11 +365,12 @@ def deliver(
         result.status if result.status is not None else result.error,
         step,
     )
-    return step
+    return delivery_outcome(result, step)
 
 
 class Dispatcher:
-    """The delivery threads of one process and the attempts they have in flight."""
+    """The delivery threads of one process and the attempts they have in flight;
+    `count`, if given, is called with each attempt's outcome (OUTCOMES)."""
 
     def __init__(
         self,
@@ -331,6 +378,7 @@ class Dispatcher:
         settings: Settings,
         presign: Presigner | None = None,
         sender: Sender | None = None,
+        count: Callable[[str], None] | None = None,
     ) -> None:
         if settings.webhook_tenant_inflight >= settings.dispatch_threads:
             raise ConfigError(
@@ -342,6 +390,7 @@ class Dispatcher:
         self._settings = settings
         self._presign = presign
         self._sender = sender or Sender.from_settings(settings)
+        self._count = count
         self._pool = ThreadPoolExecutor(settings.dispatch_threads, "webhook")
         self._busy: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -377,7 +426,9 @@ class Dispatcher:
         # One attempt that cannot even be made (its job row gone, the database failing
         # mid-way) must not stop the others: its lease runs out and it is tried again.
         try:
-            deliver(self._engine, self._sender, due, self._settings, self._presign)
+            outcome = deliver(self._engine, self._sender, due, self._settings, self._presign)
+            if self._count is not None:
+                self._count(outcome)
         except Exception:
             log.exception("webhook %s attempt %d could not be made", due.event_id, due.attempt)
         finally:

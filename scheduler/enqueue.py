@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, text
 
+from inferfleet import tracing
 from inferfleet.clients.broker import send_all
 from inferfleet.clients.objectstore import put_bytes
 from inferfleet.ids import batch_job_id
@@ -65,6 +66,7 @@ def job_rows(
     """The job rows of spooled lines (`[line, custom_id, inputs]` as JSON); inputs above
     `claim_check_bytes` are written to S3 first, as the API does, and named by URI."""
     rows = []
+    traceparent = tracing.current_traceparent() if tracing.enabled() else None
     for spooled in chunk:
         number, custom_id, inputs = json.loads(spooled)
         job_id = batch_job_id(batch.id, number)
@@ -88,6 +90,7 @@ def job_rows(
                 "line": number,
                 "custom_id": custom_id,
                 "request_id": batch.request_id,
+                "traceparent": traceparent,
                 "created_at": now,
             }
         )

@@ -50,6 +50,7 @@ from celery import Celery
 from kafka import KafkaProducer
 from sqlalchemy import Engine, func
 
+from inferfleet import tracing
 from inferfleet.clients.broker import make_producer
 from inferfleet.clients.objectstore import exists, split_uri
 from inferfleet.clients.outages import OUTAGES
@@ -78,6 +79,7 @@ from scheduler.lease import RELEASED, BatchEndedError, Lease, LeaseLostError, ta
 from scheduler.results import finish_batches, write_resubmit_input
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer(__name__)
 
 INGEST_TASK = "inferfleet.ingest_batches"
 FINISH_TASK = "inferfleet.finish_batches"
@@ -233,7 +235,7 @@ class Ingest:
         topic = job_topic(version.name, "batch")
         settings = self.settings
         ensure_topics(
-            settings.kafka_bootstrap,
+            settings,
             [topic],
             settings.topic_partitions,
             settings.topic_replication,
@@ -309,8 +311,11 @@ def ingest_next(engine: Engine, s3: Any, settings: Settings) -> str | None:
         return made[0]
 
     started = time.monotonic()
+    # Every job of the batch carries this span's context (`enqueue.job_rows`).
+    attributes = {"inferfleet.batch_id": batch.id, "inferfleet.model": batch.model}
     try:
-        outcome = Ingest(engine, s3, producer, settings, batch, lease).run()
+        with TRACER.start_as_current_span("inferfleet.batch.ingest", attributes=attributes):
+            outcome = Ingest(engine, s3, producer, settings, batch, lease).run()
     except BatchEndedError:
         outcome = "cancelled"
     finally:

@@ -2,6 +2,10 @@
 
 - `reproduce_unproduced`: a `queued` job without `produced_at` past the grace period
   lost its message to a crash between insert and produce; produce it to its lane.
+- `reproduce_stale`: a `queued` job whose message was produced, that no worker claimed
+  for `sweep_stale_after_intervals` sweep intervals, and whose place on its topic the
+  worker group has already passed, lost its message after the produce (a worker that
+  took it lost it without writing it back); produce it again.
 - `expire_overdue`: `queued` jobs past their deadline end `expired`, with their events.
 - `delete_old_results`: terminal jobs (a batch's only with their finished batch) older
   than the retention go, with their webhook rows and the S3 objects the system wrote
@@ -18,14 +22,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
 from inferfleet.clients.broker import Record
 from inferfleet.clients.objectstore import split_uri
-from inferfleet.clients.topics import LANES, Lane, job_topic
+from inferfleet.clients.topics import LANES, Lane, job_topic, parse_job_topic
 from inferfleet.jobs import messages
 from inferfleet.jobs.claims import CLAIM_PREFIX, RESULTS_PREFIX
 from inferfleet.jobs.outbox import add_job_events
@@ -53,6 +58,25 @@ UNPRODUCED = text(
     """
 )
 MARK_PRODUCED = text("UPDATE jobs SET produced_at = now() WHERE id = ANY(:ids)")
+
+# Produced, still queued, unclaimed since `after` seconds and produced before `passed`
+# (`reproduce_stale`). `jobs_queued_produced` serves it: a topic's queued jobs, oldest
+# first.
+STALE = text(
+    """
+    SELECT j.id, j.tenant, j.model, j.version, j.lane, j.inputs, j.input_uri,
+           j.request_id, j.deadline, j.created_at
+      FROM jobs AS j
+     WHERE j.status = 'queued' AND j.model = :model AND j.lane = :lane
+       AND j.produced_at < least(:passed, now() - make_interval(secs => :after))
+       AND (j.deadline IS NULL OR j.deadline > now())
+     ORDER BY j.produced_at
+     LIMIT :limit
+       FOR UPDATE OF j SKIP LOCKED
+    """
+)
+# The most two hosts' clocks may differ (a record's producer, Postgres, the sweeper).
+CLOCK_SKEW_S = 30.0
 
 EXPIRE = text(
     """
@@ -181,6 +205,63 @@ def reproduce_unproduced(
         total += len(rows)
         if not chunks.more(len(rows)):
             return total
+
+
+def reproduce_stale(
+    engine: Engine,
+    send: Callable[[Sequence[Record]], None],
+    passed: Callable[[], Mapping[str, float]],
+    settings: Settings,
+) -> int:
+    """Produce again the messages of `queued` jobs that were produced, that no worker
+    has claimed since for `sweep_stale_after_intervals` sweep intervals, and whose place
+    on their topic the worker group has passed; returns how many.
+
+    `passed()` says, per job topic the group has committed on, a time before which
+    every record lies below where the group resumes on every partition
+    (`inferfleet.clients.grouplag.passed_before`). A job is produced again only if its
+    `produced_at` is earlier than that by more than a produce timeout (a retry or put
+    back is stamped just before it is sent) and twice the clock skew allowed between
+    hosts: its message was read and its offset committed, yet the job was never
+    written, so no message of it is left to read. Each chunk is produced and stamped
+    like `reproduce_unproduced`; a job whose message was not lost after all runs once,
+    the second message finding it claimed or finished.
+    """
+    margin = settings.produce_timeout_s + 2 * CLOCK_SKEW_S
+    after = settings.sweep_interval_s * settings.sweep_stale_after_intervals
+    total = 0
+    chunks = Chunks(settings.sweep_chunk, settings.sweep_interval_s)
+    for topic, before in sorted(passed().items()):
+        found = parse_job_topic(topic)
+        if found is None:
+            continue
+        model, lane = found
+        params = {
+            "model": model,
+            "lane": lane,
+            "passed": datetime.fromtimestamp(before - margin, UTC),
+            "after": after,
+            "limit": chunks.size,
+        }
+        while True:
+            with engine.begin() as conn:
+                rows = conn.execute(STALE, params).all()
+                if rows:
+                    send([job_record(r) for r in rows])
+                    conn.execute(MARK_PRODUCED, {"ids": [r.id for r in rows]})
+            if rows:
+                log.warning(
+                    "produced %d job message(s) again that no worker claimed, on %s (first %s)",
+                    len(rows),
+                    topic,
+                    rows[0].id,
+                )
+            total += len(rows)
+            if not chunks.more(len(rows)):
+                break
+        if not chunks.time_left():
+            break
+    return total
 
 
 def expire_overdue(engine: Engine, settings: Settings) -> int:

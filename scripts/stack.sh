@@ -30,6 +30,9 @@
 #   moto-s3   5000  moto_server from the project virtualenv; bucket inferfleet
 #                   (access key testing / secret testing, region us-east-1)
 #
+# scripts/secure-kafka.sh starts a second broker beside these that takes only SASL_SSL
+# (for the services' Kafka security settings); this script never starts or stops it.
+#
 # Runtime state lives in <repo>/.stack/: logs/ (service logs), run/ (pid files, plus a
 # <service>.ours marker for each service this script started), kafka/ (jars, generated
 # config, data), redis/. Missing Debian packages are installed with apt-get (run as root).
@@ -850,4 +853,7 @@ main() {
     "cmd_$cmd"
 }
 
-main "$@"
+# Run as a command; sourced (scripts/secure-kafka.sh), only the functions are defined.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

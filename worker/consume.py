@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 
 from inferfleet.clients.broker import Record, make_consumer, make_producer, send_all
+from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
 from worker.lanes import LanePoller
 
@@ -66,12 +67,30 @@ class JobConsumer:
                 self._consumer.seek(tp, committed)
 
     def send(self, records: Sequence[Record]) -> None:
-        """Produce records (dead letters, retries) and wait for Kafka's acks."""
+        """Produce records (dead letters, retries) and wait for Kafka's acks.
+
+        QueueUnavailableError if Kafka does not take them all; the producer is then made
+        anew for the next call, since an idempotent producer that saw a batch fail keeps
+        failing every later one.
+        """
         if not records:
             return
         if self._producer is None:
             self._producer = make_producer(self._settings, client_id="inferfleet-worker")
-        send_all(self._producer, records, self._settings.produce_timeout_s)
+        try:
+            send_all(self._producer, records, self._settings.produce_timeout_s)
+        except QueueUnavailableError:
+            self._drop_producer()
+            raise
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=1)
+        except KafkaError as e:  # it is dropped either way; what it held was not acked
+            log.warning("closing the failed producer: %r", e)
 
     def close(self) -> None:
         """Leave the group (so partitions move at once) and close the producer."""

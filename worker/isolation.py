@@ -15,7 +15,11 @@ What the worker guarantees:
   alone (`error.type` `worker_crashed` while it runs; cleared when it ends), and its
   result is written before the next one is taken. A job that comes back still marked
   is the one its worker died running alone; once it has had `max_attempts` takes it is
-  failed and dead-lettered (`worker_crashed`) without running again.
+  failed and dead-lettered (`worker_crashed`) without running again (taken first, with
+  no attempt counted, since only the worker holding a job may write it).
+- A worker whose batch an outage fails gives back the jobs it holds (`persist.release`:
+  `queued`, their attempt taken back). One it was running alone keeps its mark, so the
+  next claim runs it alone again, as a job whose worker did not die running it.
 - So a job that kills every worker costs at most `max_attempts` crashes (one in its
   batch, the rest alone) and ends `failed` with `attempts` equal to `max_attempts`
   (at least two). Its neighbours never run beside it again, their attempts grow by at
@@ -31,14 +35,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from inferfleet.clients.outages import OUTAGES
+from inferfleet.errors import QueueUnavailableError
 from inferfleet.jobs.messages import JobMessage
 from worker import logs
 from worker.batching import Outcome
 
 log = logging.getLogger(__name__)
 
-# Failures of a service the worker depends on; the same work is tried again later.
-TRANSIENT = OUTAGES
+# Failures of a service the worker depends on, Kafka's refusal of a record it sends
+# (retries, dead letters, put-backs) included; the same work is tried again later.
+TRANSIENT: tuple[type[Exception], ...] = (*OUTAGES, QueueUnavailableError)
 
 # `error.type` of a job running alone after a redelivery, and of one failed for it.
 CRASHED = "worker_crashed"
@@ -102,9 +108,10 @@ def guarded(
 class Runner(Protocol):
     """What `run_alone` needs of the worker."""
 
-    def take_alone(self, job_id: str) -> int | None:
-        """Take one redelivered job, marked as running alone; its attempts, or None if
-        it is no longer `running` (another worker finished it)."""
+    def take_alone(self, job_id: str, counted: bool = True) -> int | None:
+        """Take one redelivered job, marked as running alone; its attempts (this take
+        counted unless not `counted`), or None if it is no longer `running` (another
+        worker finished it)."""
 
     def run_taken(
         self, jobs: Sequence[JobMessage], attempts: Mapping[str, int]
@@ -122,23 +129,28 @@ def run_alone(
     runner: Runner,
 ) -> tuple[list[Outcome], list[str]]:
     """Run redelivered `jobs` one at a time, in order, each written before the next is
-    taken (module docstring); returns every final outcome and every retried ID."""
+    taken (module docstring); returns every final outcome and every retried ID.
+
+    A doomed job is taken too (no attempt counted), since only the worker holding a job
+    may write it.
+    """
     finals: list[Outcome] = []
     retries: list[str] = []
     for job in jobs:
         previous = found[job.job_id]
-        if doomed(previous, max_attempts):
+        unrun = doomed(previous, max_attempts)
+        attempts = runner.take_alone(job.job_id, counted=not unrun)
+        if attempts is None:
+            continue
+        if unrun:
             log.error(
                 "its worker died running it alone, %d attempts: failing it unrun",
-                previous.attempts,
+                attempts,
                 extra=logs.job_fields(job),
             )
-            final = [Outcome(job.job_id, error=crashed_error(previous.attempts), retriable=False)]
+            final = [Outcome(job.job_id, error=crashed_error(attempts), retriable=False)]
             retry: list[str] = []
         else:
-            attempts = runner.take_alone(job.job_id)
-            if attempts is None:
-                continue
             log.info("redelivered; running it alone", extra=logs.job_fields(job))
             final, retry = runner.run_taken([job], {job.job_id: attempts})
         runner.record([job], final, retry)

@@ -6,9 +6,16 @@ dead-lettered and what runs alone. The batch's counts, metrics and log lines are
 observer's: the loop calls the observer's hooks at each step (`worker.observe`).
 
 Each polled batch is handled whole before its offsets are committed, so a crash at any
-point means the batch is redelivered, and the status guards in `persist` make the
-second pass write nothing twice. A failure of one job fails that job alone, and jobs
-redelivered after a worker died holding them run one at a time (`worker.isolation`).
+point means the batch is redelivered, and the status and claim-token guards in
+`persist` make the second pass write nothing twice. A failure of one job fails that
+job alone, and jobs redelivered after a worker died holding them run one at a time
+(`worker.isolation`).
+
+A service that goes away (Postgres, Kafka, S3: `TRANSIENT`) at any step of the loop
+never ends the process: the worker reports not ready, gives back the jobs it holds
+(their attempts taken back: an outage is no attempt), rewinds to the committed
+offsets, sends the dead-letter copies it still owes, and goes on once all of that
+worked, waiting longer between tries (at most 30 s) for as long as the outage lasts.
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence, Set
 from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy import Engine
 
+from inferfleet import tracing
+from inferfleet.clients.broker import Record
 from inferfleet.clients.db import make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.clients.topics import dlq_topic, ensure_topics, model_topics
@@ -32,7 +42,7 @@ from inferfleet.jobs.messages import JobMessage
 from inferfleet.models.preprocessing import split_outputs
 from inferfleet.models.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
-from worker import isolation, logs, persist
+from worker import isolation, logs, persist, traces
 from worker.batching import (
     Outcome,
     chunks,
@@ -91,9 +101,17 @@ class Worker:
         self._aliases: dict[str, int] = {}
         self._next_alias_check = 0.0
         self._reported = -1  # the store's `changes` when /readyz was last told
-        # Jobs this worker took and has not finished: after an outage, the same batch
-        # is tried again and these are taken again, not run alone as redelivered.
-        self._own: set[str] = set()
+        # Written with `running` by every claim of this worker, and named by every later
+        # write of those jobs (`worker.persist`): one per worker, never reused.
+        self.claim_token = uuid.uuid4().hex
+        # Jobs this worker took in the batch in hand: given back if an outage fails it.
+        self._held: set[str] = set()
+        # Dead-letter copies of jobs already failed in Postgres that Kafka has not
+        # acknowledged yet: sent again before the next batch (their jobs, being
+        # terminal, will not fail again to make them anew).
+        self._owed: list[Record] = []
+        # Why the loop is waiting for a service to come back; None while it is not.
+        self._away: str | None = None
         # The batch in hand: where its retries and dead letters go, and its records.
         self._batch: tuple[JobConsumer, list[Any]] | None = None
 
@@ -107,33 +125,48 @@ class Worker:
         Until every served model is warm, `/readyz` says why not and the worker stays
         out of the consumer group, so no partition waits on a worker that cannot serve.
         """
+        if not self._until_done(self._load, LOAD_FAILURES, "cannot load served models"):
+            return False
+        topics = [t for name in self.settings.worker_models for t in model_topics(name)]
+
+        def join() -> None:
+            ensure_topics(
+                self.settings,
+                topics + [dlq_topic(t) for t in topics],
+                self.settings.topic_partitions,
+                self.settings.topic_replication,
+            )
+            self._consumer = self._consumer_factory(self.settings, topics)
+
+        if not self._until_done(join, TRANSIENT, "cannot join the consumer group"):
+            return False
+        self._report(None)
+        self._next_alias_check = time.monotonic() + self.settings.registry_poll_s
+        log.info("ready; consuming %s as group %s", ", ".join(topics), self.settings.worker_group)
+        return True
+
+    def _load(self) -> None:
+        self._aliases = self._alias_targets()
+        self.store.pin(self._aliases.items())
+        for name, version in self._aliases.items():
+            self.store.get(name, version)
+
+    def _until_done(
+        self, step: Callable[[], None], failures: tuple[type[Exception], ...], what: str
+    ) -> bool:
+        """Run `step` until it raises none of `failures` (True) or the worker is stopped
+        (False), waiting 1 s, 2 s, … up to 30 s between tries; not ready meanwhile."""
         delay = 1.0
         while not self._stop.is_set():
             try:
-                self._aliases = self._alias_targets()
-                self.store.pin(self._aliases.items())
-                for name, version in self._aliases.items():
-                    self.store.get(name, version)
-                break
-            except LOAD_FAILURES as e:
-                log.error("cannot load served models, retrying in %.0f s: %s", delay, e)
-                self._report(f"loading models failed: {e}")
+                step()
+                return True
+            except failures as e:
+                log.error("%s, retrying in %.0f s: %s", what, delay, e)
+                self._report(f"{what}: {e}")
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
-        else:
-            return False
-        topics = [t for name in self.settings.worker_models for t in model_topics(name)]
-        ensure_topics(
-            self.settings.kafka_bootstrap,
-            topics + [dlq_topic(t) for t in topics],
-            self.settings.topic_partitions,
-            self.settings.topic_replication,
-        )
-        self._report(None)
-        self._next_alias_check = time.monotonic() + self.settings.registry_poll_s
-        self._consumer = self._consumer_factory(self.settings, topics)
-        log.info("ready; consuming %s as group %s", ", ".join(topics), self.settings.worker_group)
-        return True
+        return False
 
     def _alias_targets(self) -> dict[str, int]:
         return {name: self.store.resolve(name).version for name in self.settings.worker_models}
@@ -181,24 +214,47 @@ class Worker:
             return
         assert self._consumer is not None
         delay = 1.0
+        rewind = False
         try:
             while not self._stop.is_set():
                 try:
+                    if rewind:
+                        self.rewind(self._consumer)
+                        rewind = False
                     self.watch_aliases()
                     self.handle_batch(self._consumer)
+                    if self._away is not None:
+                        log.info("the services are back; going on")
+                        self._away = None
+                        self._report(None)
                     delay = 1.0
                 except TRANSIENT as e:
                     # Postgres, Kafka or S3 is away: nothing of this batch was committed, so
-                    # rewind to the committed offsets and try the same records again. If
-                    # even the rewind fails, the error ends the process; a restart then
-                    # resumes from the committed offsets too.
-                    log.error("batch failed, retrying it in %.0f s: %r", delay, e)
-                    self._consumer.rewind()
+                    # give its jobs back, rewind to the committed offsets and try the same
+                    # records again; whatever of that fails is tried again after the wait.
+                    log.error("batch failed, rewinding and retrying in %.0f s: %r", delay, e)
+                    rewind = True
+                    self._away = f"waiting for a service: {type(e).__name__}: {e}"
+                    self._report(None)
                     self._stop.wait(delay)
                     delay = min(delay * 2, 30.0)
         finally:
             self._consumer.close()
             log.info("left the consumer group; stopped")
+
+    def rewind(self, consumer: JobConsumer) -> None:
+        """After an outage failed a batch: give back the jobs it held, move back to the
+        committed offsets, and send the dead-letter copies still owed.
+
+        Raises TRANSIENT while a service is still away; calling it again is harmless.
+        """
+        given = persist.release(self.engine, self._held, token=self.claim_token)
+        if given:
+            log.info("gave back %d job(s) of the failed batch; no attempt counted", given)
+        self._held = set()
+        consumer.rewind()
+        consumer.send(self._owed)
+        self._owed = []
 
     def handle_batch(self, consumer: JobConsumer) -> BatchSummary | None:
         """Poll once and see every polled record to a committed end:
@@ -206,21 +262,28 @@ class Worker:
         records = consumer.poll()
         if not records:
             return None
+        with traces.batch(records):
+            return self._handle(consumer, records)
+
+    def _handle(self, consumer: JobConsumer, records: list[Any]) -> BatchSummary:
         self.observer.batch_started(records)
         self._batch = (consumer, records)
-        plan = self.plan(records)
+        with traces.step("claim"):
+            plan = self.plan(records)
         consumer.send(put_back(records, plan.put_back))
         if plan.only_waiting:
             self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
-        final, retry = self.run_taken(plan.run, plan.attempts)
-        written = self.record(plan.run, final, retry)  # outcomes, retries, their dead letters
+        with traces.step("inference"):
+            final, retry = self.run_taken(plan.run, plan.attempts)
+        with traces.step("persist"):
+            written = self.record(plan.run, final, retry)  # outcomes, retries, dead letters
         consumer.send(dead_letters(plan.dead_letter))
         # Redelivered jobs: each taken, run and persisted alone, in turn.
         alone, alone_retry = isolation.run_alone(
             plan.alone, plan.redelivered, self.settings.max_attempts, self
         )
         consumer.commit()
-        self._own = set()
+        self._held = set()
         handled = Handled(len(records), plan, final + alone, len(retry) + len(alone_retry), written)
         summary = summarise(handled)
         self.observer.batch_done(handled, summary)
@@ -238,13 +301,17 @@ class Worker:
         unfinished = persist.unfinished(
             self.engine, [j.job_id for j in jobs if (j.model, j.version) in waiting]
         )
+        offered = [j.job_id for j in claimable(jobs, waiting)]
+        # Held from before the claim is sent: should its answer be lost to an outage, the
+        # give-back still finds whichever of them it took (it checks the token).
+        self._held = set(offered)
         claim = persist.claim(
             self.engine,
-            [j.job_id for j in claimable(jobs, waiting)],
-            own=self._own,
+            offered,
+            token=self.claim_token,
             retry_window_s=self.settings.webhook_retry_window_s,
         )
-        self._own = set(claim.taken)
+        self._held = set(claim.taken)
         plan = plan_batch(jobs, poison, waiting, unfinished, claim)
         self.observer.planned(plan)
         return plan
@@ -273,25 +340,45 @@ class Worker:
             outcomes.extend(self._run_group(group.model, group.version, group.jobs))
         return self.payloads.store_outputs(outcomes, jobs)
 
-    def take_alone(self, job_id: str) -> int | None:
+    def take_alone(self, job_id: str, counted: bool = True) -> int | None:
         """Take one redelivered job to run alone (`isolation.Runner`)."""
-        attempts = persist.take_alone(self.engine, job_id)
-        if attempts is not None:
-            self._own.add(job_id)
-        return attempts
+        self._held.add(job_id)  # before the take, as in `plan`
+        return persist.take_alone(self.engine, job_id, token=self.claim_token, counted=counted)
 
     def record(self, jobs: Sequence[JobMessage], final: list[Outcome], retry: list[str]) -> int:
         """Write outcomes, then put retries and dead letters on Kafka; how many were written.
 
-        Both happen before the offsets move past the batch.
+        Both happen before the offsets move past the batch. Only jobs this worker still
+        holds are written, and only those are retried or dead-lettered: a job another
+        claim took meanwhile is that claim's to finish. A retry Kafka does not take is
+        redelivered by the rewind instead; a dead-letter copy is owed until it is sent.
         """
         written = persist.finish(
-            self.engine, final, requeued=retry, retry_window_s=self.settings.webhook_retry_window_s
+            self.engine,
+            final,
+            requeued=retry,
+            token=self.claim_token,
+            retry_window_s=self.settings.webhook_retry_window_s,
         )
+        lost = len(final) + len(retry) - len(written.finished) - len(written.requeued)
+        if lost:
+            log.warning(
+                "%d job(s) no longer held by this worker (another claim took them, or they "
+                "were cancelled): not written, retried or dead-lettered",
+                lost,
+            )
         assert self._batch is not None
         consumer, records = self._batch
-        consumer.send(resend(records, jobs, final, retry))
-        return written
+        retries, copies = resend(
+            records,
+            jobs,
+            [o for o in final if o.job_id in written.finished],
+            [i for i in retry if i in written.requeued],
+        )
+        self._owed.extend(copies)
+        consumer.send(retries + self._owed)
+        self._owed = []
+        return len(written.finished)
 
     def _run_group(self, name: str, version: int, jobs: list[JobMessage]) -> list[Outcome]:
         try:
@@ -318,7 +405,9 @@ class Worker:
         return outcomes
 
     def _report(self, not_ready: str | None) -> None:
-        """Publish the loaded models on /readyz and as metrics; ready unless `not_ready`."""
+        """Publish the loaded models on /readyz and as metrics; ready unless `not_ready`
+        or the loop waits for a service to come back."""
+        not_ready = not_ready or self._away
         self._reported = self.store.changes
         loaded = self.store.loaded()
         self.metrics.model_loaded.clear()
@@ -360,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     check_bound(settings)
     logs.configure()
+    tracing.setup("inferfleet-worker")
     engine = make_engine(settings, pool_size=2)
     metrics = WorkerMetrics()
     readiness = Readiness()

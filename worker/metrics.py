@@ -3,7 +3,9 @@
 The probe (`QueueProbe`) measures, every `QUEUE_PROBE_INTERVAL_S` in a thread of its own
 with Kafka clients of its own, what the batch loop cannot see: the whole consumer group's
 lag on each served topic, the age of the oldest record the group has not committed, the
-rate at which the group commits, and from those the time the backlog needs to drain.
+rate at which the group commits, and from those the time the backlog needs to drain
+(the rate itself is not exported: each worker counts the records it commits in
+`inferfleet_worker_consumed_records_total`, and PromQL's `rate` sums them).
 Every replica measures the same group, so dashboards take `max by (topic)`, never a sum.
 """
 
@@ -14,21 +16,32 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from inferfleet.clients.grouplag import lag, read_offsets, resume_offsets
+from inferfleet.buildinfo import register_build_info
+from inferfleet.clients.grouplag import (
+    group_clients,
+    lag,
+    read_offsets,
+    resume_offsets,
+    timestamps_at,
+)
 from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 8, 32, 128, 512, 1024, 2048, 4096, 8192, 16384)
+# Submit to result: interactive jobs in well under a second, batch lanes in minutes.
+LATENCY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+)  # fmt: skip
 QUEUE_PROBE_INTERVAL_S = 15.0  # KEDA's pollingInterval in keda/: the same view, as often
 RATE_WINDOW_S = 60.0
 KAFKA_TIMEOUT_MS = 5000
@@ -67,7 +80,7 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.dead_letters = Counter(
-            "inferfleet_worker_dead_letters_total",
+            "inferfleet_worker_dead_letter_records_total",
             "Records copied to a dead-letter topic: undecodable ones, jobs that failed for good.",
             registry=self.registry,
         )
@@ -91,13 +104,6 @@ class WorkerMetrics:
             ["topic"],
             registry=self.registry,
         )
-        self.consumed_rate = Gauge(
-            "inferfleet_worker_consumed_records_per_second",
-            f"Records per second the whole group committed on the topic, over the last "
-            f"{RATE_WINDOW_S:.0f} s.",
-            ["topic"],
-            registry=self.registry,
-        )
         self.drain_seconds = Gauge(
             "inferfleet_worker_drain_time_seconds",
             "Estimated time to drain the topic: its lag over the group's measured rate; "
@@ -110,6 +116,41 @@ class WorkerMetrics:
             "Queue measurements that failed because Kafka did not answer.",
             registry=self.registry,
         )
+        self.consumed_records = Counter(
+            "inferfleet_worker_consumed_records_total",
+            "Records this worker handled and committed, by topic (the group's throughput is "
+            "the sum of their rates).",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.submit_to_result_seconds = Histogram(
+            "inferfleet_worker_submit_to_result_seconds",
+            "Time from a job's submission (its created_at) to the worker writing its "
+            "final result, succeeded or failed, by model and lane.",
+            ["model", "lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        register_build_info(self.registry)
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe(a)` for every amount in `amounts`, at one increment per bucket.
+
+    A batch ends thousands of jobs at once and `observe` scans the buckets one amount at a
+    time (over 1 µs a job); this places all of them with one `searchsorted`. It updates
+    the same values `observe` does (the bucket an amount falls in, and the sum), which
+    are prometheus-client's own attributes: tests/unit/test_worker_metrics.py checks the
+    result against `observe`, so a release that changes them fails there.
+    """
+    if not amounts:
+        return
+    bounds: list[float] = histogram._upper_bounds
+    found = np.searchsorted(np.asarray(bounds), np.asarray(amounts, dtype=float), side="left")
+    histogram._sum.inc(float(np.sum(amounts)))
+    for i, n in enumerate(np.bincount(found, minlength=len(bounds)).tolist()):
+        if n:
+            histogram._buckets[i].inc(n)
 
 
 class Throughput:
@@ -209,7 +250,6 @@ class QueueProbe:
         for gauge in (
             self._metrics.consumer_lag,
             self._metrics.oldest_unconsumed_age,
-            self._metrics.consumed_rate,
             self._metrics.drain_seconds,
         ):
             gauge.clear()
@@ -242,55 +282,19 @@ class QueueProbe:
             age = max(0.0, wall_now - min(stamps) / 1000) if stamps and waiting else 0.0
             self._metrics.consumer_lag.labels(topic).set(waiting)
             self._metrics.oldest_unconsumed_age.labels(topic).set(age)
-            if rate is not None:
-                self._metrics.consumed_rate.labels(topic).set(rate)
             drain = drain_seconds(waiting, rate)
             if drain is not None:
                 self._metrics.drain_seconds.labels(topic).set(drain)
 
     def _oldest_timestamps(self, resume: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """The timestamp (ms) of the record at each partition's resume offset."""
-        if not resume:
-            return {}
         consumer, _ = self._clients()
-        consumer.assign(list(resume))
-        for partition, offset in resume.items():
-            consumer.seek(partition, offset)
-        found: dict[TopicPartition, int] = {}
-        deadline = self._clock() + PEEK_TIMEOUT_S
-        try:
-            while len(found) < len(resume) and self._clock() < deadline:
-                polled: dict[Any, list[Any]] = consumer.poll(timeout_ms=200)
-                for partition, records in polled.items():
-                    if partition not in found and records and records[0].timestamp >= 0:
-                        found[partition] = records[0].timestamp
-                        consumer.pause(partition)
-        finally:
-            consumer.unsubscribe()
-        return found
+        return timestamps_at(consumer, resume, PEEK_TIMEOUT_S)
 
     def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
-        if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                client_id="inferfleet-worker-probe",
-                group_id=None,
-                enable_auto_commit=False,
-                allow_auto_create_topics=False,
-                # A committed offset that retention deleted reads from the oldest record left.
-                auto_offset_reset="earliest",
-                # One record per partition is all a probe reads.
-                max_partition_fetch_bytes=64 * 1024,
-                fetch_max_wait_ms=100,
-                request_timeout_ms=KAFKA_TIMEOUT_MS,
-                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
-            )
-        if self._admin is None:
-            self._admin = KafkaAdminClient(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                client_id="inferfleet-worker-probe",
-                request_timeout_ms=KAFKA_TIMEOUT_MS,
-                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+        if self._consumer is None or self._admin is None:
+            self._consumer, self._admin = group_clients(
+                self._settings, "inferfleet-worker-probe", KAFKA_TIMEOUT_MS
             )
         return self._consumer, self._admin
 

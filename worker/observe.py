@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from inferfleet.clients.topics import lane_of
 from inferfleet.jobs.messages import JobMessage
 from worker import logs
-from worker.metrics import WorkerMetrics
+from worker.metrics import WorkerMetrics, observe_all
 from worker.plan import Plan
 from worker.summary import BatchSummary, Handled, job_counts
 
@@ -49,9 +51,18 @@ class BatchLog:
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
         self._started = 0.0
+        self._topics: Counter[str] = Counter()
+        self._lane: str | None = None
+        self._lanes: dict[bytes | None, str] = {}
 
     def batch_started(self, records: Sequence[Any]) -> None:
         self._started = time.monotonic()
+        self._topics = Counter(r.topic for r in records)
+        # The lane of each job, for its latency: the batch's one lane (the usual case),
+        # or else by record key, which is the job ID.
+        lanes = {lane_of(t) for t in self._topics}
+        self._lane = next(iter(lanes)) if len(lanes) == 1 else None
+        self._lanes = {} if self._lane else {r.key: lane_of(r.topic) for r in records}
 
     def planned(self, plan: Plan) -> None:
         for p in plan.dead_letter:
@@ -77,6 +88,9 @@ class BatchLog:
             log.info("expired before it started", extra=logs.job_fields(job))
         for (model, status), n in job_counts(batch).items():
             self.metrics.jobs.labels(model, status).inc(n)
+        self._observe_latency(batch)
+        for topic, n in self._topics.items():
+            self.metrics.consumed_records.labels(topic).inc(n)
         elapsed = time.monotonic() - self._started
         self.metrics.dead_letters.inc(summary.dead_lettered)
         self.metrics.batch_records.observe(summary.records)
@@ -96,3 +110,15 @@ class BatchLog:
             batch.written,
             elapsed,
         )
+
+    def _observe_latency(self, batch: Handled) -> None:
+        """Submit-to-result time of each job whose final result the batch wrote."""
+        now = time.time()
+        by_id = {j.job_id: j for j in batch.plan.claimable}
+        waited: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        for outcome in batch.final:
+            job = by_id[outcome.job_id]
+            lane = self._lane or self._lanes.get(job.job_id.encode(), "unknown")
+            waited[(job.model, lane)].append(now - job.enqueued_at.timestamp())
+        for (model, lane), seconds in waited.items():
+            observe_all(self.metrics.submit_to_result_seconds.labels(model, lane), seconds)

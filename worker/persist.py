@@ -2,8 +2,12 @@
 
 Both are guarded by status, so a redelivered message never rewrites a terminal job:
 only `queued` or `running` jobs are claimed, and only `running` jobs take a result.
-Jobs that end here (a result, or an expiry) get their webhook events in the same
-transaction (`inferfleet.jobs.outbox`).
+Every claim writes the worker's claim token with `running`, and every later write of
+that job by a worker (its result, its requeue, giving it back after an outage) names
+the token: a worker that lost the job to another (it stalled past its poll interval,
+its partitions moved, and the new owner took the job) writes nothing. Jobs that end
+here (a result, or an expiry) get their webhook events in the same transaction
+(`inferfleet.jobs.outbox`).
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ from inferfleet.jobs.outbox import add_job_events
 from worker.batching import Outcome, bounded
 from worker.isolation import CRASHED, Redelivered
 
-# One statement claims the batch. Jobs that are `queued` (or `running` under this
-# worker's own earlier claim of the same batch, `own`) become `running`; jobs whose
-# deadline passed become `expired`. Jobs another worker left `running` (it died with
-# them, or still runs them) are reported with their attempts and whether it was running
-# them alone, untouched: they are taken one at a time (`take_alone`). Terminal,
-# cancelled and unknown jobs are not touched.
+# One statement claims the batch. Jobs that are `queued` become `running` under the
+# worker's token; jobs whose deadline passed become `expired`. Jobs another worker left
+# `running` (it died with them, or still runs them), and jobs a worker gave back while
+# running them alone (`queued` with the `CRASHED` mark, `RELEASE`), are reported with
+# their attempts and whether a worker died running them alone, untouched: they are
+# taken one at a time (`take_alone`). Terminal, cancelled and unknown jobs are not
+# touched.
 CLAIM = text(
     f"""
     WITH prior AS (
-        SELECT id, status, attempts, coalesce(error->>'type' = '{CRASHED}', false) AS alone,
+        SELECT id, status, attempts, coalesce(error->>'type' = '{CRASHED}', false) AS marked,
                coalesce(deadline <= now(), false) AS late
           FROM jobs
          WHERE id = ANY(:ids) AND status IN ('queued', 'running')
@@ -38,35 +43,39 @@ CLAIM = text(
                attempts = CASE WHEN p.late THEN j.attempts ELSE j.attempts + 1 END,
                completed_at = CASE WHEN p.late THEN now() END,
                produced_at = coalesce(j.produced_at, now()),
+               claim_token = CASE WHEN p.late THEN j.claim_token ELSE :token END,
                error = CASE WHEN p.late
                             THEN jsonb_build_object('type', 'expired', 'message',
                                                     'the job was not started before its deadline')
                        END
           FROM prior AS p
-         WHERE j.id = p.id AND (p.status = 'queued' OR p.late OR p.id = ANY(:own))
+         WHERE j.id = p.id AND ((p.status = 'queued' AND NOT p.marked) OR p.late)
            -- Checked again on the row as it is once locked: a job another worker
-           -- finished meanwhile is left alone.
-           AND j.status IN ('queued', 'running')
+           -- claimed or finished meanwhile is left alone.
+           AND (j.status = 'queued' OR (p.late AND j.status = 'running'))
         RETURNING j.id, j.status, j.attempts
     )
     -- Two halves, not a join: a generic plan expects one row per CTE and would nest loops.
     SELECT id, status, attempts, NULL::int AS prior_attempts, false AS alone FROM taken
     UNION ALL
-    SELECT id, NULL, NULL, attempts, alone FROM prior
-     WHERE NOT (status = 'queued' OR late OR id = ANY(:own))
+    SELECT id, NULL, NULL, attempts, marked AND status = 'running' FROM prior
+     WHERE NOT ((status = 'queued' AND NOT marked) OR late)
     """
 )
 
-# Takes one redelivered job to run alone, marked so that its next redelivery shows the
-# worker died running it (`worker.isolation`).
+# Takes one redelivered (or given back) job to run alone under the worker's token,
+# marked so that its next redelivery shows the worker died running it
+# (`worker.isolation`). A job taken only to be failed unrun counts no attempt.
 TAKE_ALONE = text(
     f"""
     UPDATE jobs
-       SET attempts = attempts + 1, started_at = now(),
+       SET status = 'running', attempts = attempts + :counted, started_at = now(),
+           claim_token = :token,
            error = jsonb_build_object(
                'type', '{CRASHED}', 'message',
-               'running alone after its worker stopped; attempt ' || (attempts + 1))
-     WHERE id = :id AND status = 'running'
+               'running alone after its worker stopped; attempt ' || (attempts + :counted))
+     WHERE id = :id
+       AND (status = 'running' OR (status = 'queued' AND error->>'type' = '{CRASHED}'))
     RETURNING attempts
     """
 )
@@ -79,7 +88,7 @@ FINISH = text(
                   CAST(:outputs AS jsonb[]), CAST(:output_uris AS text[]),
                   CAST(:errors AS jsonb[]))
            AS v(id, status, outputs, output_uri, error)
-     WHERE j.id = v.id AND j.status = 'running'
+     WHERE j.id = v.id AND j.status = 'running' AND j.claim_token = :token
     RETURNING j.id, j.webhook IS NOT NULL AND j.batch_id IS NULL AS notify
     """
 )
@@ -95,25 +104,18 @@ class Claim:
     redelivered: dict[str, Redelivered] = field(default_factory=dict)
 
 
-def claim(
-    engine: Engine,
-    job_ids: Sequence[str],
-    *,
-    own: Collection[str] = (),
-    retry_window_s: float,
-) -> Claim:
-    """Mark runnable jobs `running` (one statement, with their expiries' webhook events).
+def claim(engine: Engine, job_ids: Sequence[str], *, token: str, retry_window_s: float) -> Claim:
+    """Mark runnable jobs `running` under `token` (one statement, with their expiries'
+    webhook events).
 
-    `own` names jobs this worker claimed before and has not finished (a batch tried
-    again after an outage): they are taken like queued jobs. Jobs that are already
-    terminal, cancelled or unknown are in no part of the answer: their messages are
-    acknowledged without running them.
+    Jobs that are already terminal, cancelled or unknown are in no part of the answer:
+    their messages are acknowledged without running them.
     """
     found = Claim()
     if not job_ids:
         return found
     with engine.begin() as conn:
-        for row in conn.execute(CLAIM, {"ids": list(job_ids), "own": list(own)}):
+        for row in conn.execute(CLAIM, {"ids": list(job_ids), "token": token}):
             if row.status == "expired":
                 found.expired.add(row.id)
             elif row.status == "running":
@@ -124,17 +126,35 @@ def claim(
     return found
 
 
-def take_alone(engine: Engine, job_id: str) -> int | None:
-    """Take one redelivered job to run alone; its attempts (this take included), or
-    None when it is no longer `running`."""
+def take_alone(engine: Engine, job_id: str, *, token: str, counted: bool = True) -> int | None:
+    """Take one redelivered job to run alone under `token`; its attempts (this take
+    included unless not `counted`), or None when it is no longer `running` (nor given
+    back)."""
     with engine.begin() as conn:
-        attempts: int | None = conn.execute(TAKE_ALONE, {"id": job_id}).scalar_one_or_none()
+        params = {"id": job_id, "token": token, "counted": int(counted)}
+        attempts: int | None = conn.execute(TAKE_ALONE, params).scalar_one_or_none()
         return attempts
 
 
+# A job to try again goes back to `queued`, holding no claim; `produced_at` says when its
+# retry message was sent (just after this commits), so the sweep of produced jobs no
+# worker claimed counts from the retry (`scheduler.sweeps`).
 REQUEUE = text(
-    "UPDATE jobs SET status = 'queued', error = NULL WHERE id = ANY(:ids) AND status = 'running'"
+    """
+    UPDATE jobs SET status = 'queued', error = NULL, claim_token = NULL, produced_at = now()
+     WHERE id = ANY(:ids) AND status = 'running' AND claim_token = :token
+    RETURNING id
+    """
 )
+
+
+@dataclass(frozen=True)
+class Written:
+    """The jobs a `finish` wrote: those that took their result, those put back to
+    `queued`. A job another claim took meanwhile is in neither."""
+
+    finished: set[str] = field(default_factory=set)
+    requeued: set[str] = field(default_factory=set)
 
 
 def finish(
@@ -142,15 +162,15 @@ def finish(
     outcomes: Sequence[Outcome],
     requeued: Sequence[str] = (),
     *,
+    token: str,
     retry_window_s: float,
-) -> int:
+) -> Written:
     """Write every outcome, and put `requeued` jobs back to `queued`, in one transaction,
-    with the webhook events of the jobs that asked for one.
-
-    Returns how many jobs took their result.
+    with the webhook events of the jobs that asked for one; only jobs still `running`
+    under `token` are written.
     """
     if not outcomes and not requeued:
-        return 0
+        return Written()
     rows = [_encode(o) for o in outcomes]
     params = {
         "ids": [o.job_id for o in outcomes],
@@ -158,15 +178,38 @@ def finish(
         "outputs": [outputs for outputs, _ in rows],
         "output_uris": [o.output_uri for o in outcomes],
         "errors": [error for _, error in rows],
+        "token": token,
     }
     with engine.begin() as conn:
+        put_back: set[str] = set()
         if requeued:
-            conn.execute(REQUEUE, {"ids": list(requeued)})
+            found = conn.execute(REQUEUE, {"ids": list(requeued), "token": token})
+            put_back = set(found.scalars())
         if not outcomes:
-            return 0
+            return Written(requeued=put_back)
         finished = list(conn.execute(FINISH, params))
         add_job_events(conn, [r.id for r in finished if r.notify], retry_window_s)
-        return len(finished)
+        return Written({r.id for r in finished}, put_back)
+
+
+# Gives back the jobs a worker holds when their batch failed for an outage: `queued`
+# again, with the attempt their claim counted taken back, so an outage costs no job an
+# attempt. A job held alone keeps its `CRASHED` mark (running alone, not died), so the
+# next claim runs it alone again (`CLAIM`).
+RELEASE = text(
+    """
+    UPDATE jobs SET status = 'queued', claim_token = NULL, attempts = greatest(attempts - 1, 0)
+     WHERE id = ANY(:ids) AND status = 'running' AND claim_token = :token
+    """
+)
+
+
+def release(engine: Engine, job_ids: Collection[str], *, token: str) -> int:
+    """Give back those of `job_ids` still `running` under `token`; how many."""
+    if not job_ids:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(RELEASE, {"ids": sorted(job_ids), "token": token}).rowcount
 
 
 def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
@@ -188,12 +231,26 @@ def _encode(outcome: Outcome) -> tuple[str | None, str | None]:
     return None, json.dumps(bounded(error))
 
 
-UNFINISHED = text("SELECT id FROM jobs WHERE id = ANY(:ids) AND status IN ('queued', 'running')")
+# Jobs waiting for their version are put back at the end of their topic; their
+# `produced_at` moves to now, as a retry's does (`REQUEUE`). Rows someone holds locked
+# are skipped, as `inferfleet.jobs.produced` does, rather than waited on.
+UNFINISHED = text(
+    """
+    WITH stamped AS (
+        UPDATE jobs SET produced_at = now()
+         WHERE id IN (SELECT id FROM jobs
+                       WHERE id = ANY(:ids) AND status = 'queued'
+                         FOR UPDATE SKIP LOCKED)
+    )
+    SELECT id FROM jobs WHERE id = ANY(:ids) AND status IN ('queued', 'running')
+    """
+)
 
 
 def unfinished(engine: Engine, job_ids: Sequence[str]) -> set[str]:
-    """Which of `job_ids` are still `queued` or `running` (the others need no message)."""
+    """Which of `job_ids` are still `queued` or `running` (the others need no message);
+    the queued ones are stamped as produced now, since their message is sent again."""
     if not job_ids:
         return set()
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         return {r.id for r in conn.execute(UNFINISHED, {"ids": list(job_ids)})}

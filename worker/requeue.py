@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from inferfleet import tracing
 from inferfleet.clients.broker import Record
 from inferfleet.clients.topics import dlq_topic, job_topic
 from inferfleet.jobs import messages
@@ -26,18 +27,21 @@ def resend(
     runnable: Sequence[JobMessage],
     final: Sequence[Outcome],
     retry: Sequence[str],
-) -> list[Record]:
-    """Retries back onto their topic; final failures copied to its DLQ with the error.
+) -> tuple[list[Record], list[Record]]:
+    """(retries back onto their topic, final failures copied to its DLQ with the error).
 
     Each carries its job's record value as polled (a message that was decoded once is
     never encoded again, however its inputs nest); a job without a keyed record gets
     its message encoded afresh.
     """
     by_id = {j.job_id: j for j in runnable}
-    topic, value = _as_polled(records)
-    out = [Record(topic(by_id[i]), i.encode(), value(by_id[i])) for i in retry]
+    topic, value, headers = _as_polled(records)
+    retries = [
+        Record(topic(by_id[i]), i.encode(), value(by_id[i]), headers(by_id[i])) for i in retry
+    ]
     for i in retry:
         log.info("attempt failed; requeued to run again", extra=logs.job_fields(by_id[i]))
+    copies = []
     for o in final:
         if o.error is not None:
             job = by_id[o.job_id]
@@ -46,28 +50,33 @@ def resend(
                 o.error["message"],
                 extra=logs.job_fields(job),
             )
-            out.append(
+            copies.append(
                 Record(
                     dlq_topic(topic(job)),
                     job.job_id.encode(),
                     value(job),
-                    headers=((ERROR_HEADER, json.dumps(o.error).encode()),),
+                    headers=((ERROR_HEADER, json.dumps(o.error).encode()), *headers(job)),
                 )
             )
-    return out
+    return retries, copies
 
 
 def put_back(records: Sequence[Any], waiting: Sequence[JobMessage]) -> list[Record]:
     """Jobs waiting for their version, back at the end of their topic as they were
     polled; no attempt is counted, since none was made."""
-    topic, value = _as_polled(records)
-    return [Record(topic(job), job.job_id.encode(), value(job)) for job in waiting]
+    topic, value, headers = _as_polled(records)
+    return [Record(topic(job), job.job_id.encode(), value(job), headers(job)) for job in waiting]
+
+
+Headers = tuple[tuple[str, bytes], ...]
 
 
 def _as_polled(
     records: Sequence[Any],
-) -> tuple[Callable[[JobMessage], str], Callable[[JobMessage], bytes]]:
-    """The topic and record value each job was polled with."""
+) -> tuple[
+    Callable[[JobMessage], str], Callable[[JobMessage], bytes], Callable[[JobMessage], Headers]
+]:
+    """The topic, record value and trace context each job was polled with."""
     # Job messages are keyed by job ID, so a record's key names its job; first copy wins.
     record_of = {r.key.decode(errors="replace"): r for r in reversed(records) if r.key}
 
@@ -79,7 +88,12 @@ def _as_polled(
         record = record_of.get(job.job_id)
         return bytes(record.value) if record is not None else messages.encode(job)
 
-    return topic, value
+    def headers(job: JobMessage) -> Headers:
+        record = record_of.get(job.job_id)
+        parent = tracing.header_value(record.headers) if record is not None else None
+        return ((tracing.TRACEPARENT, parent.encode()),) if parent else ()
+
+    return topic, value, headers
 
 
 def dead_letters(poison: Sequence[Poison]) -> list[Record]:

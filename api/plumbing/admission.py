@@ -35,7 +35,7 @@ from kafka.errors import KafkaError
 
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.problems import ProblemError
-from inferfleet.clients.grouplag import group_lag, read_offsets
+from inferfleet.clients.grouplag import group_clients, group_lag, read_offsets
 from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
 
@@ -65,21 +65,9 @@ class KafkaBacklog:
                 raise
 
     def _measure(self, topic: str) -> int:
-        if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                client_id="inferfleet-api-admission",
-                enable_auto_commit=False,
-                allow_auto_create_topics=False,
-                request_timeout_ms=KAFKA_TIMEOUT_MS,
-                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
-            )
-        if self._admin is None:
-            self._admin = KafkaAdminClient(
-                bootstrap_servers=self._settings.kafka_bootstrap,
-                client_id="inferfleet-api-admission",
-                request_timeout_ms=KAFKA_TIMEOUT_MS,
-                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+        if self._consumer is None or self._admin is None:
+            self._consumer, self._admin = group_clients(
+                self._settings, "inferfleet-api-admission", KAFKA_TIMEOUT_MS
             )
         numbers = self._consumer.partitions_for_topic(topic)
         if not numbers:

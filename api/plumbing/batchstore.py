@@ -10,7 +10,9 @@ from typing import Any, NoReturn
 
 from sqlalchemy import Connection, func, select
 
+from api.plumbing import idempotency
 from api.plumbing.deps import Principal, Services
+from api.plumbing.idempotency import Binding, Bound, KeyTakenError, bind_all
 from api.plumbing.paging import newest_first
 from api.plumbing.prefixes import tenant_uri
 from api.plumbing.problems import ProblemError
@@ -34,10 +36,20 @@ def _folder(uri: str) -> str:
     return uri.rstrip("/") + "/"
 
 
-def create(services: Services, principal: Principal, body: BatchSubmit, request_id: str) -> str:
+def create(
+    services: Services,
+    principal: Principal,
+    body: BatchSubmit,
+    request_id: str,
+    idempotency_key: str | None = None,
+) -> str | BatchView:
     """Store a batch as `validating`; its ID. What can be checked without reading the
     file is checked first: the tenant's S3 prefixes (403), the model and version (404),
-    the webhook URL (422)."""
+    the webhook URL (422). For an `Idempotency-Key` already bound, the batch it names
+    as it is now (answered 200), or 409 for a different body."""
+    binding = idempotency.binding_for(principal.tenant, idempotency_key, body)
+    if binding is not None and (earlier := _earlier(services, binding)) is not None:
+        return earlier
     settings = services.settings
     input_uri = tenant_uri(settings, principal.tenant, ("input_uri",), body.input_uri)
     output_prefix = tenant_uri(settings, principal.tenant, ("output_uri",), body.output_uri)
@@ -46,22 +58,40 @@ def create(services: Services, principal: Principal, body: BatchSubmit, request_
     if body.webhook is not None and (refused := refused_url(str(body.webhook.url), settings)):
         raise InvalidInputError([refused])
     batch_id = new_batch_id()
-    with services.engine.begin() as conn:
-        conn.execute(
-            batches.insert().values(
-                id=batch_id,
-                tenant=principal.tenant,
-                model=version.name,
-                version=body.version,  # resolved by ingest, as a schedule's batches are
-                status="validating",
-                input_uri=input_uri,
-                output_prefix=_folder(output_prefix),
-                webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
-                skip_invalid=body.skip_invalid,
-                request_id=request_id,
+    try:
+        with services.engine.begin() as conn:
+            if binding is not None and not bind_all(conn, [(binding, Bound(batch_id=batch_id))]):
+                raise KeyTakenError(binding.key)  # a concurrent request bound it first
+            conn.execute(
+                batches.insert().values(
+                    id=batch_id,
+                    tenant=principal.tenant,
+                    model=version.name,
+                    version=body.version,  # resolved by ingest, as a schedule's batches are
+                    status="validating",
+                    input_uri=input_uri,
+                    output_prefix=_folder(output_prefix),
+                    webhook=body.webhook.model_dump(mode="json") if body.webhook else None,
+                    skip_invalid=body.skip_invalid,
+                    request_id=request_id,
+                )
             )
-        )
+    except KeyTakenError as e:
+        assert binding is not None
+        earlier = _earlier(services, binding)
+        if earlier is None:
+            raise idempotency.lost_race(binding, settings.retry_after_s) from e
+        return earlier
     return batch_id
+
+
+def _earlier(services: Services, binding: Binding) -> BatchView | None:
+    """The batch a live key names, if it was bound with an equal body (409 if not)."""
+    with services.engine.connect() as conn:
+        bound = idempotency.live(conn, binding)
+        if bound is None or bound.batch_id is None:
+            return None
+        return load_view(conn, binding.tenant, bound.batch_id, services.presigner())
 
 
 def page(

@@ -219,3 +219,14 @@ async def get_request_id(request: Request) -> str:
 
 
 RequestIdDep = Annotated[str, Depends(get_request_id)]
+
+
+# The `Idempotency-Key` header of the routes that create something (api.plumbing.idempotency).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=255,
+        description="an equal body under the same key within 24 h answers 200 with what "
+        "the first request made; a different body answers 409",
+    ),
+]

@@ -28,6 +28,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from inferfleet.buildinfo import register_build_info
+
 log = logging.getLogger(__name__)
 
 # Pending attempts are few and the partial index webhook_attempts_due holds exactly them.
@@ -42,6 +44,9 @@ OUTBOX_BACKLOG = text(
     """
 )
 OUTBOX_CACHE_S = 5.0
+# Request durations: a cached GET answers in about a millisecond, a long poll holds up
+# to its `wait` (60 s at most).
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # prometheus-client reads this variable when it is imported: set, every value lives in a
 # file of that folder, one file per process and kind of metric.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -110,7 +115,7 @@ class ApiMetrics:
             multiprocess_mode="livemax",
         )
         self.long_polls = Gauge(
-            "inferfleet_api_long_polls",
+            "inferfleet_api_long_poll_requests",
             "Requests held waiting for their job to end (`GET /v1/jobs/{id}?wait=`).",
             registry=self.registry,
             multiprocess_mode="livesum",
@@ -120,6 +125,16 @@ class ApiMetrics:
             "Times Redis stopped answering and rate limits moved into this process.",
             registry=self.registry,
         )
+        self.request_seconds = Histogram(
+            "inferfleet_api_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by method, route "
+            "template (`/v1/jobs/{job_id}`; `unmatched` for paths no route serves) and "
+            "status code. Streams (`/events`) count until they close.",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=REQUEST_BUCKETS,
+        )
+        register_build_info(self.registry)
 
     def watch_outbox(self, engine: Engine) -> None:
         """Report the webhook backlog of the outbox in `engine` on every scrape."""

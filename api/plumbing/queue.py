@@ -17,6 +17,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import BrokerResponseError, KafkaError
 
 from inferfleet.clients.broker import Record, make_producer
+from inferfleet.clients.kafkaconn import explain, kafka_connection
 from inferfleet.clients.topics import ensure_topics
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
@@ -49,7 +50,9 @@ class JobQueue:
                         self._settings, client_id="inferfleet-api", linger_ms=0
                     )
                 except KafkaError as e:
-                    raise QueueUnavailableError(f"cannot reach Kafka: {e}") from e
+                    raise QueueUnavailableError(
+                        f"cannot reach Kafka: {explain(e, self._settings)}"
+                    ) from e
             return self._producer
 
     def _ensure(self, topics: set[str]) -> None:
@@ -58,14 +61,16 @@ class JobQueue:
             return
         try:
             ensure_topics(
-                self._settings.kafka_bootstrap,
+                self._settings,
                 sorted(missing),
                 self._settings.topic_partitions,
                 self._settings.topic_replication,
                 timeout_ms=int(self._settings.produce_timeout_s * 1000),
             )
         except KafkaError as e:
-            raise QueueUnavailableError(f"cannot create topics {sorted(missing)}: {e}") from e
+            raise QueueUnavailableError(
+                f"cannot create topics {sorted(missing)}: {explain(e, self._settings)}"
+            ) from e
         self._known_topics |= missing
 
     async def produce(self, records: Sequence[Record]) -> list[QueueUnavailableError | None]:
@@ -120,7 +125,7 @@ class JobQueue:
             with self._lock:
                 if self._admin is None:
                     self._admin = KafkaAdminClient(
-                        bootstrap_servers=self._settings.kafka_bootstrap,
+                        **kafka_connection(self._settings),
                         client_id="inferfleet-api-health",
                         request_timeout_ms=2000,
                         bootstrap_timeout_ms=2000,
@@ -128,7 +133,7 @@ class JobQueue:
                 brokers = self._admin.describe_cluster()["brokers"]
         except (KafkaError, OSError) as e:
             self._close_admin()
-            return f"unavailable: {type(e).__name__}: {e}"
+            return f"unavailable: {explain(e, self._settings)}"
         return "ok" if brokers else "unavailable: no brokers in cluster metadata"
 
     def _close_admin(self) -> None:

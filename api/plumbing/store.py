@@ -6,7 +6,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Select, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.plumbing.deps import Principal, Services
 from api.plumbing.paging import newest_first
@@ -21,9 +26,31 @@ from inferfleet.tenants.scoping import owned_by
 MAX_WAIT_S = 60.0
 
 
-def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert new `queued` job rows in one statement."""
-    conn.execute(jobs.insert(), list(rows))
+JSON_COLUMNS = frozenset(c.name for c in jobs.columns if isinstance(c.type, JSONB))
+
+
+async def copy_jobs(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert new `queued` job rows (all with the same keys) with one `COPY`, in the
+    caller's transaction: under half the CPU of a many-row `INSERT`.
+
+    Postgres's errors come wrapped as SQLAlchemy's, as a statement's would (a value it
+    cannot store is a `DataError`; a lost connection an `OperationalError`).
+    """
+    columns = list(rows[0])
+    statement = f"COPY jobs ({', '.join(columns)}) FROM STDIN"
+    raw = await conn.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    try:
+        async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                await copy.write_row(
+                    [
+                        Jsonb(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c]
+                        for c in columns
+                    ]
+                )
+    except psycopg.Error as e:
+        raise DBAPIError.instance(statement, None, e, psycopg.Error) from e
 
 
 # The rows of refused submissions, locked, so that no worker's claim or finish slips in

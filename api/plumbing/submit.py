@@ -19,7 +19,7 @@ once its own jobs are safe, and one request's failure fails no other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -33,7 +33,7 @@ from api.plumbing import idempotency
 from api.plumbing.bodies import deep_inputs
 from api.plumbing.deps import Principal, Services
 from api.plumbing.groupcommit import GroupCommitter, Submission
-from api.plumbing.idempotency import Binding, KeyTakenError
+from api.plumbing.idempotency import Binding, Bound, KeyTakenError
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.prefixes import tenant_uri
 from api.plumbing.problems import ProblemError
@@ -41,6 +41,7 @@ from api.plumbing.queue import JobQueue
 from api.plumbing.store import get_job
 from api.plumbing.submitrows import SubmitRows
 from api.plumbing.versions import resolve_version
+from inferfleet import tracing
 from inferfleet.clients.broker import Record
 from inferfleet.clients.objectstore import put_all
 from inferfleet.clients.outages import DATABASE_AWAY
@@ -56,6 +57,8 @@ from inferfleet.jsondepth import MAX_DEPTH
 from inferfleet.models.registry import ModelVersion
 from inferfleet.models.validation import request_validator, validate_instance
 from inferfleet.settings import Settings
+
+TRACER = tracing.tracer(__name__)
 
 T = TypeVar("T")
 # Up to this many items are checked and turned into rows on the event loop; more, in a
@@ -110,6 +113,41 @@ async def submit(
     inserts the rows; KeyTakenError means another submit bound it first, and nothing
     was inserted.
     """
+    attributes: dict[str, str | int] = {
+        "inferfleet.model": model,
+        "inferfleet.lane": lane,
+        "inferfleet.jobs": len(items),
+    }
+    with TRACER.start_as_current_span("inferfleet.submit", attributes=attributes) as span:
+        done = await _submit(
+            services,
+            principal,
+            model,
+            version_ref,
+            items,
+            webhook,
+            ttl_seconds,
+            request_id,
+            lane,
+            idempotency,
+        )
+        if len(done.ids) == 1:
+            span.set_attribute("inferfleet.job_id", done.ids[0])
+        return done
+
+
+async def _submit(
+    services: Services,
+    principal: Principal,
+    model: str,
+    version_ref: str,
+    items: list[Item],
+    webhook: Webhook | None,
+    ttl_seconds: int | None,
+    request_id: str,
+    lane: Lane,
+    idempotency: Binding | None,
+) -> Submitted:
     version = await resolve_version(services, model, version_ref)
     # Only a model that exists is admitted by its lag: a made-up name never reaches Kafka.
     await services.admission.admit(version.name)
@@ -130,7 +168,16 @@ async def submit(
     submission = await _off_loop(
         len(items),
         _new_jobs,
-        NewJobs(principal.tenant, version, lane, webhook, ttl_seconds, request_id, now),
+        NewJobs(
+            principal.tenant,
+            version,
+            lane,
+            webhook,
+            ttl_seconds,
+            request_id,
+            now,
+            tracing.current_traceparent() if tracing.enabled() else None,
+        ),
         ids,
         items,
         {job_id: uri for job_id, (uri, _) in large.items()},
@@ -180,6 +227,7 @@ class NewJobs:
     ttl_seconds: int | None
     request_id: str
     created_at: datetime
+    traceparent: str | None  # the submit's span, continued by the worker and dispatcher
 
 
 def _new_jobs(
@@ -205,6 +253,7 @@ def _new_jobs(
             "metadata": item.metadata,
             "webhook": webhook_json,
             "request_id": new.request_id,
+            "traceparent": new.traceparent,
             "deadline": deadline,
             "created_at": new.created_at,
         }
@@ -268,19 +317,20 @@ async def submit_job(
     idempotency_key: str | None,
 ) -> Submitted | JSONResponse:
     """`POST /v1/jobs`: queue one job, or, for an `Idempotency-Key` already bound, the
-    answer of the first job (200) or 409 for a different body."""
+    first job as it is now (200) or 409 for a different body."""
     input_uri = None
     if body.input_uri is not None:
         input_uri = tenant_uri(services.settings, principal.tenant, ("input_uri",), body.input_uri)
-    binding = None
-    if idempotency_key is not None:
-        sent = body.model_dump(mode="json", exclude_unset=True)
-        binding = Binding(principal.tenant, idempotency_key, idempotency.request_hash(sent))
-        earlier = await _bound_job(services, binding)
-        if earlier is not None:
-            return earlier
-    try:
-        return await submit(
+
+    def answer(conn: Connection, bound: Bound) -> dict[str, Any] | None:
+        row = get_job(conn, principal.tenant, bound.first_job) if bound.first_job else None
+        return None if row is None else job_view(row, services.presigner()).model_dump(mode="json")
+
+    return await _once(
+        services,
+        idempotency.binding_for(principal.tenant, idempotency_key, body),
+        answer,
+        lambda binding: submit(
             services,
             principal,
             model=body.model,
@@ -290,48 +340,53 @@ async def submit_job(
             ttl_seconds=body.ttl_seconds,
             request_id=request_id,
             idempotency=binding,
-        )
-    except KeyTakenError as e:
-        # Another submit bound the key first: answer with its job.
+        ),
+    )
+
+
+# The 200 answer of a key already bound, from what it names (None: it is gone).
+Answer = Callable[[Connection, Bound], dict[str, Any] | None]
+
+
+async def _once(
+    services: Services,
+    binding: Binding | None,
+    answer: Answer,
+    make: Callable[[Binding | None], Awaitable[Submitted]],
+) -> Submitted | JSONResponse:
+    """`make(binding)`, unless the key is bound already: then the first request's answer
+    (200), or 409 for a different body (`idempotency.live`)."""
+    if binding is not None and (earlier := await _earlier(services, binding, answer)):
+        return earlier
+    try:
+        return await make(binding)
+    except KeyTakenError as e:  # a concurrent submit bound the key first
         assert binding is not None
-        earlier = await _bound_job(services, binding)
+        earlier = await _earlier(services, binding, answer)
         if earlier is None:  # it was refused after binding, and released the key
-            retry = services.settings.retry_after_s
-            raise ProblemError(
-                503,
-                "Service Unavailable",
-                f"a concurrent submit with Idempotency-Key {binding.key!r} was not queued, "
-                f"and neither was this one; submit again in {retry} s",
-                headers={"Retry-After": str(retry)},
-            ) from e
+            raise idempotency.lost_race(binding, services.settings.retry_after_s) from e
         return earlier
 
 
-def _find_bound(conn: Connection, binding: Binding) -> tuple[str, Any] | None:
-    """(request_hash, job row) of the key's live binding, or None."""
-    found = idempotency.find(conn, binding.tenant, binding.key)
-    row = get_job(conn, binding.tenant, found[1]) if found is not None else None
-    return None if found is None or row is None else (found[0], row)
+async def _earlier(services: Services, binding: Binding, answer: Answer) -> JSONResponse | None:
+    def look(conn: Connection) -> dict[str, Any] | None:
+        bound = idempotency.live(conn, binding)
+        return None if bound is None else answer(conn, bound)
 
-
-async def _bound_job(services: Services, binding: Binding) -> JSONResponse | None:
-    """The answer for a key already bound: the job (200), or 409 for another body."""
     async with services.db.connect() as conn:
-        found = await conn.run_sync(_find_bound, binding)
-    if found is None:
-        return None
-    if found[0] != binding.request_hash:
-        raise ProblemError(
-            409, "Conflict", f"Idempotency-Key {binding.key!r} was used with a different body"
-        )
-    view = job_view(found[1], services.presigner())
-    return JSONResponse(view.model_dump(mode="json"), status_code=200)
+        found = await conn.run_sync(look)
+    return None if found is None else JSONResponse(found, status_code=200)
 
 
 async def submit_bulk(
-    services: Services, principal: Principal, body: BulkSubmit, request_id: str
-) -> Submitted:
-    """`POST /v1/jobs/bulk`: every item validated before any is queued."""
+    services: Services,
+    principal: Principal,
+    body: BulkSubmit,
+    request_id: str,
+    idempotency_key: str | None,
+) -> Submitted | JSONResponse:
+    """`POST /v1/jobs/bulk`: every item validated before any is queued; for an
+    `Idempotency-Key` already bound, the first request's `{"ids"}` (200) or 409."""
     limit = services.settings.max_bulk_items
     if len(body.items) > limit:
         raise InvalidInputError(
@@ -341,16 +396,26 @@ async def submit_bulk(
                 )
             ]
         )
-    return await submit(
+
+    def answer(conn: Connection, bound: Bound) -> dict[str, Any] | None:
+        return {"ids": list(bound.job_ids)} if bound.job_ids else None
+
+    return await _once(
         services,
-        principal,
-        model=body.model,
-        version_ref=body.version,
-        items=[
-            Item(inputs=it.inputs, metadata=it.metadata, loc=("items", i, "inputs"))
-            for i, it in enumerate(body.items)
-        ],
-        webhook=body.webhook,
-        ttl_seconds=body.ttl_seconds,
-        request_id=request_id,
+        idempotency.binding_for(principal.tenant, idempotency_key, body),
+        answer,
+        lambda binding: submit(
+            services,
+            principal,
+            model=body.model,
+            version_ref=body.version,
+            items=[
+                Item(inputs=it.inputs, metadata=it.metadata, loc=("items", i, "inputs"))
+                for i, it in enumerate(body.items)
+            ],
+            webhook=body.webhook,
+            ttl_seconds=body.ttl_seconds,
+            request_id=request_id,
+            idempotency=binding,
+        ),
     )

@@ -9,8 +9,8 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.plumbing.groupcommit import Submission
-from api.plumbing.idempotency import Binding, bind_all, unbind_all
-from api.plumbing.store import insert_jobs, stop_unqueued
+from api.plumbing.idempotency import Binding, Bound, bind_all, unbind_all
+from api.plumbing.store import copy_jobs, stop_unqueued
 from inferfleet.clients.db import autocommit
 from inferfleet.jobs.produced import mark_produced
 
@@ -20,16 +20,12 @@ def _bindings(group: Sequence[Submission]) -> list[tuple[int, Binding, str]]:
     return [(i, s.binding, s.rows[0]["id"]) for i, s in enumerate(group) if s.binding is not None]
 
 
-def insert_group(conn: Connection, group: Sequence[Submission]) -> set[int]:
-    """`GroupStore.insert` in the caller's transaction: keys first, then the rows of the
-    submissions whose key was bound (or who have none)."""
+def bind_group(conn: Connection, group: Sequence[Submission]) -> set[int]:
+    """Bind the keys of `group`'s submissions in the caller's transaction; the indexes of
+    those whose key another submit holds (their rows are not to be inserted)."""
     keyed = _bindings(group)
-    bound = bind_all(conn, [(binding, job_id) for _, binding, job_id in keyed])
-    taken = {i for i, b, _ in keyed if (b.tenant, b.key) not in bound}
-    rows = [row for i, s in enumerate(group) if i not in taken for row in s.rows]
-    if rows:
-        insert_jobs(conn, rows)
-    return taken
+    bound = bind_all(conn, [(b, Bound(tuple(group[i].ids))) for i, b, _ in keyed])
+    return {i for i, b, _ in keyed if (b.tenant, b.key) not in bound}
 
 
 def unqueue_group(conn: Connection, failed: Sequence[Submission], message: str) -> set[int]:
@@ -46,8 +42,8 @@ class SubmitRows:
 
     The `produced_at` update is one statement, so it runs in autocommit: atomic on its
     own, one round trip instead of three (`BEGIN`, the statement, `COMMIT`). A group's
-    insert stays a transaction: psycopg sends its rows as one statement each (pipelined),
-    and they must land together.
+    insert is a transaction: its keys are bound, then its rows copied in (`COPY`), and
+    they land together.
     """
 
     def __init__(self, db: AsyncEngine) -> None:
@@ -56,7 +52,11 @@ class SubmitRows:
 
     async def insert(self, group: Sequence[Submission]) -> set[int]:
         async with self._db.begin() as conn:
-            return await conn.run_sync(insert_group, group)
+            taken = await conn.run_sync(bind_group, group)
+            rows = [row for i, s in enumerate(group) if i not in taken for row in s.rows]
+            if rows:
+                await copy_jobs(conn, rows)
+            return taken
 
     async def produced(self, ids: Sequence[str]) -> None:
         async with self._alone.connect() as conn:

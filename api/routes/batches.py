@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.plumbing import batchstore
-from api.plumbing.deps import PrincipalDep, RequestIdDep, ServicesDep
+from api.plumbing import batchstore, events
+from api.plumbing.deps import IdempotencyKey, PrincipalDep, RequestIdDep, ServicesDep
 from api.plumbing.problems import problem_responses
 from inferfleet.batches.schemas import BatchCreated, BatchList, BatchStatus, BatchSubmit, BatchView
 
@@ -25,7 +26,10 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
     "",
     status_code=202,
     response_model=BatchCreated,
-    responses=problem_responses(403, 404),
+    responses={
+        200: {"model": BatchView, "description": "the batch an Idempotency-Key bound"},
+        **problem_responses(403, 404, 409),
+    },
 )
 def create_batch(
     body: BatchSubmit,
@@ -33,15 +37,20 @@ def create_batch(
     principal: PrincipalDep,
     request_id: RequestIdDep,
     response: Response,
-) -> BatchCreated:
+    idempotency_key: IdempotencyKey = None,
+) -> BatchCreated | JSONResponse:
     """Accept a batch; its file is read and validated after the answer.
 
     Follow it with `GET /v1/batches/{id}`: `failed` (with `invalid_lines`, or an
     `error` when the file cannot be read) or `queued`, then `running` and `completed`.
+    With `Idempotency-Key`, a repeat of an equal body within 24 h answers 200 with the
+    first batch as it is now; a different body under the same key answers 409.
     """
-    batch_id = batchstore.create(services, principal, body, request_id)
-    response.headers["Location"] = f"/v1/batches/{batch_id}"
-    return BatchCreated(id=batch_id, status="validating")
+    made = batchstore.create(services, principal, body, request_id, idempotency_key)
+    if isinstance(made, BatchView):
+        return JSONResponse(made.model_dump(mode="json"), status_code=200)
+    response.headers["Location"] = f"/v1/batches/{made}"
+    return BatchCreated(id=made, status="validating")
 
 
 @router.get("", response_model=BatchList)
@@ -99,3 +108,23 @@ def resubmit_failed(
     view = batchstore.resubmit_failed(services, principal, batch_id, request_id)
     response.headers["Location"] = f"/v1/batches/{view.id}"
     return view
+
+
+@router.get(
+    "/{batch_id}/events",
+    response_class=StreamingResponse,
+    responses={**events.DOCUMENTED, **problem_responses(404)},
+)
+async def batch_events(
+    batch_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    last_event_id: Annotated[
+        str | None, Header(description="resume after this event of an earlier stream")
+    ] = None,
+) -> StreamingResponse:
+    """The batch as Server-Sent Events: `batch.progress` at once and whenever it changes,
+    with `estimated_completion_at` from its drain rate; then `batch.completed`,
+    `batch.failed` or `batch.cancelled`, and the stream ends."""
+    resume = events.last_event_id(last_event_id)
+    return events.response(await events.batch_events(services, principal, batch_id, resume))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.plumbing import store
-from api.plumbing.deps import PrincipalDep, RequestIdDep, ServicesDep
+from api.plumbing import events, store
+from api.plumbing.deps import IdempotencyKey, PrincipalDep, RequestIdDep, ServicesDep
 from api.plumbing.problems import problem_responses
 from api.plumbing.submit import submit_bulk, submit_job
 from inferfleet.jobs.schemas import (
@@ -39,14 +39,7 @@ async def create_job(
     principal: PrincipalDep,
     request_id: RequestIdDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            max_length=255,
-            description="an equal body under the same key within 24 h answers 200 with "
-            "the first job; a different body answers 409",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobCreated | JSONResponse:
     """Queue one job; answers once Kafka has acknowledged its message.
 
@@ -70,13 +63,26 @@ async def create_job(
     "/bulk",
     status_code=202,
     response_model=BulkCreated,
-    responses=problem_responses(404),
+    responses={
+        200: {"model": BulkCreated, "description": "the jobs an Idempotency-Key bound"},
+        **problem_responses(404, 409),
+    },
 )
 async def create_jobs(
-    body: BulkSubmit, services: ServicesDep, principal: PrincipalDep, request_id: RequestIdDep
-) -> BulkCreated:
-    """Queue many jobs of one model version; every item is validated before any is queued."""
-    done = await submit_bulk(services, principal, body, request_id)
+    body: BulkSubmit,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BulkCreated | JSONResponse:
+    """Queue many jobs of one model version; every item is validated before any is queued.
+
+    With `Idempotency-Key`, a repeat of an equal body within 24 h answers 200 with the
+    first request's `ids`; a different body under the same key answers 409.
+    """
+    done = await submit_bulk(services, principal, body, request_id, idempotency_key)
+    if isinstance(done, JSONResponse):
+        return done
     return BulkCreated(ids=done.ids)
 
 
@@ -117,3 +123,22 @@ async def read_job(
 ) -> JobView:
     """The job as it is now; with `wait`, held until it is terminal or `wait` seconds pass."""
     return await store.wait_for_job(services, principal, job_id, wait)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={**events.DOCUMENTED, **problem_responses(404)},
+)
+async def job_events(
+    job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    last_event_id: Annotated[
+        str | None, Header(description="resume after this event of an earlier stream")
+    ] = None,
+) -> StreamingResponse:
+    """The job as Server-Sent Events: at once, then on every status change
+    (`event: job.<status>`); the stream ends after a terminal event."""
+    resume = events.last_event_id(last_event_id)
+    return events.response(await events.job_events(services, principal, job_id, resume))

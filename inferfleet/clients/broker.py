@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
+from inferfleet.clients.kafkaconn import kafka_connection
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
 
@@ -31,7 +32,7 @@ def make_producer(settings: Settings, client_id: str, linger_ms: int = 2) -> Kaf
     """
     timeout_ms = int(settings.produce_timeout_s * 1000)
     return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_connection(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=False,
@@ -75,7 +76,7 @@ def send_all(producer: KafkaProducer, records: Sequence[Record], timeout_s: floa
 def make_consumer(settings: Settings, topics: Sequence[str], client_id: str) -> KafkaConsumer:
     """A group consumer for `topics` that commits only when told to."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_connection(settings),
         client_id=client_id,
         group_id=settings.worker_group,
         enable_auto_commit=False,

@@ -12,14 +12,50 @@ start in one case only, so that the local autoscaler scales as KEDA would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from inferfleet.clients.kafkaconn import kafka_connection
+from inferfleet.settings import Settings
+
 P = TypeVar("P")
+
+
+def group_clients(
+    settings: Settings, client_id: str, timeout_ms: int
+) -> tuple[KafkaConsumer, KafkaAdminClient]:
+    """A consumer in no group (it commits nothing and reads at most one record per
+    partition, from the oldest kept where it has no position) and an admin client: what
+    reading a group's positions takes. KafkaError when the cluster does not answer."""
+    consumer = KafkaConsumer(
+        **kafka_connection(settings),
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        # A committed offset that retention deleted reads from the oldest record left.
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=64 * 1024,
+        fetch_max_wait_ms=100,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )
+    try:
+        admin = KafkaAdminClient(
+            **kafka_connection(settings),
+            client_id=client_id,
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+    except BaseException:
+        consumer.close(autocommit=False)
+        raise
+    return consumer, admin
 
 
 def resume_offsets(
@@ -70,3 +106,64 @@ def read_offsets(
     offsets = admin.list_group_offsets({group: list(partitions)})[group]
     committed = {p: o.offset for p, o in offsets.items() if o.offset >= 0}
     return GroupOffsets(end=end, beginning=beginning, committed=committed)
+
+
+def timestamps_at(
+    consumer: KafkaConsumer, offsets: Mapping[TopicPartition, int], timeout_s: float
+) -> dict[TopicPartition, int]:
+    """The timestamp (ms) of the record at each partition's offset, read with `consumer`
+    (one of no group: it is assigned the partitions, then unassigned). A partition whose
+    record did not arrive within `timeout_s`, or carries no timestamp, is left out."""
+    if not offsets:
+        return {}
+    consumer.assign(list(offsets))
+    for partition, offset in offsets.items():
+        consumer.seek(partition, offset)
+    found: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < len(offsets) and time.monotonic() < deadline:
+            polled: dict[Any, list[Any]] = consumer.poll(timeout_ms=200)
+            for partition, records in polled.items():
+                if partition not in found and records and records[0].timestamp >= 0:
+                    found[partition] = records[0].timestamp
+                    consumer.pause(partition)
+    finally:
+        consumer.unsubscribe()
+    return found
+
+
+def passed_before(
+    consumer: KafkaConsumer,
+    admin: KafkaAdminClient,
+    group: str,
+    topics: Sequence[str],
+    timeout_ms: int,
+) -> dict[str, float]:
+    """Per topic, a time (unix seconds) such that every record stamped before it lies
+    below where `group` resumes, on every partition: the timestamp of the record the
+    group reads next on its laggiest partition, or the time the log ends were read where
+    the group has read everything. A topic with a record whose timestamp cannot be read
+    is left out. KafkaError if Kafka fails.
+
+    Record timestamps are their producers' clocks: callers allow for skew between hosts.
+    """
+    partitions = [
+        TopicPartition(topic, n)
+        for topic in topics
+        for n in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    if not partitions:
+        return {}
+    read_at = time.time()  # every record acknowledged before this is below the log end
+    found = read_offsets(consumer, admin, group, partitions, timeout_ms)
+    resume = resume_offsets(found.end, found.beginning, found.committed)
+    waiting = {p: r for p, r in resume.items() if r < found.end[p]}
+    stamps = timestamps_at(consumer, waiting, timeout_ms / 1000)
+    passed: dict[str, float] = {}
+    for topic in topics:
+        mine = [p for p in partitions if p.topic == topic]
+        if not mine or any(p in waiting and p not in stamps for p in mine):
+            continue
+        passed[topic] = min([stamps[p] / 1000 for p in mine if p in waiting] + [read_at])
+    return passed

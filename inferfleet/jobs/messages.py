@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from inferfleet.clients.broker import Record
+from inferfleet.tracing import TRACEPARENT
 
 VERSION = 1
 # Versions are Postgres integers; a larger number could not name a registered version.
@@ -59,8 +60,11 @@ def from_row(row: Mapping[str, Any]) -> JobMessage:
 
 
 def record(topic: str, row: Mapping[str, Any]) -> Record:
-    """The record of a job row on `topic`: keyed by the job ID, its message as the value."""
-    return Record(topic=topic, key=row["id"].encode(), value=encode(from_row(row)))
+    """The record of a job row on `topic`: keyed by the job ID, its message as the value,
+    and the job's trace context (`traceparent`) as a header when it has one."""
+    traceparent = row.get("traceparent")
+    headers = ((TRACEPARENT, traceparent.encode()),) if traceparent else ()
+    return Record(topic=topic, key=row["id"].encode(), value=encode(from_row(row)), headers=headers)
 
 
 def encode(msg: JobMessage) -> bytes:

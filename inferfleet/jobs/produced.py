@@ -3,7 +3,10 @@
 A `queued` job without `produced_at` is one whose message may never have left (a crash
 between the insert and the produce); the scheduler's sweep produces it after a grace
 period. Whoever produces sets it once Kafka has acknowledged, and the worker's claim
-sets it too, since a claimed job's message plainly arrived.
+sets it too, since a claimed job's message plainly arrived. A worker's retry or
+put-back moves it to just before that message is sent (`worker.persist`), so it always
+dates the job's latest message: the sweep of produced jobs no worker claimed relies on
+that (`scheduler.sweeps`).
 """
 
 from __future__ import annotations

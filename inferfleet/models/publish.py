@@ -138,7 +138,7 @@ def publish(
         log.info("published %s v%d (%s)", name, version.version, version.artifact_uri)
     topics = model_topics(name)
     ensure_topics(
-        settings.kafka_bootstrap,
+        settings,
         topics + [dlq_topic(t) for t in topics],
         settings.topic_partitions,
         settings.topic_replication,

@@ -416,3 +416,65 @@ def serve_built(app: Any) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Any]:
+    """A broker of this test's own (`tests.integration.ownbroker.OwnBroker`), which it
+    may kill; the shared one is never touched."""
+    from tests.integration.ownbroker import OwnBroker, kafka_libs  # it imports this module
+
+    libs = kafka_libs()
+    if libs is None:
+        pytest.fail("no Kafka jars under .stack/kafka/libs: run scripts/stack.sh up first")
+    broker = OwnBroker(tmp_path / "own-broker", libs)
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+@dataclass
+class ApiProcess:
+    """A real `python -m api` process: its URL, its log and the process."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+def serve_process(log_path: Path, env: dict[str, str], *args: str) -> Iterator[ApiProcess]:
+    """Run `python -m api` (with `args`) on a free port, `env` over this environment and
+    the test database, until its `/readyz` answers 200; kill it afterwards."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
+        **env,
+    }
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api", "--port", str(port), *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    served = ApiProcess(f"http://127.0.0.1:{port}", proc, log_path)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"the API exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            return httpx.get(f"{served.url}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        eventually(ready, "the API's processes to be ready", 60)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -187,7 +187,7 @@ def test_a_burst_scales_from_zero_out_drains_and_returns_to_zero_losing_nothing(
     eventually(
         lambda: (
             supervisor.alive()
-            and supervisor.metric('inferfleet_autoscaler_lag_messages{trigger="interactive"}') == 0
+            and supervisor.metric('inferfleet_autoscaler_lag_records{trigger="interactive"}') == 0
         ),
         "the autoscaler's first measurement",
         60,
@@ -259,7 +259,7 @@ def retained_topic(kafka: str) -> Iterator[tuple[str, KafkaAdminClient]]:
 
 
 def read_trigger(kafka: str, trigger: KafkaTrigger) -> tuple[PartitionOffsets, ...]:
-    offsets = KafkaOffsets(kafka)
+    offsets = KafkaOffsets(Settings(kafka_bootstrap=kafka))
     try:
         reading = offsets.read(trigger)
     finally:

@@ -11,6 +11,7 @@ import json
 import os
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -626,3 +627,29 @@ def test_batches_belong_to_their_tenant(
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["loc"] == ["webhook", "url"]
     other.client.close()
+
+
+def test_a_batch_under_an_idempotency_key_is_made_once(
+    tenant: Tenant, engine: Engine, publish_model
+) -> None:
+    model = publish_model()
+    uri = tenant.put("in/keyed.jsonl", jsonl(rows(3, 91)))
+    body = {"model": model.name, "input_uri": uri, "output_uri": tenant.prefix + "out/"}
+    key = {"Idempotency-Key": "nightly-2026-12-04"}
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(
+            pool.map(lambda _: tenant.client.post("/v1/batches", json=body, headers=key), range(6))
+        )
+
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [202]
+    made = next(a.json()["id"] for a in answers if a.status_code == 202)
+    assert {a.json()["id"] for a in answers} == {made}
+    assert all("counts" in a.json() for a in answers if a.status_code == 200)  # the GET shape
+    other = {**body, "skip_invalid": True}
+    assert tenant.client.post("/v1/batches", json=other, headers=key).status_code == 409
+    with engine.connect() as conn:
+        count = conn.execute(
+            text("SELECT count(*) FROM batches WHERE tenant = :t"), {"t": tenant.name}
+        ).scalar_one()
+    assert count == 1

@@ -14,7 +14,7 @@ from worker.consume import JobConsumer
 
 def test_rewind_returns_to_the_committed_offsets(settings: Settings, kafka: str) -> None:
     topic = f"test.consume.{uuid.uuid4().hex[:8]}"
-    ensure_topics(kafka, [topic], partitions=1, replication=1)
+    ensure_topics(settings, [topic], partitions=1, replication=1)
     producer = KafkaProducer(bootstrap_servers=kafka)
     for i in range(10):
         producer.send(topic, key=str(i).encode(), value=b"x")

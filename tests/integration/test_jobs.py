@@ -319,6 +319,35 @@ def test_concurrent_duplicates_create_one_job(
     assert len(job_rows(engine, model.name)) == 1
 
 
+def test_a_bulk_submit_under_an_idempotency_key_makes_its_jobs_once(
+    client: httpx.Client, publish_model, engine: Engine
+) -> None:
+    model = publish_model()
+    items = [{"inputs": i} for i in random_inputs(3, 72)]
+    body = {"model": model.name, "items": items}
+    key = {"Idempotency-Key": f"bulk-{model.name}"}
+
+    first = client.post("/v1/jobs/bulk", json=body, headers=key)
+    assert first.status_code == 202
+    again = client.post("/v1/jobs/bulk", json=body, headers=key)
+    assert again.status_code == 200
+    assert again.json() == first.json()  # the same ids, in item order
+    assert (
+        client.post("/v1/jobs/bulk", json={**body, "items": items[:2]}, headers=key).status_code
+        == 409
+    )
+    single = {"model": model.name, "inputs": items[0]["inputs"]}
+    assert client.post("/v1/jobs", json=single, headers=key).status_code == 409
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        burst_key = {"Idempotency-Key": f"bulk-burst-{model.name}"}
+        answers = list(
+            pool.map(lambda _: client.post("/v1/jobs/bulk", json=body, headers=burst_key), range(8))
+        )
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [202]
+    assert len({tuple(a.json()["ids"]) for a in answers}) == 1
+    assert len(job_rows(engine, model.name)) == 6
+
+
 def test_a_webhook_into_an_internal_range_is_refused_at_submit(
     client: httpx.Client, publish_model
 ) -> None:

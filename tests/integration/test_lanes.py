@@ -116,7 +116,7 @@ def test_the_consumer_hands_out_interactive_records_ahead_of_a_fetched_backlog(
 ) -> None:
     model = f"lanes-{uuid.uuid4().hex[:8]}"
     interactive, batch = model_topics(model)
-    ensure_topics(kafka, [interactive, batch], partitions=2, replication=1)
+    ensure_topics(settings, [interactive, batch], partitions=2, replication=1)
     producer = make_producer(settings, client_id="test-lanes")
     backlog = [Record(batch, f"b{i}".encode(), b"x") for i in range(5000)]
     send_all(producer, backlog, timeout_s=60)

@@ -7,11 +7,10 @@ process. Which process answered a request is read from each process's own metric
 
 from __future__ import annotations
 
-import os
+import platform
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,19 +25,19 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
+from inferfleet import __version__
 from tests.integration.conftest import (
-    ROOT,
-    TEST_DATABASE_URL,
     PublishModel,
     bearer,
     eventually,
-    free_port,
     make_key,
+    serve_process,
 )
 
 pytestmark = pytest.mark.integration
 
 SUBMITTED = "inferfleet_api_jobs_submitted_total"
+REQUESTS = "inferfleet_api_request_duration_seconds_count"
 INPUTS = {
     "transaction_amount": 245.5,
     "merchant_category": "electronics",
@@ -59,44 +58,15 @@ class Served:
 
 @pytest.fixture
 def two_processes(tmp_path: Path, kafka: str) -> Iterator[Served]:
-    port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"a file of an earlier run")
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "INFERFLEET_DATABASE_URL": TEST_DATABASE_URL,
         "INFERFLEET_RATE_LIMIT": "1000000/second",
         "INFERFLEET_API_METRICS_DIR": str(metrics_dir),
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "--port", str(port), "--workers", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    served = Served(f"http://127.0.0.1:{port}", metrics_dir, proc, log_path)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"the API exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            return httpx.get(f"{served.url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        eventually(ready, "the API's processes to be ready", 60)
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    for api in serve_process(tmp_path / "api.log", env, "--workers", "2"):
+        yield Served(api.url, metrics_dir, api.proc, api.log_path)
 
 
 def per_process(metrics_dir: Path, model: str) -> dict[int, float]:
@@ -146,12 +116,18 @@ def test_metrics_count_the_requests_of_every_process(
             sent += ROUND
     assert sum(per_process(two_processes.metrics_dir, version.name).values()) == sent
 
+    # A request is timed once its response is sent, so the last may land a moment later.
+    posted = ({"method": "POST", "route": "/v1/jobs", "status": "202"}, float(sent))
+    eventually(lambda: posted in scrape(url)[REQUESTS], "every POST timed")
+    build = {"version": __version__, "python": platform.python_version()}
     # Whichever process answers the scrape reports both processes' submissions, and one
-    # value of the gauge (the largest of the live processes), not one per process.
+    # value of each gauge (the largest of the live processes), not one per process.
     for _ in range(10):
         samples = scrape(url)
         assert samples[SUBMITTED] == [({"model": version.name}, float(sent))]
+        assert posted in samples[REQUESTS]
         assert samples["inferfleet_api_rate_limit_fallback"] == [({}, 0.0)]
+        assert samples["inferfleet_build_info"] == [(build, 1.0)]
 
     two_processes.proc.send_signal(signal.SIGTERM)
     assert two_processes.proc.wait(timeout=60) == 0, two_processes.log_path.read_text()

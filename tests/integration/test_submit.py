@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import Engine
 
+from inferfleet import __version__
 from inferfleet.settings import Settings
-from tests.integration.conftest import bearer, free_port, job_rows, serve_app
+from tests.integration.conftest import bearer, eventually, free_port, job_rows, serve_app
 from tests.integration.test_jobs import random_inputs
 
 
@@ -51,5 +53,19 @@ def test_readyz_and_metrics_with_everything_up(client: httpx.Client, publish_mod
         "checks": {"postgres": "ok", "kafka": "ok"},
     }
     client.post("/v1/jobs", json={"model": model.name, "inputs": random_inputs(1, 22)[0]})
+    client.get("/v1/jobs/job_that_does_not_exist")
     metrics = client.get("/metrics").text
     assert f'inferfleet_api_jobs_submitted_total{{model="{model.name}"}} 1.0' in metrics
+    build = f'python="{platform.python_version()}",version="{__version__}"'
+    assert f"inferfleet_build_info{{{build}}} 1.0" in metrics
+
+    def timed(method: str, route: str, status: int) -> bool:
+        # A request is timed once its response is sent: the last one may land a moment later.
+        line = (
+            "inferfleet_api_request_duration_seconds_count"
+            f'{{method="{method}",route="{route}",status="{status}"}}'
+        )
+        return line in client.get("/metrics").text
+
+    eventually(lambda: timed("POST", "/v1/jobs", 202), "the submission timed by its route")
+    eventually(lambda: timed("GET", "/v1/jobs/{job_id}", 404), "the 404 timed by its route")

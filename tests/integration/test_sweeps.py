@@ -21,18 +21,23 @@ from typing import Any
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import Engine, select
 
 from inferfleet.clients.objectstore import exists, put_bytes
-from inferfleet.clients.topics import Lane, job_topic
+from inferfleet.clients.topics import Lane, ensure_topics, job_topic, model_topics
 from inferfleet.ids import new_job_id
 from inferfleet.jobs import messages
 from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import Settings
 from inferfleet.tables import batches, idempotency_keys, jobs, webhook_attempts, webhook_events
-from scheduler.sweep_tasks import Producer
-from scheduler.sweeps import delete_old_results, expire_overdue, reproduce_unproduced
+from scheduler.sweep_tasks import GroupPositions, Producer
+from scheduler.sweeps import (
+    delete_old_results,
+    expire_overdue,
+    reproduce_stale,
+    reproduce_unproduced,
+)
 from tests.integration.conftest import (
     SchedulerProcess,
     eventually,
@@ -155,6 +160,77 @@ def test_a_job_never_produced_is_produced_once_to_its_lane_and_then_runs(
     eventually(lambda: job(engine, lost).status == "succeeded", "the recovered job to run")
     assert job(engine, lost_batch).status == "succeeded"
     assert job(engine, produced).status == "queued", "a produced job is never produced again"
+
+
+def produce_as_of(bootstrap: str, topic: str, row: Any, at: datetime) -> None:
+    """The job's message, as its producer would have sent it at `at` (record timestamp)."""
+    record = messages.record(topic, row._mapping)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        stamp = int(at.timestamp() * 1000)
+        producer.send(record.topic, key=record.key, value=record.value, timestamp_ms=stamp)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def commit_group(bootstrap: str, group: str, topic: str, at_end: bool) -> None:
+    """Commit `group`'s offsets on every partition of `topic`: at the log end (it has
+    read everything) or at the beginning (it has read nothing)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        if at_end:
+            consumer.seek_to_end(*parts)
+        else:
+            consumer.seek_to_beginning(*parts)
+        for tp in parts:
+            consumer.position(tp)
+        consumer.commit()
+    finally:
+        consumer.close()
+
+
+def test_a_produced_job_no_worker_claimed_is_produced_again_once_the_group_passed_it(
+    engine: Engine, kafka: str, sweep_settings: Settings, publish_model, start_worker
+) -> None:
+    model = publish_model()
+    group = f"workers-{model.name}"
+    settings = sweep_settings.model_copy(update={"worker_group": group})
+    interactive, batch = model_topics(model.name)
+    ensure_topics(settings, [interactive, batch], settings.topic_partitions, 1)
+    hour_ago = now() - timedelta(hours=1)
+    # Its message was read and its offset committed, but no worker wrote the job: lost.
+    lost = insert_job(engine, model.name, produced_at=hour_ago, request_id="req-stale")
+    produce_as_of(kafka, interactive, job(engine, lost), hour_ago)
+    # Produced a moment ago, so no sweep interval has passed yet: left alone.
+    recent = insert_job(engine, model.name, produced_at=now() - timedelta(seconds=5))
+    commit_group(kafka, group, interactive, at_end=True)
+    # As old, but its message is still ahead of the group (a backlog): left alone.
+    waiting = insert_job(engine, model.name, lane="batch", produced_at=hour_ago)
+    produce_as_of(kafka, batch, job(engine, waiting), hour_ago)
+    commit_group(kafka, group, batch, at_end=False)
+
+    positions = GroupPositions(settings)
+    try:
+        reproduce_stale(engine, Producer(settings).send, positions.passed, settings)
+        assert [m.job_id for m in on_topic(kafka, interactive)] == [lost, lost]
+        assert [m.job_id for m in on_topic(kafka, batch)] == [waiting]
+        assert job(engine, lost).produced_at > hour_ago + timedelta(minutes=59)
+        assert job(engine, waiting).produced_at == hour_ago
+        assert job(engine, recent).status == "queued"
+
+        reproduce_stale(engine, Producer(settings).send, positions.passed, settings)
+        assert len(on_topic(kafka, interactive)) == 2, "produced again once, not each run"
+    finally:
+        positions.close()
+
+    start_worker(model.name, group=group).wait_ready()
+    eventually(lambda: job(engine, lost).status == "succeeded", "the recovered job to run")
+    eventually(lambda: job(engine, waiting).status == "succeeded", "the waiting job to run")
+    assert job(engine, lost).request_id == "req-stale"
+    assert job(engine, recent).status == "queued", "nothing produced it again"
 
 
 def test_the_api_records_when_a_message_was_produced(
@@ -455,8 +531,8 @@ def test_the_scheduler_process_recovers_a_job_never_produced_and_counts_it(
     after = scheduler.metrics()
     last_run = ("inferfleet_sweep_last_run_timestamp_seconds", "unproduced")
     assert after[last_run] > before[last_run]
-    reproduced = ("inferfleet_swept_total", "jobs_reproduced")
+    reproduced = ("inferfleet_sweep_jobs_total", "reproduced")
     # Another session's sweeper may have taken the row first; then ours counted nothing.
     assert after[reproduced] >= before.get(reproduced, 0.0)
-    assert ("inferfleet_swept_total", "jobs_expired") in after
+    assert ("inferfleet_sweep_jobs_total", "expired") in after
     assert ("inferfleet_sweep_last_run_timestamp_seconds", "expiry") in after

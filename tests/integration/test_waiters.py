@@ -113,11 +113,11 @@ def test_one_process_holds_a_thousand_long_polls_and_one_transaction_wakes_them_
 
 
 def held(url: str) -> float:
-    """`inferfleet_api_long_polls` as the API's /metrics reports it."""
+    """`inferfleet_api_long_poll_requests` as the API's /metrics reports it."""
     for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith("inferfleet_api_long_polls "):
+        if line.startswith("inferfleet_api_long_poll_requests "):
             return float(line.split()[-1])
-    raise AssertionError("/metrics has no inferfleet_api_long_polls")
+    raise AssertionError("/metrics has no inferfleet_api_long_poll_requests")
 
 
 def test_a_long_poll_for_another_tenants_job_is_404_at_once(

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -43,10 +44,19 @@ INPUTS = {
 
 
 @pytest.fixture(scope="module")
-def dispatcher(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Path]:
+def dispatcher_metrics() -> str:
+    """Where the dispatcher serves `/metrics`."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="module")
+def dispatcher(
+    tmp_path_factory: pytest.TempPathFactory, engine: Engine, dispatcher_metrics: str
+) -> Iterator[Path]:
     """The webhook dispatcher as a real Celery worker with embedded beat; yields its log."""
     folder = tmp_path_factory.mktemp("dispatcher")
     env = {
+        "INFERFLEET_SCHEDULER_METRICS_PORT": str(httpx.URL(dispatcher_metrics).port),
         "INFERFLEET_REDIS_URL": "redis://127.0.0.1:6379/5",
         "INFERFLEET_WEBHOOK_ALLOWLIST": "127.0.0.1",
         "INFERFLEET_DISPATCH_INTERVAL_S": "0.2",
@@ -137,6 +147,26 @@ def past_deadline(engine: Engine, job_id: str) -> bool:
         return passed
 
 
+def attempts_counted(metrics_url: str) -> dict[str, float]:
+    """`inferfleet_webhook_delivery_attempts_total` by outcome, as the dispatcher serves it
+    (the fleet's totals in Redis, which other tests' dispatchers may add to)."""
+    text = httpx.get(metrics_url, timeout=5).text
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "inferfleet_webhook_delivery_attempts"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def served(metrics_url: str) -> dict[str, float] | None:
+    try:
+        return attempts_counted(metrics_url)
+    except httpx.TransportError:
+        return None  # not serving yet
+
+
 def fail_first(n: int, status: int) -> Responder:
     """Answer `status` to the first `n` requests of each webhook-id, then 200."""
     seen: Counter[str] = Counter()
@@ -187,6 +217,7 @@ def test_receiver_down_then_up_gets_every_event_once_with_a_valid_signature(
 
 def test_receiver_answering_500_then_200_records_the_failures_then_one_success(
     dispatcher: Path,
+    dispatcher_metrics: str,
     tenant: Tenant,
     receiver: Receiver,
     engine: Engine,
@@ -197,6 +228,7 @@ def test_receiver_answering_500_then_200_records_the_failures_then_one_success(
     receiver.start()
     model = publish_model()
     start_worker(model.name).wait_ready()
+    before = eventually(lambda: served(dispatcher_metrics), "the dispatcher's /metrics")
     job_id = tenant.submit(model.name, {"url": receiver.url})
 
     eventually(lambda: delivered(tenant.deliveries(job_id)), "the third attempt to succeed")
@@ -211,6 +243,9 @@ def test_receiver_answering_500_then_200_records_the_failures_then_one_success(
     for request in requests:  # each attempt is signed afresh, and each signature holds
         assert verify(tenant.secret, request)["data"]["id"] == job_id
     assert event_state(engine, job_id) == "delivered"
+    counted = attempts_counted(dispatcher_metrics)
+    assert counted["retry"] >= before["retry"] + 2
+    assert counted["delivered"] >= before["delivered"] + 1
 
 
 def test_410_stops_retries_and_redelivery_keeps_the_webhook_id(

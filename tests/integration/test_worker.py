@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient
-from sqlalchemy import Engine
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from sqlalchemy import Engine, text
 
-from inferfleet.clients.topics import dlq_topic, job_topic
+from inferfleet.clients.objectstore import put_bytes
+from inferfleet.clients.topics import dlq_topic, ensure_topics, job_topic, model_topics
+from inferfleet.ids import new_job_id
+from inferfleet.jobs import messages
+from inferfleet.jobs.messages import JobMessage
+from inferfleet.models.registry import ModelVersion
 from inferfleet.models.sessions import open_session
 from inferfleet.settings import Settings
-from tests.integration.conftest import eventually, job_rows, terminal_writes
+from inferfleet.tables import jobs
+from tests.integration.conftest import enqueue_forged, eventually, job_rows, terminal_writes
+from tests.integration.forwarder import forwarding
+from tests.integration.ownbroker import OwnBroker
 from tests.integration.test_jobs import onnx_reference, random_inputs
 
 
@@ -152,6 +165,20 @@ def test_not_ready_until_the_model_is_loaded_and_warm(
     job = client.get(f"/v1/jobs/{r.json()['id']}", params={"wait": 30}).json()
     assert job["status"] == "succeeded"
 
+    # The batch is measured once its offsets are committed, just after its result shows.
+    timed = (
+        "inferfleet_worker_submit_to_result_seconds_count"
+        f'{{lane="interactive",model="{model.name}"}} 1.0'
+    )
+    eventually(
+        lambda: timed in httpx.get(f"{worker.url}/metrics", timeout=5).text,
+        "the job's submit-to-result time on the worker's /metrics",
+    )
+    metrics = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    topic = job_topic(model.name, "interactive")
+    assert f'inferfleet_worker_consumed_records_total{{topic="{topic}"}} 1.0' in metrics
+    assert "inferfleet_build_info{" in metrics
+
 
 def test_poison_message_goes_to_the_dlq_and_the_worker_keeps_going(
     client: httpx.Client, publish_model, start_worker, engine: Engine, settings: Settings
@@ -216,3 +243,238 @@ def test_a_job_past_its_deadline_is_expired_not_run(
     assert expired["outputs"] is None
     assert expired["attempts"] == 0
     assert client.get(f"/v1/jobs/{on_time}", params={"wait": 30}).json()["status"] == "succeeded"
+
+
+# --- outages and lost claims: the worker waits, rewinds and goes on ---------------
+
+
+def forged(model: ModelVersion, **fields: Any) -> JobMessage:
+    """A job message of `model` for tenant `acme`, `fields` over random valid inputs."""
+    values: dict[str, Any] = {
+        "job_id": new_job_id(),
+        "tenant": "acme",
+        "model": model.name,
+        "version": model.version,
+        "inputs": random_inputs(1, seed=16)[0],
+        "input_uri": None,
+        "enqueued_at": datetime.now(UTC),
+        "deadline": None,
+        "request_id": None,
+    }
+    return JobMessage(**(values | fields))
+
+
+def by_uri(s3: Any, settings: Settings, model: ModelVersion) -> JobMessage:
+    """A job whose inputs the worker reads from S3 (written here, under acme's prefix)."""
+    uri = f"s3://{settings.s3_bucket}/tenants/acme/{uuid.uuid4().hex}.json"
+    put_bytes(s3, uri, json.dumps(random_inputs(1, seed=17)[0]).encode())
+    return forged(model, inputs=None, input_uri=uri)
+
+
+def records_on(bootstrap: str, topic: str) -> list[Any]:
+    """Every record on `topic`, read from the beginning to its end, without a group."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        found: list[Any] = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                found.extend(records)
+        return found
+    finally:
+        consumer.close()
+
+
+def row(engine: Engine, job_id: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id}).one()
+
+
+def refuse_job_messages(bootstrap: str, topic: str, refused: bool = True) -> None:
+    """Make `topic` refuse records as large as a job message (or take them again)."""
+    size = "64" if refused else str(1024 * 1024)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": size}
+        )
+        admin.alter_configs([resource])
+    finally:
+        admin.close()
+
+
+def test_a_retry_kafka_refuses_rewinds_the_batch_and_the_worker_goes_on(
+    publish_model, start_worker, engine: Engine, settings: Settings, kafka: str
+) -> None:
+    model = publish_model()
+    topic = job_topic(model.name)
+    ensure_topics(settings, [topic, dlq_topic(topic)], settings.topic_partitions, 1)
+    # Inputs the model cannot run: each attempt fails, and may be tried again.
+    bad = enqueue_forged(engine, settings, forged(model, inputs={"transaction_amount": 1.0}))
+    good = enqueue_forged(engine, settings, forged(model))
+    refuse_job_messages(kafka, topic)  # every retry sent back onto the topic is refused
+
+    worker = start_worker(model.name)
+    eventually(lambda: row(engine, bad).status == "failed", "the bad job to fail", timeout=90)
+
+    failed = row(engine, bad)
+    assert failed.attempts == settings.max_attempts, "each refused retry came back as a redelivery"
+    assert failed.error["type"] == "inference_error"
+    assert row(engine, good).status == "succeeded"
+    assert terminal_writes(engine, [bad, good]) == {bad: 1, good: 1}
+    assert worker.log().count("rewinding and retrying") == settings.max_attempts - 1
+    assert worker.proc.poll() is None, worker.log()
+    worker.wait_ready()
+    eventually(lambda: len(records_on(kafka, dlq_topic(topic))) == 1, "the dead-letter copy")
+    [copy] = records_on(kafka, dlq_topic(topic))
+    assert copy.key == bad.encode()
+
+
+def test_a_dead_letter_copy_kafka_refuses_is_sent_once_kafka_takes_it(
+    publish_model, start_worker, engine: Engine, settings: Settings, kafka: str
+) -> None:
+    model = publish_model()
+    topic = job_topic(model.name)
+    ensure_topics(settings, [topic, dlq_topic(topic)], settings.topic_partitions, 1)
+    refuse_job_messages(kafka, dlq_topic(topic))
+    bad = enqueue_forged(engine, settings, forged(model, inputs={"transaction_amount": 1.0}))
+
+    worker = start_worker(model.name, INFERFLEET_MAX_ATTEMPTS="1")
+    eventually(lambda: row(engine, bad).status == "failed", "the bad job to fail")
+    eventually(lambda: "rewinding and retrying" in worker.log(), "the copy to be refused")
+    assert records_on(kafka, dlq_topic(topic)) == []
+    refuse_job_messages(kafka, dlq_topic(topic), refused=False)
+
+    eventually(lambda: records_on(kafka, dlq_topic(topic)), "the owed copy to be sent")
+    eventually(lambda: "the services are back" in worker.log(), "the loop to go on")
+    [copy] = records_on(kafka, dlq_topic(topic))
+    assert copy.key == bad.encode()
+    assert terminal_writes(engine, [bad]) == {bad: 1}
+    assert worker.proc.poll() is None, worker.log()
+
+
+def test_an_outage_mid_batch_costs_no_attempt_and_readiness_comes_back(
+    publish_model, start_worker, engine: Engine, settings: Settings, s3: Any
+) -> None:
+    model = publish_model()
+    endpoint = urlparse(settings.s3_endpoint_url or "")
+    with forwarding(endpoint.hostname or "", endpoint.port or 80) as s3_link:
+        worker = start_worker(
+            model.name, INFERFLEET_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_link.port}"
+        )
+        worker.wait_ready()
+        s3_link.cut()  # S3 goes away for this worker only
+        job_id = enqueue_forged(engine, settings, by_uri(s3, settings, model))
+
+        eventually(lambda: "rewinding and retrying" in worker.log(), "the batch to fail")
+        eventually(lambda: worker.readyz().status_code == 503, "readiness to go")
+        assert "waiting for a service" in worker.readyz().json()["reason"]
+        eventually(lambda: "gave back 1 job" in worker.log(), "the claim to be given back")
+        s3_link.restore()
+
+        eventually(lambda: row(engine, job_id).status == "succeeded", "the job to run")
+        assert row(engine, job_id).attempts == 1, "the outage counted no attempt"
+        assert terminal_writes(engine, [job_id]) == {job_id: 1}
+        eventually(lambda: worker.readyz().status_code == 200, "readiness to come back")
+        assert worker.proc.poll() is None, worker.log()
+
+
+def test_a_zombie_worker_writes_nothing_of_a_job_another_worker_took(
+    publish_model, start_worker, engine: Engine, settings: Settings, s3: Any
+) -> None:
+    model = publish_model()
+    group = f"workers-{model.name}"
+    endpoint = urlparse(settings.s3_endpoint_url or "")
+    with forwarding(endpoint.hostname or "", endpoint.port or 80) as s3_link:
+        zombie = start_worker(
+            model.name,
+            group=group,
+            INFERFLEET_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_link.port}",
+            INFERFLEET_MAX_POLL_INTERVAL_MS="3000",
+        )
+        zombie.wait_ready()
+        s3_link.hold()  # S3 stops answering it mid-read: it stalls past its poll interval
+        job_id = enqueue_forged(engine, settings, by_uri(s3, settings, model))
+        eventually(lambda: row(engine, job_id).status == "running", "the zombie's claim")
+        held_by = row(engine, job_id).claim_token
+
+        other = start_worker(model.name, group=group)
+        eventually(lambda: row(engine, job_id).status == "succeeded", "the other worker's run")
+        assert row(engine, job_id).claim_token != held_by
+        s3_link.restore()  # the zombie wakes up and finishes its stale batch
+
+        eventually(lambda: "no longer held by this worker" in zombie.log(), "the zombie's write")
+        finished = row(engine, job_id)
+        assert (finished.status, finished.attempts) == ("succeeded", 2)
+        assert terminal_writes(engine, [job_id]) == {job_id: 1}
+        assert zombie.proc.poll() is None, zombie.log()
+        assert other.proc.poll() is None, other.log()
+
+
+def enqueue_many(engine: Engine, bootstrap: str, found: list[JobMessage]) -> list[str]:
+    """Write the jobs' queued rows, then produce their messages to `bootstrap`."""
+    with engine.begin() as conn:
+        conn.execute(
+            jobs.insert(),
+            [
+                {
+                    "id": j.job_id,
+                    "tenant": j.tenant,
+                    "model": j.model,
+                    "version": j.version,
+                    "status": "queued",
+                    "lane": "interactive",
+                    "inputs": j.inputs,
+                }
+                for j in found
+            ],
+        )
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for j in found:
+        producer.send(job_topic(j.model), key=j.job_id.encode(), value=messages.encode(j))
+    producer.flush()
+    producer.close()
+    return [j.job_id for j in found]
+
+
+def test_a_broker_outage_is_waited_for_and_no_job_is_lost_doubled_or_charged(
+    publish_model, start_worker, engine: Engine, settings: Settings, own_broker: OwnBroker
+) -> None:
+    model = publish_model()
+    topics = model_topics(model.name)
+    own = settings.model_copy(update={"kafka_bootstrap": own_broker.bootstrap})
+    ensure_topics(own, topics, settings.topic_partitions, 1)
+    inputs = random_inputs(3000, seed=18)
+    ids = enqueue_many(engine, own_broker.bootstrap, [forged(model, inputs=row) for row in inputs])
+    worker = start_worker(
+        model.name,
+        INFERFLEET_KAFKA_BOOTSTRAP=own_broker.bootstrap,
+        INFERFLEET_POLL_MAX_RECORDS="20",
+    )
+    eventually(
+        lambda: statuses(engine, model.name).get("succeeded", 0) >= 200,
+        "the worker to finish some jobs",
+        timeout=90,
+    )
+    own_broker.kill()
+
+    eventually(lambda: "rewinding and retrying" in worker.log(), "the worker to meet the outage")
+    eventually(lambda: worker.readyz().status_code == 503, "readiness to go")
+    assert "waiting for a service" in worker.readyz().json()["reason"]
+    assert statuses(engine, model.name).get("succeeded", 0) < len(ids), "the outage came late"
+    own_broker.start()
+
+    eventually(
+        lambda: statuses(engine, model.name) == {"succeeded": len(ids)},
+        "every job to succeed once the broker is back",
+        timeout=120,
+    )
+    assert worker.proc.poll() is None, worker.log()
+    eventually(lambda: worker.readyz().status_code == 200, "readiness to come back")
+    writes = terminal_writes(engine, ids)
+    assert len(writes) == len(ids)
+    assert set(writes.values()) == {1}, "a job was written into a terminal state twice"
+    assert {r.attempts for r in job_rows(engine, model.name)} == {1}, "the outage was charged"

@@ -98,6 +98,7 @@ from autoscaler.spec import (
     ScalingModifiers,
     ScalingRules,
 )
+from inferfleet.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "autoscale"
@@ -193,7 +194,9 @@ def test_an_unreadable_log_start_falls_back_to_the_log_end() -> None:
     uncommitted = [TopicPartition("topic", 0)]
     consumer: Any = _UnreadableLogStarts()
 
-    starts = KafkaOffsets("127.0.0.1:9")._log_starts(consumer, t, uncommitted)
+    starts = KafkaOffsets(Settings(kafka_bootstrap="127.0.0.1:9"))._log_starts(
+        consumer, t, uncommitted
+    )
 
     assert starts == {}
     assert partition_lag(

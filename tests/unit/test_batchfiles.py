@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from inferfleet.ids import batch_job_id, new_batch_id, new_job_id
-from inferfleet.models.validation import validator_for
+from inferfleet.models.validation import SchemaValidator, validator_for
 from scheduler.batchfiles import (
     BatchFileError,
     Line,
@@ -432,18 +432,20 @@ def test_whatever_reading_one_line_raises_makes_only_that_line_invalid(
 
 
 def test_whatever_checking_one_line_raises_makes_only_that_line_invalid() -> None:
-    class Validator:
+    class Broken:
         def iter_errors(self, instance: Any) -> Any:
             if instance.get("hour") == 13:
                 raise UnforeseenError("the validator broke")
             return iter(())
+
+    validator = SchemaValidator(Broken(), None)  # type: ignore[arg-type]
 
     lines = jsonl(
         {"custom_id": "a", "inputs": GOOD},
         {"custom_id": "b", "inputs": {**GOOD, "hour": 13}},
         {"custom_id": "c", "inputs": GOOD},
     )
-    errors = [check(x, Validator()) for x in lines]  # type: ignore[arg-type]
+    errors = [check(x, validator) for x in lines]
     assert errors[0] == errors[2] == []
     assert errors[1][0].type == "line_unreadable"
     assert "UnforeseenError: the validator broke" in errors[1][0].msg

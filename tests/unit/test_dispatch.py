@@ -13,7 +13,17 @@ from sqlalchemy import create_engine
 
 from inferfleet.errors import ConfigError
 from inferfleet.settings import Settings
-from scheduler.dispatch import REFUSED, TIMEOUT, UNREACHABLE, Dispatcher, Sender, lease_s
+from scheduler.dispatch import (
+    OUTCOMES,
+    REFUSED,
+    TIMEOUT,
+    UNREACHABLE,
+    Dispatcher,
+    Sender,
+    delivery_outcome,
+    lease_s,
+)
+from scheduler.retries import AttemptResult
 
 
 @pytest.mark.parametrize("timeout_s", [0.5, 10.0, 30.0])
@@ -77,3 +87,24 @@ def test_a_look_up_that_takes_the_whole_deadline_ends_the_attempt_unsent() -> No
     result = quick.post("http://hooks.test:9/x", {}, "{}")  # port 9 would refuse
 
     assert (result.status, result.error) == (None, TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("result", "step", "outcome"),
+    [
+        (AttemptResult(204), "delivered", "delivered"),
+        (AttemptResult(503, "the receiver answered 503"), "retry", "retry"),
+        (AttemptResult(410, "the receiver answered 410"), "failed", "failed"),
+        (AttemptResult(None, TIMEOUT), "retry", "retry"),
+        (AttemptResult(None, UNREACHABLE), "failed", "failed"),
+        (AttemptResult(None, REFUSED), "retry", "refused"),
+        (AttemptResult(None, REFUSED), "failed", "refused"),
+        (AttemptResult(204), "superseded", "superseded"),
+        (AttemptResult(None, REFUSED), "superseded", "superseded"),
+    ],
+)
+def test_each_attempt_counts_under_one_outcome(
+    result: AttemptResult, step: str, outcome: str
+) -> None:
+    assert delivery_outcome(result, step) == outcome
+    assert outcome in OUTCOMES

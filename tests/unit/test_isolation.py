@@ -108,11 +108,11 @@ class FakeRunner:
     attempts: dict[str, int]
     events: list[str] = field(default_factory=list)
 
-    def take_alone(self, job_id: str) -> int | None:
+    def take_alone(self, job_id: str, counted: bool = True) -> int | None:
         if job_id not in self.running:
             return None
-        self.attempts[job_id] += 1
-        self.events.append(f"take {job_id}")
+        self.attempts[job_id] += counted
+        self.events.append(f"take {job_id}" if counted else f"take {job_id} uncounted")
         return self.attempts[job_id]
 
     def run_taken(
@@ -143,7 +143,8 @@ def test_redelivered_jobs_run_one_at_a_time_and_only_the_doomed_one_fails_unrun(
         "take a",
         "run a",
         "record a",
-        "record poison",  # failed unrun, attempts unchanged
+        "take poison uncounted",  # failed unrun, attempts unchanged
+        "record poison",
         "take b",
         "run b",
         "record b",

@@ -333,8 +333,7 @@ def test_trigger_authentication_reads_scaler_parameters_from_existing_secrets(
     for auth in auths.values():
         for ref in auth["spec"]["secretTargetRef"]:
             assert ref["parameter"] in readable, f"kafka does not read {ref['parameter']!r}"
-            secret = named(overlay, "Secret", ref["name"])
-            assert ref["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
+            assert ref["key"] in secret_data(named(overlay, "Secret", ref["name"]))
         assert {"sasl", "tls"} <= {r["parameter"] for r in auth["spec"]["secretTargetRef"]}
     for so in by_kind(overlay, "ScaledObject"):
         for trigger in so["spec"]["triggers"]:
@@ -344,26 +343,53 @@ def test_trigger_authentication_reads_scaler_parameters_from_existing_secrets(
 # --- what the fleet needs ------------------------------------------------------------
 
 
-def env_of(overlay: str, container: Obj) -> dict[str, str]:
-    """The variables a container gets from envFrom and env (env wins, like Kubernetes)."""
+def secret_data(secret: Obj) -> dict[str, str]:
+    """A Secret's keys and values, `data` decoded and `stringData` over it."""
+    values = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+    return {**values, **secret.get("stringData", {})}
+
+
+def env_of(
+    overlay: str, container: Obj, secrets: dict[str, dict[str, str]] | None = None
+) -> dict[str, str]:
+    """The variables a container gets from envFrom and env (env wins, like Kubernetes).
+
+    `secrets` stands in for the named Secrets' data where given (a cluster's own values).
+    """
+
+    def data(name: str) -> dict[str, str]:
+        if secrets is not None and name in secrets:
+            return secrets[name]
+        return secret_data(named(overlay, "Secret", name))
+
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
             env.update(named(overlay, "ConfigMap", source["configMapRef"]["name"])["data"])
         else:
-            secret = named(overlay, "Secret", source["secretRef"]["name"])
-            env.update({k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()})
-            env.update(secret.get("stringData", {}))
+            env.update(data(source["secretRef"]["name"]))
     for var in container.get("env", []):
-        assert "value" in var, f"{var['name']}: only literal env values are expected here"
-        env[var["name"]] = var["value"]
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        assert ref is not None, f"{var['name']}: only values and Secret keys are expected here"
+        values = data(ref["name"])
+        assert ref["key"] in values or ref.get("optional"), f"{var['name']}: no key {ref['key']}"
+        if ref["key"] in values:
+            env[var["name"]] = values[ref["key"]]
     return env
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The settings a process with `env` runs with."""
+    values = {k[len(PREFIX) :].lower(): v for k, v in env.items() if k.startswith(PREFIX)}
+    return Settings.model_validate(values)
 
 
 def setting(env: dict[str, str], name: str) -> Any:
     """The value of setting `name` that a process with `env` runs with."""
-    values = {k[len(PREFIX) :].lower(): v for k, v in env.items() if k.startswith(PREFIX)}
-    return getattr(Settings.model_validate(values), name)
+    return getattr(settings_of(env), name)
 
 
 def pools(overlay: str) -> list[tuple[Obj, Obj]]:
@@ -586,3 +612,74 @@ def test_disruption_budgets_cover_every_deployment_but_beat(overlay: str) -> Non
 def test_every_referenced_config_exists(overlay: str) -> None:
     for c in all_containers(list(rendered(overlay))):
         env_of(overlay, c)  # names a missing ConfigMap or Secret, or passes
+
+
+# --- Kafka security ------------------------------------------------------------------
+
+# The setting each key of KEDA's Kafka Secret feeds (inferfleet/kafkasecurity.py).
+KAFKA_SECRET_SETTINGS = {
+    "tls": "INFERFLEET_KAFKA_TLS",
+    "sasl": "INFERFLEET_KAFKA_SASL_MECHANISM",
+    "username": "INFERFLEET_KAFKA_SASL_USERNAME",
+    "password": "INFERFLEET_KAFKA_SASL_PASSWORD",
+    "ca": "INFERFLEET_KAFKA_SSL_CA",
+    "cert": "INFERFLEET_KAFKA_SSL_CERT",
+    "key": "INFERFLEET_KAFKA_SSL_KEY",
+}
+# The commands whose processes make Kafka clients.
+KAFKA_CLIENTS = {"inferfleet api", "python -m worker", "python -m scheduler worker -Q celery"}
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def kafka_clients(overlay: str) -> list[Obj]:
+    found = []
+    for c in all_containers(list(rendered(overlay))):
+        line = " ".join([*c.get("command", []), *c.get("args", [])[:2]])
+        if any(line.startswith(command) for command in KAFKA_CLIENTS):
+            found.append(c)
+    assert len(found) >= len(KAFKA_CLIENTS)
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_clients_read_every_key_of_the_secret_keda_reads(overlay: str) -> None:
+    (auth,) = by_kind(overlay, "TriggerAuthentication")
+    refs = auth["spec"]["secretTargetRef"]
+    (secret_name,) = {r["name"] for r in refs}
+    assert {r["parameter"] for r in refs} == {r["key"] for r in refs} == set(KAFKA_SECRET_SETTINGS)
+    for c in kafka_clients(overlay):
+        read = {
+            var["name"]: var["valueFrom"]["secretKeyRef"]
+            for var in c.get("env", [])
+            if "secretKeyRef" in var.get("valueFrom", {})
+        }
+        for key, variable in KAFKA_SECRET_SETTINGS.items():
+            assert read.get(variable, {}).get("name") == secret_name, (c["name"], variable)
+            assert read[variable]["key"] == key, (c["name"], variable)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_placeholder_secret_means_plaintext(overlay: str) -> None:
+    for c in kafka_clients(overlay):
+        settings = settings_of(env_of(overlay, c))
+        assert settings.kafka_security().effective_protocol() == "PLAINTEXT"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_secret_filled_for_keda_gives_every_client_sasl_over_tls(overlay: str) -> None:
+    filled = {
+        "sasl": "scram_sha512",
+        "tls": "enable",
+        "username": "fleet",
+        "password": "s3cret",
+        "ca": PEM,
+        "cert": "",
+        "key": "",
+    }
+    for c in kafka_clients(overlay):
+        settings = settings_of(env_of(overlay, c, secrets={"inferfleet-kafka": filled}))
+        assert settings.kafka_security().effective_protocol() == "SASL_SSL", c["name"]
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+        assert settings.kafka_sasl_username == "fleet"
+        assert settings.kafka_ssl_ca == PEM
+        assert settings.kafka_ssl_cert is None

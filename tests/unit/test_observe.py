@@ -22,7 +22,7 @@ from worker.isolation import Redelivered
 from worker.main import Worker
 from worker.metrics import WorkerMetrics
 from worker.observe import BatchLog
-from worker.persist import Claim
+from worker.persist import Claim, Written
 from worker.plan import Plan
 from worker.summary import BatchSummary, Handled
 
@@ -50,6 +50,7 @@ class FakeRecord:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -113,8 +114,10 @@ def test_the_loop_tells_its_observer_each_step(monkeypatch: pytest.MonkeyPatch) 
         redelivered={"r": Redelivered(1, died_alone=False)},
     )
     monkeypatch.setattr(persist, "claim", lambda engine, ids, **kw: claim)
-    monkeypatch.setattr(persist, "take_alone", lambda engine, job_id: 2)
-    monkeypatch.setattr(persist, "finish", lambda engine, final, **kw: len(final))
+    monkeypatch.setattr(persist, "take_alone", lambda engine, job_id, **kw: 2)
+    monkeypatch.setattr(
+        persist, "finish", lambda engine, final, **kw: Written({o.job_id for o in final})
+    )
     observer = Recorder()
     w = Worker(
         load_settings(),
@@ -178,8 +181,16 @@ def test_batch_log_counts_jobs_by_model_and_end(monkeypatch: pytest.MonkeyPatch)
         Outcome("b", error={"type": "inference_error", "message": "no"}),
     ]
     observer = BatchLog(metrics)
-    observer.batch_started([object()] * 3)
+    batch_topic = "inferfleet.jobs.fraud.batch"
+    observer.batch_started(
+        [
+            FakeRecord(TOPIC, 0, 0, b"a", b""),
+            FakeRecord(batch_topic, 0, 0, b"b", b""),
+            FakeRecord(TOPIC, 0, 1, b"late", b""),
+        ]
+    )
     summary = BatchSummary(3, 2, 1, 1, 0, 1, 0, 1)
+    before = datetime.now(UTC)
 
     observer.batch_done(Handled(3, plan, final, 0, 2), summary)
 
@@ -189,8 +200,47 @@ def test_batch_log_counts_jobs_by_model_and_end(monkeypatch: pytest.MonkeyPatch)
     assert value("inferfleet_worker_jobs_total", model="fraud", status="succeeded") == 1
     assert value("inferfleet_worker_jobs_total", model="fraud", status="failed") == 1
     assert value("inferfleet_worker_jobs_total", model="fraud", status="expired") == 1
-    assert value("inferfleet_worker_dead_letters_total") == 1
+    assert value("inferfleet_worker_dead_letter_records_total") == 1
     assert value("inferfleet_worker_batch_records_sum") == 3
+    assert value("inferfleet_worker_consumed_records_total", topic=TOPIC) == 2
+    assert value("inferfleet_worker_consumed_records_total", topic=batch_topic) == 1
+    # The two jobs that ended with a result, each on its lane, counted from submission.
+    submitted = job("a").enqueued_at
+    for lane in ("interactive", "batch"):
+        labels = {"model": "fraud", "lane": lane}
+        assert value("inferfleet_worker_submit_to_result_seconds_count", **labels) == 1
+        waited = value("inferfleet_worker_submit_to_result_seconds_sum", **labels)
+        assert waited is not None
+        assert waited >= (before - submitted).total_seconds()
+
+
+def test_a_batch_of_one_lane_times_every_result_on_that_lane() -> None:
+    metrics = WorkerMetrics()
+    jobs = [job("a"), job("b")]
+    plan = Plan(
+        run=jobs,
+        attempts={"a": 1, "b": 1},
+        put_back=[],
+        dead_letter=[],
+        alone=[],
+        redelivered={},
+        expired=[],
+        claimable=jobs,
+        only_waiting=False,
+    )
+    observer = BatchLog(metrics)
+    observer.batch_started(
+        [FakeRecord(TOPIC, 0, i, j.job_id.encode(), b"") for i, j in enumerate(jobs)]
+    )
+
+    observer.batch_done(
+        Handled(2, plan, [Outcome("a", outputs={}), Outcome("b", outputs={})], 0, 2),
+        BatchSummary(2, 2, 2, 0, 0, 0, 0, 0),
+    )
+
+    labels = {"model": "fraud", "lane": "interactive"}
+    name = "inferfleet_worker_submit_to_result_seconds_count"
+    assert metrics.registry.get_sample_value(name, labels) == 2
 
 
 class UnloadableStore:
@@ -206,7 +256,9 @@ def test_a_version_that_cannot_load_is_told_to_the_observer(
 ) -> None:
     records = [FakeRecord(TOPIC, 0, 0, b"a", messages.encode(job("a")))]
     monkeypatch.setattr(persist, "claim", lambda engine, ids, **kw: Claim(taken={"a": 3}))
-    monkeypatch.setattr(persist, "finish", lambda engine, final, **kw: len(final))
+    monkeypatch.setattr(
+        persist, "finish", lambda engine, final, **kw: Written({o.job_id for o in final})
+    )
     observer = Recorder()
     w = Worker(
         load_settings(),

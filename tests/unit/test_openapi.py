@@ -86,15 +86,14 @@ def test_waits_are_documented_on_429_and_503() -> None:
             assert operation["responses"][status]["headers"]["Retry-After"]["required"] is True
 
 
-def test_the_idempotency_key_header_is_documented() -> None:
-    (parameter,) = [
-        p
-        for p in DOCUMENT["paths"]["/v1/jobs"]["post"]["parameters"]
-        if p["name"].lower() == "idempotency-key"
-    ]
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/jobs/bulk", "/v1/batches"])
+def test_the_idempotency_key_header_is_documented(path: str) -> None:
+    operation = DOCUMENT["paths"][path]["post"]
+    (parameter,) = [p for p in operation["parameters"] if p["name"].lower() == "idempotency-key"]
     assert parameter["in"] == "header"
     assert parameter["required"] is False
     assert "409" in parameter["description"]
+    assert {"200", "202", "409"} <= set(operation["responses"])
 
 
 def test_job_submit_documents_exactly_one_input() -> None:

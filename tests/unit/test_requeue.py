@@ -26,14 +26,16 @@ def job(job_id: str) -> JobMessage:
 
 
 def record(job_id: str, topic: str, value: bytes) -> SimpleNamespace:
-    return SimpleNamespace(key=job_id.encode(), topic=topic, value=value)
+    return SimpleNamespace(key=job_id.encode(), topic=topic, value=value, headers=[])
 
 
 RECORDS = [
     record("a", "inferfleet.jobs.fraud.batch", b"as polled: a"),
     record("b", "inferfleet.jobs.fraud.interactive", b"as polled: b"),
     record("a", "inferfleet.jobs.fraud.batch", b"a later copy of a"),
-    SimpleNamespace(key=b"\xff\xfe", topic="inferfleet.jobs.fraud.batch", value=b"junk"),
+    SimpleNamespace(
+        key=b"\xff\xfe", topic="inferfleet.jobs.fraud.batch", value=b"junk", headers=[]
+    ),
 ]
 
 
@@ -47,9 +49,11 @@ def test_jobs_waiting_for_their_version_go_back_to_their_topic_as_polled() -> No
 
 def test_retries_and_dead_letters_carry_the_polled_record_never_a_new_encoding() -> None:
     failed = Outcome("b", error={"type": "invalid_input", "message": "no"}, retriable=False)
-    sent = resend(RECORDS, [job("a"), job("b")], [failed], ["a"])
-    assert [(r.topic, r.value) for r in sent] == [
-        ("inferfleet.jobs.fraud.batch", b"as polled: a"),
-        ("inferfleet.jobs.fraud.interactive.dlq", b"as polled: b"),
+    retries, copies = resend(RECORDS, [job("a"), job("b")], [failed], ["a"])
+    assert [(r.topic, r.value) for r in retries] == [
+        ("inferfleet.jobs.fraud.batch", b"as polled: a")
     ]
-    assert json.loads(dict(sent[1].headers)[ERROR_HEADER])["type"] == "invalid_input"
+    assert [(r.topic, r.value) for r in copies] == [
+        ("inferfleet.jobs.fraud.interactive.dlq", b"as polled: b")
+    ]
+    assert json.loads(dict(copies[0].headers)[ERROR_HEADER])["type"] == "invalid_input"

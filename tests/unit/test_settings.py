@@ -132,3 +132,70 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(ValueError, match="frozen"):
         settings.poll_max_records = 1  # type: ignore[misc]
+
+
+def test_kafka_security_from_a_secret_written_for_keda(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "INFERFLEET_KAFKA_SASL_MECHANISM": "scram_sha512",
+        "INFERFLEET_KAFKA_TLS": "enable",
+        "INFERFLEET_KAFKA_SASL_USERNAME": "fleet",
+        "INFERFLEET_KAFKA_SASL_PASSWORD": "s3cret",
+        "INFERFLEET_KAFKA_SSL_CA": "",  # a key the Secret holds empty means unset
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings()
+
+    assert settings.kafka_security().effective_protocol() == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.kafka_ssl_ca is None
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"INFERFLEET_KAFKA_SECURITY_PROTOCOL": "SASL_TLS"},
+            "INFERFLEET_KAFKA_SECURITY_PROTOCOL has value 'SASL_TLS'",
+        ),
+        (
+            {"INFERFLEET_KAFKA_SASL_MECHANISM": "GSSAPI"},
+            "INFERFLEET_KAFKA_SASL_MECHANISM has value 'GSSAPI'",
+        ),
+        (
+            {
+                "INFERFLEET_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "INFERFLEET_KAFKA_SASL_MECHANISM": "PLAIN",
+            },
+            "INFERFLEET_KAFKA_SECURITY_PROTOCOL is SASL_SSL, which needs "
+            "INFERFLEET_KAFKA_SASL_USERNAME",
+        ),
+        (
+            {"INFERFLEET_KAFKA_TLS": "enable", "INFERFLEET_KAFKA_SSL_CA": "/no/such/ca.pem"},
+            "INFERFLEET_KAFKA_SSL_CA has value '/no/such/ca.pem'",
+        ),
+    ],
+)
+def test_kafka_security_that_cannot_connect_fails_at_load(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], message: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_a_bad_secret_setting_is_named_but_its_value_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INFERFLEET_KAFKA_TLS", "enable")
+    monkeypatch.setenv("INFERFLEET_KAFKA_SSL_CERT", "/no/such/cert.pem")
+    monkeypatch.setenv("INFERFLEET_KAFKA_SSL_KEY", "not a key and not a file")
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    assert "INFERFLEET_KAFKA_SSL_KEY has value '**********'" in str(raised.value)
+    assert "not a key and not a file" not in str(raised.value)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from jsonschema import Draft202012Validator
 
 from inferfleet.errors import FieldError
 from inferfleet.models import validation
-from inferfleet.models.validation import request_validator, validate_instance, validator_for
+from inferfleet.models.validation import (
+    SchemaValidator,
+    request_validator,
+    validate_instance,
+    validator_for,
+)
 from tests.builds import fraud_build
 
 REQUEST_SCHEMA: dict[str, Any] = fraud_build().REQUEST_SCHEMA
@@ -24,7 +29,7 @@ GOOD: dict[str, Any] = {
 
 
 @pytest.fixture
-def validator() -> Draft202012Validator:
+def validator() -> SchemaValidator:
     return validator_for(REQUEST_SCHEMA)
 
 
@@ -48,7 +53,7 @@ def without(field: str) -> dict[str, Any]:
         changed(merchant_category="utilities"),
     ],
 )
-def test_a_valid_instance_has_no_errors(validator: Draft202012Validator, instance: Any) -> None:
+def test_a_valid_instance_has_no_errors(validator: SchemaValidator, instance: Any) -> None:
     assert validate_instance(validator, instance) == []
 
 
@@ -104,7 +109,7 @@ def test_a_valid_instance_has_no_errors(validator: Draft202012Validator, instanc
     ],
 )
 def test_a_bad_instance_reports_where_what_and_the_value_sent(
-    validator: Draft202012Validator, instance: Any, loc: tuple[Any, ...], type_: str, input_: Any
+    validator: SchemaValidator, instance: Any, loc: tuple[Any, ...], type_: str, input_: Any
 ) -> None:
     errors = validate_instance(validator, instance)
 
@@ -112,7 +117,7 @@ def test_a_bad_instance_reports_where_what_and_the_value_sent(
     assert errors[0].msg
 
 
-def test_every_error_is_reported_sorted_by_location(validator: Draft202012Validator) -> None:
+def test_every_error_is_reported_sorted_by_location(validator: SchemaValidator) -> None:
     instance = changed(transaction_amount=-1, merchant_category="casino", hour_of_day=99)
 
     errors = validate_instance(validator, instance)
@@ -124,7 +129,7 @@ def test_every_error_is_reported_sorted_by_location(validator: Draft202012Valida
     ]
 
 
-def test_two_extra_fields_are_reported_on_the_object(validator: Draft202012Validator) -> None:
+def test_two_extra_fields_are_reported_on_the_object(validator: SchemaValidator) -> None:
     instance = changed(coupon="SAVE10", note="hi")
 
     errors = validate_instance(validator, instance)
@@ -136,7 +141,7 @@ def test_two_extra_fields_are_reported_on_the_object(validator: Draft202012Valid
     assert "'coupon', 'note'" in errors[0].msg
 
 
-def test_each_missing_field_is_located_at_itself(validator: Draft202012Validator) -> None:
+def test_each_missing_field_is_located_at_itself(validator: SchemaValidator) -> None:
     errors = validate_instance(validator, {"hour_of_day": 3})
 
     assert [e.loc for e in errors] == [
@@ -146,7 +151,7 @@ def test_each_missing_field_is_located_at_itself(validator: Draft202012Validator
     ]
 
 
-def test_a_bulk_item_is_located_under_its_prefix(validator: Draft202012Validator) -> None:
+def test_a_bulk_item_is_located_under_its_prefix(validator: SchemaValidator) -> None:
     errors = validate_instance(
         validator, changed(hour_of_day=-1, coupon="x"), prefix=("items", 50, "inputs")
     )
@@ -175,7 +180,7 @@ def test_validators_are_cached_by_schema_content() -> None:
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
-def test_a_non_finite_number_is_refused(validator: Draft202012Validator, value: float) -> None:
+def test_a_non_finite_number_is_refused(validator: SchemaValidator, value: float) -> None:
     instance = {**GOOD, "transaction_amount": value}
 
     errors = validate_instance(validator, instance)
@@ -211,3 +216,52 @@ def test_a_versions_validator_is_compiled_once_and_never_serialised_again(
     assert all(v is first for v in again)
     assert serialised == []
     assert validate_instance(first, {"transaction_amount": "x"})
+
+
+def full_only(validator: SchemaValidator) -> SchemaValidator:
+    return SchemaValidator(validator.full, None)
+
+
+def test_the_fast_check_never_changes_an_answer(validator: SchemaValidator) -> None:
+    """Valid, invalid and odd instances get exactly the errors jsonschema alone gives."""
+    assert validator.fast is not None
+    rng = random.Random(3)
+    odd: list[Any] = [None, True, False, 0, -1, 1.5, 14.0, "", "x", [], {}, [1], float("nan")]
+    instances = [
+        {
+            "transaction_amount": rng.choice([245.5, -3, "12", True, 1e9, 0]),
+            "merchant_category": rng.choice(["electronics", "nope", 3, None]),
+            "user_account_age_days": rng.choice([847, 847.0, 847.5, -1, True]),
+            "hour_of_day": rng.choice([14, 24, "14", False]),
+            **({"extra": rng.choice(odd)} if rng.random() < 0.2 else {}),
+        }
+        for _ in range(500)
+    ] + odd
+    for instance in instances:
+        assert validate_instance(validator, instance) == validate_instance(
+            full_only(validator), instance
+        ), instance
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"n": {"enum": [0, 1]}}},  # True == 1 in Python
+        {"type": "object", "properties": {"n": {"const": 1}}},
+        {"type": "array", "uniqueItems": True},
+        {"type": "number", "multipleOf": 0.1},
+        {"type": "array", "prefixItems": [{"type": "string"}]},
+        {"type": "array", "items": [{"type": "string"}]},
+        {"type": "string", "format": "email"},
+        {"$ref": "#/$defs/x", "$defs": {"x": {"type": "string"}}},
+    ],
+)
+def test_schemas_whose_keywords_mean_something_else_are_checked_by_jsonschema_alone(
+    schema: dict[str, Any],
+) -> None:
+    assert validator_for(schema).fast is None
+
+
+def test_a_bool_is_not_a_member_of_a_numeric_enum() -> None:
+    validator = validator_for({"type": "object", "properties": {"n": {"enum": [0, 1]}}})
+    assert [e.type for e in validate_instance(validator, {"n": True}, ())] == ["enum"]

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kafka.errors import KafkaConnectionError
 from sqlalchemy.exc import OperationalError
 
 import worker.main
+from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import load_settings
 from worker.health import Readiness
 from worker.main import Worker
@@ -42,14 +44,20 @@ class FakeStore:
 class FakeConsumer:
     rewinds: int = 0
     closed: bool = False
-    rewind_fails: bool = False
+    # Errors the next rewinds raise, in turn (a broker still away answers `committed()`
+    # with KafkaConnectionError).
+    rewind_errors: list[Exception] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
     def rewind(self) -> None:
         self.rewinds += 1
+        if self.rewind_errors:
+            self.events.append("rewind failed")
+            raise self.rewind_errors.pop(0)
         self.events.append("rewind")
-        if self.rewind_fails:
-            raise OperationalError("seek", {}, Exception("broker gone"))
+
+    def send(self, records: list[Any]) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
@@ -71,7 +79,7 @@ def make_worker(
 
     def handle_batch(_: Any) -> None:
         outcome = outcomes.pop(0)
-        consumer.events.append("batch")
+        consumer.events.append("batch" if w.readiness.get()[0] else "batch while not ready")
         if not outcomes:
             w.stop()
         if outcome is not None:
@@ -84,25 +92,50 @@ def make_worker(
 def test_a_database_outage_rewinds_and_retries_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     consumer = FakeConsumer()
     outage = OperationalError("UPDATE jobs", {}, Exception("connection refused"))
-    w = make_worker(monkeypatch, consumer, [outage, outage, None])
+    w = make_worker(monkeypatch, consumer, [outage, outage, None, None])
 
     w.run()
 
-    assert consumer.events == ["batch", "rewind", "batch", "rewind", "batch"]
+    assert consumer.events == [
+        "batch",
+        "rewind",
+        "batch while not ready",
+        "rewind",
+        "batch while not ready",
+        "batch",
+    ]
     assert consumer.closed
     assert w.readiness.get()[0] is True
 
 
-def test_a_failed_rewind_ends_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    consumer = FakeConsumer(rewind_fails=True)
-    outage = OperationalError("UPDATE jobs", {}, Exception("connection refused"))
-    w = make_worker(monkeypatch, consumer, [outage, None])
+@pytest.mark.parametrize(
+    "error",
+    [
+        KafkaConnectionError("the offset commit lost its broker"),
+        QueueUnavailableError("Kafka did not acknowledge the retry"),
+    ],
+    ids=["commit", "produce"],
+)
+def test_a_broker_outage_waits_rewinds_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    # The broker is away for the batch and for the first two rewinds (`committed()`).
+    away = KafkaConnectionError("no broker for committed()")
+    consumer = FakeConsumer(rewind_errors=[away, away])
+    w = make_worker(monkeypatch, consumer, [error, None, None])
 
-    with pytest.raises(OperationalError):
-        w.run()
+    w.run()
 
-    assert consumer.events == ["batch", "rewind"]
-    assert consumer.closed, "the group is left even when the worker dies"
+    assert consumer.events == [
+        "batch",
+        "rewind failed",
+        "rewind failed",
+        "rewind",
+        "batch while not ready",
+        "batch",
+    ]
+    assert consumer.closed
+    assert w.readiness.get()[0] is True
 
 
 def test_an_unexpected_error_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,3 +146,24 @@ def test_an_unexpected_error_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -
         w.run()
 
     assert consumer.rewinds == 0
+
+
+def test_a_broker_away_at_start_is_waited_for_out_of_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = FakeConsumer()
+    w = make_worker(monkeypatch, consumer, [None])
+    tries: list[bool] = []
+
+    def ensure_topics(*args: Any, **kwargs: Any) -> None:
+        tries.append(w.readiness.get()[0])
+        if len(tries) < 3:
+            raise KafkaConnectionError("no broker answered the bootstrap")
+
+    monkeypatch.setattr(worker.main, "ensure_topics", ensure_topics)
+
+    w.run()
+
+    assert tries == [False, False, False], "not ready until it joined the group"
+    assert consumer.events == ["batch"]
+    assert w.readiness.get()[0] is True

@@ -8,7 +8,7 @@ import pytest
 
 from inferfleet.clients.grouplag import lag, resume_offsets
 from inferfleet.settings import Settings
-from worker.metrics import QueueProbe, Throughput, WorkerMetrics, drain_seconds
+from worker.metrics import QueueProbe, Throughput, WorkerMetrics, drain_seconds, observe_all
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,33 @@ def test_the_probe_watches_both_lanes_of_every_served_model() -> None:
         "inferfleet.jobs.minilm.interactive",
         "inferfleet.jobs.minilm.batch",
     ]
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        [],
+        [0.3],
+        [0.0, 0.01, 0.0100001, 1, 1.5, 3600, 3600.5, 1e9],  # on and beside the bounds
+        [0.2 * i for i in range(5000)],
+    ],
+)
+def test_observing_all_at_once_gives_what_observing_each_gives(amounts: list[float]) -> None:
+    one_by_one, all_at_once = WorkerMetrics(), WorkerMetrics()
+    each = one_by_one.submit_to_result_seconds.labels("m", "batch")
+    for a in amounts:
+        each.observe(a)
+    observe_all(all_at_once.submit_to_result_seconds.labels("m", "batch"), amounts)
+
+    def samples(metrics: WorkerMetrics) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, s.value)
+            for family in metrics.registry.collect()
+            if family.name == "inferfleet_worker_submit_to_result_seconds"
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    got, want = samples(all_at_once), samples(one_by_one)
+    assert [(n, labels) for n, labels, _ in got] == [(n, labels) for n, labels, _ in want]
+    assert [v for _, _, v in got] == pytest.approx([v for _, _, v in want])
