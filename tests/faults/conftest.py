@@ -6,8 +6,8 @@ It breaks only what it starts: its own three-node Kafka cluster and Postgres clu
 (`scripts/stack.sh kafka3` in `.stack/faults/`, `pgtemp` in a temporary folder, both
 on free ports), and per test its own API, workers, scheduler and webhook receiver.
 Redis and S3 are the shared stack's, untouched by any fault. A service that does not
-come up stops the run with its output, never a silent skip. Each fault's numbers are printed at the end of the run and
-written to `.stack/logs/fault-report.json`.
+come up stops the run with its output, never a silent skip. Each fault's numbers are
+printed at the end of the run and written to `.stack/logs/fault-report.json`.
 """
 
 from __future__ import annotations
