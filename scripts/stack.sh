@@ -7,6 +7,19 @@
 #   scripts/stack.sh down     stop the services that `up` started; never one that was
 #                             already running before `up`
 #
+# Besides the shared stack, two private services for the fault suite (tests/faults), each
+# in a folder of its own so that a test may kill or restart it without touching the
+# shared one:
+#   scripts/stack.sh kafka3 up|down|status|kill N|start N
+#                             a three-node KRaft cluster (every node broker + controller),
+#                             replication factor 3, min.insync.replicas=2; `kill N` sends
+#                             node N (1-3) SIGKILL, `start N` starts it again and waits
+#                             until it is back in the cluster
+#   scripts/stack.sh pgtemp up|down|status|stop|start
+#                             a Postgres cluster of its own (initdb into a folder) with the
+#                             same role and databases; `stop` is an immediate shutdown (a
+#                             crash: no checkpoint), `start` brings it back
+#
 # Services, all bound to 127.0.0.1:
 #   postgres  5432  Debian's postgresql, run with pg_ctlcluster (no systemd needed);
 #                   role inferfleet / password inferfleet, databases inferfleet, inferfleet_test
@@ -28,6 +41,14 @@
 #   INFERFLEET_VENV      the project virtualenv (default <repo>/.venv): moto_server, boto3,
 #                        and the `inferfleet` CLI (`inferfleet models restore` runs after up)
 #   KAFKA_START_TIMEOUT  seconds to wait for the Kafka broker to serve metadata (default 90)
+#   KAFKA3_DIR           the three-node cluster's folder: per node its config, data, logs and
+#                        pid file (default <repo>/.stack/kafka3)
+#   KAFKA3_PORT          client port of node 1; node N listens on KAFKA3_PORT+N-1 for
+#                        clients and KAFKA3_PORT+100+N-1 for the controller quorum
+#                        (default 29092: clients 29092-29094, quorum 29192-29194)
+#   KAFKA3_HEAP          maximum heap of each node (default 512m)
+#   PGTEMP_DIR           the private Postgres cluster's folder (default <repo>/.stack/pgtemp)
+#   PGTEMP_PORT          its port (default 25432)
 set -euo pipefail
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -53,6 +74,14 @@ KAFKA_LIBS=$KAFKA_DIR/libs
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_CONFIG=$KAFKA_DIR/server.properties
 KAFKA_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
+
+KAFKA3_DIR=${KAFKA3_DIR:-$STACK_DIR/kafka3}
+KAFKA3_PORT=${KAFKA3_PORT:-29092}
+KAFKA3_HEAP=${KAFKA3_HEAP:-512m}
+KAFKA3_NODES=(1 2 3)
+
+PGTEMP_DIR=${PGTEMP_DIR:-$STACK_DIR/pgtemp}
+PGTEMP_PORT=${PGTEMP_PORT:-25432}
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -152,6 +181,8 @@ answers_or_exited() {
     "$@" || ! kill -0 "$pid" 2>/dev/null
 }
 
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
 show_log() {
     local file=$1 lines=${2:-50}
     [[ -s $file ]] || return 0
@@ -227,30 +258,38 @@ pg_start() {
     say "postgres: started cluster $ver/$name on $HOST:$PG_PORT"
 }
 
+# The SQL that creates or corrects the role and databases, for psql with -v user, password.
+pg_role_sql() {
+    local db
+    printf '%s\n' \
+        "SELECT format('CREATE ROLE %I', :'user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \\gexec" \
+        "ALTER ROLE :\"user\" WITH LOGIN CREATEDB PASSWORD :'password';"
+    for db in "${DATABASES[@]}"; do
+        printf '%s\n' \
+            "SELECT format('CREATE DATABASE %I OWNER %I', '$db', :'user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \\gexec" \
+            "ALTER DATABASE \"$db\" OWNER TO :\"user\";"
+    done
+}
+
+# Whoever runs the server on <port>, the application's login must work over TCP.
+pg_check_login() {
+    local port=$1 db
+    for db in "${DATABASES[@]}"; do
+        PGPASSWORD=$DB_PASSWORD psql -X -h "$HOST" -p "$port" -U "$DB_USER" -d "$db" \
+            -Atqc 'select 1' >/dev/null ||
+            die "postgres: cannot log in as $DB_USER to database $db on $HOST:$port (pg_hba.conf?)"
+    done
+}
+
 # Role and databases, created or corrected as the postgres superuser (over the Unix socket).
 pg_ensure_db() {
-    local db
     if id postgres >/dev/null 2>&1 &&
         (cd / && runuser -u postgres -- psql -X -p "$PG_PORT" -Atqc 'select 1' >/dev/null 2>&1); then
-        {
-            printf '%s\n' \
-                "SELECT format('CREATE ROLE %I', :'user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \\gexec" \
-                "ALTER ROLE :\"user\" WITH LOGIN CREATEDB PASSWORD :'password';"
-            for db in "${DATABASES[@]}"; do
-                printf '%s\n' \
-                    "SELECT format('CREATE DATABASE %I OWNER %I', '$db', :'user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \\gexec" \
-                    "ALTER DATABASE \"$db\" OWNER TO :\"user\";"
-            done
-        } | (cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" \
+        pg_role_sql | (cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" \
             -v user="$DB_USER" -v password="$DB_PASSWORD" >/dev/null) ||
             die "postgres: creating role/databases failed"
     fi
-    # Whoever runs the server, the application's login must work over TCP with a password.
-    for db in "${DATABASES[@]}"; do
-        PGPASSWORD=$DB_PASSWORD psql -X -h "$HOST" -p "$PG_PORT" -U "$DB_USER" -d "$db" \
-            -Atqc 'select 1' >/dev/null ||
-            die "postgres: cannot log in as $DB_USER to database $db on $HOST:$PG_PORT (pg_hba.conf?)"
-    done
+    pg_check_login "$PG_PORT"
     say "postgres: role $DB_USER and databases ${DATABASES[*]} ready"
 }
 
@@ -306,9 +345,14 @@ redis_stop() { stop_pid redis "$RUN_DIR/redis.pid" redis-server 15; }
 
 # Proves the broker serves metadata: kafka-python's admin client (from the project
 # virtualenv, which `up` needs anyway for moto) must see at least one broker.
-kafka_answers() {
+kafka_answers() { kafka_serves "$HOST:$KAFKA_PORT" 1; }
+
+# <bootstrap> serves metadata that lists at least <brokers> brokers. The admin client
+# asks any broker it has learnt of, which may be one still starting or just killed, so
+# one refusal is asked again.
+kafka_serves() {
     [[ -x $VENV/bin/python ]] || return 1
-    timeout 15 "$VENV/bin/python" - "$HOST:$KAFKA_PORT" >/dev/null 2>&1 <<'PY'
+    timeout 15 "$VENV/bin/python" - "$1" "$2" >/dev/null 2>&1 <<'PY'
 import sys
 from kafka.admin import KafkaAdminClient
 
@@ -316,7 +360,13 @@ admin = KafkaAdminClient(
     bootstrap_servers=sys.argv[1], request_timeout_ms=3000, bootstrap_timeout_ms=3000
 )
 try:
-    sys.exit(0 if admin.describe_cluster()["brokers"] else 1)
+    for _ in range(3):
+        try:
+            if len(admin.describe_cluster()["brokers"]) >= int(sys.argv[2]):
+                sys.exit(0)
+        except Exception:
+            pass
+    sys.exit(1)
 finally:
     admin.close()
 PY
@@ -363,15 +413,40 @@ kafka_render_config() {
 kafka_format() {
     local cluster_id
     [[ -f $KAFKA_DATA/meta.properties ]] && return 0
-    cluster_id=$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-    [[ -n $cluster_id ]] || die "kafka: StorageTool random-uuid printed nothing"
-    if ! java -Dlog4j2.configurationFile="$KAFKA_TEMPLATE_DIR/log4j2.properties" \
-        -Dkafka.logs.dir="$LOG_DIR" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
-        --cluster-id "$cluster_id" --config "$KAFKA_CONFIG" >"$LOG_DIR/kafka-format.log" 2>&1; then
-        show_log "$LOG_DIR/kafka-format.log" 30
-        die "kafka: formatting $KAFKA_DATA failed"
-    fi
+    cluster_id=$(kafka_random_id)
+    kafka_format_node "$KAFKA_DATA" "$KAFKA_CONFIG" "$cluster_id" "$LOG_DIR"
     say "kafka: formatted $KAFKA_DATA (cluster id $cluster_id)"
+}
+
+kafka_random_id() {
+    local id
+    id=$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    [[ -n $id ]] || die "kafka: StorageTool random-uuid printed nothing"
+    printf '%s' "$id"
+}
+
+# Format <data> for <config> with <cluster id>; the tool's output goes to <logs>.
+kafka_format_node() {
+    local data=$1 config=$2 cluster_id=$3 logs=$4
+    if ! java -Dlog4j2.configurationFile="$KAFKA_TEMPLATE_DIR/log4j2.properties" \
+        -Dkafka.logs.dir="$logs" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
+        --cluster-id "$cluster_id" --config "$config" >"$logs/kafka-format.log" 2>&1; then
+        show_log "$logs/kafka-format.log" 30
+        die "kafka: formatting $data failed"
+    fi
+}
+
+# Start a broker with <config> in the background, logging into <logs> (kafka.log, and
+# the JVM's own output in kafka.out), with at most <heap> of heap (<initial heap> at
+# first); $! is its pid.
+kafka_launch() {
+    local config=$1 logs=$2 heap=$3
+    nohup setsid java -Xms"$4" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+        -Djava.awt.headless=true -Dkafka.logs.dir="$logs" \
+        -Dlog4j2.configurationFile="$KAFKA_TEMPLATE_DIR/log4j2.properties" \
+        -cp "$KAFKA_LIBS/*" kafka.Kafka "$config" \
+        </dev/null >>"$logs/kafka.out" 2>&1 9>&- &
 }
 
 kafka_start() {
@@ -394,12 +469,7 @@ kafka_start() {
         kafka_fetch_libs
         kafka_render_config
         kafka_format
-        nohup setsid java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-            -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-            -Djava.awt.headless=true -Dkafka.logs.dir="$LOG_DIR" \
-            -Dlog4j2.configurationFile="$KAFKA_TEMPLATE_DIR/log4j2.properties" \
-            -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONFIG" \
-            </dev/null >>"$LOG_DIR/kafka.out" 2>&1 9>&- &
+        kafka_launch "$KAFKA_CONFIG" "$LOG_DIR" 1g 256m
         pid=$!
         printf '%s\n' "$pid" >"$RUN_DIR/kafka.pid"
         mark_ours kafka
@@ -418,6 +488,232 @@ kafka_start() {
 }
 
 kafka_stop() { stop_pid kafka "$RUN_DIR/kafka.pid" kafka.Kafka 30; }
+
+# ------------------------------------------------- kafka3 (three-node cluster, private)
+
+kafka3_port() { printf '%s' $((KAFKA3_PORT + $1 - 1)); }
+kafka3_controller_port() { printf '%s' $((KAFKA3_PORT + 100 + $1 - 1)); }
+kafka3_bootstrap() {
+    local n out=()
+    for n in "${KAFKA3_NODES[@]}"; do out+=("$HOST:$(kafka3_port "$n")"); done
+    (IFS=,; printf '%s' "${out[*]}")
+}
+kafka3_pidfile() { printf '%s/%s/kafka.pid' "$KAFKA3_DIR" "$1"; }
+
+kafka3_node() {
+    [[ ${1:-} =~ ^[1-3]$ ]] || die "kafka3: a node is 1, 2 or 3, not '${1:-}'"
+}
+
+# Node <n>'s config from the committed template, its folders made.
+kafka3_render() {
+    local n=$1 dir=$KAFKA3_DIR/$1 voters=() m line
+    for m in "${KAFKA3_NODES[@]}"; do voters+=("$m@$HOST:$(kafka3_controller_port "$m")"); done
+    mkdir -p "$dir/data" "$dir/logs"
+    while IFS= read -r line || [[ -n $line ]]; do
+        line=${line//@NODE_ID@/$n}
+        line=${line//@PORT@/$(kafka3_port "$n")}
+        line=${line//@CONTROLLER_PORT@/$(kafka3_controller_port "$n")}
+        line=${line//@VOTERS@/$(IFS=,; printf '%s' "${voters[*]}")}
+        printf '%s\n' "${line//@KAFKA_DATA_DIR@/$dir/data}"
+    done <"$KAFKA_TEMPLATE_DIR/cluster.properties" >"$dir/server.properties"
+}
+
+# Start node <n> unless it runs already (formatting its storage the first time).
+kafka3_launch() {
+    local n=$1 dir=$KAFKA3_DIR/$1 cluster_id pid
+    if pid=$(live_pid "$(kafka3_pidfile "$n")" kafka.Kafka); then
+        say "kafka3: node $n already running (pid $pid)"
+        return 0
+    fi
+    kafka3_render "$n"
+    if [[ ! -f $dir/data/meta.properties ]]; then
+        [[ -f $KAFKA3_DIR/cluster.id ]] || kafka_random_id >"$KAFKA3_DIR/cluster.id"
+        cluster_id=$(<"$KAFKA3_DIR/cluster.id")
+        kafka_format_node "$dir/data" "$dir/server.properties" "$cluster_id" "$dir/logs"
+    fi
+    kafka_launch "$dir/server.properties" "$dir/logs" "$KAFKA3_HEAP" 128m
+    printf '%s\n' "$!" >"$(kafka3_pidfile "$n")"
+    say "kafka3: node $n starting (pid $!) on $HOST:$(kafka3_port "$n")"
+}
+
+# Wait until node <n> serves metadata that lists all three nodes.
+kafka3_wait() {
+    local n=$1 pid started=$SECONDS
+    pid=$(<"$(kafka3_pidfile "$n")")
+    if ! wait_until "$KAFKA_TIMEOUT" answers_or_exited "$pid" \
+        kafka_serves "$HOST:$(kafka3_port "$n")" "${#KAFKA3_NODES[@]}" || pid_gone "$pid"; then
+        show_log "$KAFKA3_DIR/$n/logs/kafka.log" 40
+        show_log "$KAFKA3_DIR/$n/logs/kafka.out" 20
+        die "kafka3: node $n does not serve the cluster's metadata after ${KAFKA_TIMEOUT}s"
+    fi
+    say "kafka3: node $n in the cluster after $((SECONDS - started))s"
+}
+
+kafka3_up() {
+    local n
+    kafka_check_java
+    kafka_fetch_libs
+    mkdir -p "$KAFKA3_DIR"
+    # All three at once: a KRaft quorum elects no controller until a majority is up.
+    for n in "${KAFKA3_NODES[@]}"; do kafka3_launch "$n"; done
+    for n in "${KAFKA3_NODES[@]}"; do kafka3_wait "$n"; done
+    say "kafka3: bootstrap $(kafka3_bootstrap)"
+}
+
+# SIGTERM to all nodes at once (a node stopped after the others would wait for a
+# controller quorum that is gone), SIGKILL to any still running after 30 s.
+kafka3_down() {
+    local n pid pids=()
+    for n in "${KAFKA3_NODES[@]}"; do
+        if pid=$(live_pid "$(kafka3_pidfile "$n")" kafka.Kafka); then
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+        rm -f "$(kafka3_pidfile "$n")"
+    done
+    for pid in "${pids[@]}"; do
+        if ! wait_until 30 pid_gone "$pid"; then
+            warn "kafka3: pid $pid still running after 30s, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    say "kafka3: stopped ${#pids[@]} node(s)"
+}
+
+kafka3_kill() {
+    local n=$1 pid
+    if ! pid=$(live_pid "$(kafka3_pidfile "$n")" kafka.Kafka); then
+        die "kafka3: node $n is not running"
+    fi
+    kill -KILL "$pid"
+    wait_until 10 pid_gone "$pid" || die "kafka3: node $n outlived SIGKILL"
+    say "kafka3: node $n killed (pid $pid)"
+}
+
+kafka3_status() {
+    local n all=0 state
+    for n in "${KAFKA3_NODES[@]}"; do
+        if live_pid "$(kafka3_pidfile "$n")" kafka.Kafka >/dev/null &&
+            kafka_serves "$HOST:$(kafka3_port "$n")" 1; then
+            state=up
+        else
+            state=down all=1
+        fi
+        printf 'kafka3-%s  %-16s %s\n' "$n" "$HOST:$(kafka3_port "$n")" "$state"
+    done
+    return "$all"
+}
+
+cmd_kafka3() {
+    local action=${1:-} n=${2:-}
+    case $action in
+        up) kafka3_up ;;
+        down) kafka3_down ;;
+        status) kafka3_status ;;
+        kill) kafka3_node "$n" && kafka3_kill "$n" ;;
+        start)
+            kafka3_node "$n"
+            kafka3_launch "$n"
+            kafka3_wait "$n"
+            ;;
+        *) die "usage: $0 kafka3 up|down|status|kill N|start N" ;;
+    esac
+}
+
+# ------------------------------------------------ pgtemp (a Postgres cluster, private)
+
+# Runs a Postgres program as the owner of the cluster: the server refuses to run as root.
+pgtemp_as_owner() {
+    if ((EUID == 0)); then
+        (cd / && runuser -u postgres -- "$@")
+    else
+        "$@"
+    fi
+}
+
+pgtemp_bin() {
+    local ver
+    ver=$(pg_version) || die "pgtemp: no server binaries under /usr/lib/postgresql"
+    printf '/usr/lib/postgresql/%s/bin' "$ver"
+}
+
+pgtemp_answers() { pg_isready -q -h "$HOST" -p "$PGTEMP_PORT" -t 3; }
+
+pgtemp_start() {
+    local bin
+    bin=$(pgtemp_bin)
+    # fsync=off: a killed server keeps what it wrote (the OS still holds it), which is
+    # all a process fault needs; only a machine crash would lose it.
+    pgtemp_as_owner "$bin/pg_ctl" -D "$PGTEMP_DIR/data" -l "$PGTEMP_DIR/postgres.log" -w -t 60 \
+        -o "-c listen_addresses=$HOST -p $PGTEMP_PORT -k $PGTEMP_DIR/run -c max_connections=300 -c fsync=off" \
+        start </dev/null >/dev/null 9>&- || {
+        show_log "$PGTEMP_DIR/postgres.log" 30
+        die "pgtemp: pg_ctl start failed"
+    }
+    wait_until 30 pgtemp_answers || die "pgtemp: started but $HOST:$PGTEMP_PORT does not answer"
+    say "pgtemp: running on $HOST:$PGTEMP_PORT"
+}
+
+pgtemp_stop() {
+    local mode=$1 bin
+    bin=$(pgtemp_bin)
+    if [[ ! -f $PGTEMP_DIR/data/postmaster.pid ]]; then
+        say "pgtemp: not running"
+        return 0
+    fi
+    pgtemp_as_owner "$bin/pg_ctl" -D "$PGTEMP_DIR/data" -m "$mode" -w -t 60 stop \
+        </dev/null >/dev/null || die "pgtemp: pg_ctl stop -m $mode failed"
+    say "pgtemp: stopped ($mode)"
+}
+
+pgtemp_up() {
+    local bin
+    if ! command -v pg_isready >/dev/null || ! pg_version >/dev/null; then
+        apt_install postgresql
+    fi
+    bin=$(pgtemp_bin)
+    if [[ ! -f $PGTEMP_DIR/data/PG_VERSION ]]; then
+        mkdir -p "$PGTEMP_DIR/data" "$PGTEMP_DIR/run"
+        if ((EUID == 0)); then
+            chown -R postgres:postgres "$PGTEMP_DIR"
+            pgtemp_as_owner test -w "$PGTEMP_DIR/data" ||
+                die "pgtemp: the postgres user cannot reach $PGTEMP_DIR (a folder above it is closed to it); set PGTEMP_DIR to one under /tmp"
+        fi
+        pgtemp_as_owner "$bin/initdb" -D "$PGTEMP_DIR/data" -U postgres --locale=C.UTF-8 \
+            --auth-local=trust --auth-host=scram-sha-256 >"$PGTEMP_DIR/initdb.log" 2>&1 || {
+            show_log "$PGTEMP_DIR/initdb.log" 30
+            die "pgtemp: initdb into $PGTEMP_DIR/data failed"
+        }
+    fi
+    if pgtemp_answers; then
+        say "pgtemp: already running on $HOST:$PGTEMP_PORT"
+    else
+        pgtemp_start
+    fi
+    pg_role_sql | pgtemp_as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$PGTEMP_DIR/run" \
+        -p "$PGTEMP_PORT" -U postgres -d postgres -v user="$DB_USER" -v password="$DB_PASSWORD" \
+        >/dev/null || die "pgtemp: creating role/databases failed"
+    pg_check_login "$PGTEMP_PORT"
+    say "pgtemp: role $DB_USER and databases ${DATABASES[*]} ready on $HOST:$PGTEMP_PORT"
+}
+
+cmd_pgtemp() {
+    case ${1:-} in
+        up) pgtemp_up ;;
+        down) pgtemp_stop fast ;;
+        stop) pgtemp_stop immediate ;;
+        start) pgtemp_start ;;
+        status)
+            if pgtemp_answers; then
+                printf 'pgtemp    %-16s up\n' "$HOST:$PGTEMP_PORT"
+            else
+                printf 'pgtemp    %-16s down\n' "$HOST:$PGTEMP_PORT"
+                return 1
+            fi
+            ;;
+        *) die "usage: $0 pgtemp up|down|status|stop|start" ;;
+    esac
+}
 
 # ---------------------------------------------------------------------------- moto-s3
 
@@ -535,8 +831,13 @@ main() {
     local cmd=${1:-}
     case $cmd in
         up | down | status) ;;
+        kafka3 | pgtemp)
+            mkdir -p "$LOG_DIR"
+            "cmd_$cmd" "${@:2}"
+            return
+            ;;
         *)
-            printf 'usage: %s up|down|status\n' "$0" >&2
+            printf 'usage: %s up|down|status, or kafka3|pgtemp <action> (see the top of this file)\n' "$0" >&2
             exit 2
             ;;
     esac
