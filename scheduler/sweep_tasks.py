@@ -9,13 +9,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import Engine
 
 from inferfleet.clients.broker import Record, make_producer, send_all
-from inferfleet.clients.grouplag import group_clients, passed_before
+from inferfleet.clients.grouplag import GroupClients, passed_before
 from inferfleet.clients.topics import ensure_topics, parse_job_topic
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
@@ -72,8 +71,7 @@ class GroupPositions:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._consumer: KafkaConsumer | None = None
-        self._admin: KafkaAdminClient | None = None
+        self._clients = GroupClients(settings, "inferfleet-sweeps", KAFKA_TIMEOUT_MS)
         self._lock = threading.Lock()
 
     def passed(self) -> dict[str, float]:
@@ -82,25 +80,17 @@ class GroupPositions:
         s = self._settings
         with self._lock:
             try:
-                if self._consumer is None or self._admin is None:
-                    self._consumer, self._admin = group_clients(
-                        s, "inferfleet-sweeps", KAFKA_TIMEOUT_MS
-                    )
+                consumer, admin = self._clients.get()
                 group = s.worker_group
-                committed = self._admin.list_group_offsets({group: None}).get(group, {})
+                committed = admin.list_group_offsets({group: None}).get(group, {})
                 topics = sorted({tp.topic for tp in committed if parse_job_topic(tp.topic)})
-                return passed_before(self._consumer, self._admin, group, topics, KAFKA_TIMEOUT_MS)
+                return passed_before(consumer, admin, group, topics, KAFKA_TIMEOUT_MS)
             except KafkaError:
                 self.close()
                 raise
 
     def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        admin, self._admin = self._admin, None
-        if consumer is not None:
-            consumer.close(autocommit=False)
-        if admin is not None:
-            admin.close()
+        self._clients.close()
 
 
 def register(

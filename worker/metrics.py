@@ -19,14 +19,13 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inferfleet.buildinfo import register_build_info
 from inferfleet.clients.grouplag import (
-    group_clients,
+    GroupClients,
     lag,
     read_offsets,
     resume_offsets,
@@ -213,8 +212,7 @@ class QueueProbe:
         self._wall_clock = wall_clock
         self.topics = [t for name in settings.worker_models for t in model_topics(name)]
         self._throughput = {topic: Throughput() for topic in self.topics}
-        self._consumer: KafkaConsumer | None = None
-        self._admin: KafkaAdminClient | None = None
+        self._clients = GroupClients(settings, "inferfleet-worker-probe", KAFKA_TIMEOUT_MS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -257,7 +255,7 @@ class QueueProbe:
 
     def measure(self) -> None:
         """One measurement of every served topic that exists; KafkaError if Kafka fails."""
-        consumer, admin = self._clients()
+        consumer, admin = self._clients.get()
         partitions = [
             TopicPartition(topic, n)
             for topic in self.topics
@@ -288,20 +286,8 @@ class QueueProbe:
 
     def _oldest_timestamps(self, resume: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """The timestamp (ms) of the record at each partition's resume offset."""
-        consumer, _ = self._clients()
+        consumer, _ = self._clients.get()
         return timestamps_at(consumer, resume, PEEK_TIMEOUT_S)
 
-    def _clients(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
-        if self._consumer is None or self._admin is None:
-            self._consumer, self._admin = group_clients(
-                self._settings, "inferfleet-worker-probe", KAFKA_TIMEOUT_MS
-            )
-        return self._consumer, self._admin
-
     def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        admin, self._admin = self._admin, None
-        if consumer is not None:
-            consumer.close(autocommit=False)
-        if admin is not None:
-            admin.close()
+        self._clients.close()

@@ -29,13 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from api.plumbing.metrics import ApiMetrics
 from api.plumbing.problems import ProblemError
-from inferfleet.clients.grouplag import group_clients, group_lag, read_offsets
+from inferfleet.clients.grouplag import GroupClients, group_lag, read_offsets
 from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
 
@@ -51,8 +50,7 @@ class KafkaBacklog:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._group = settings.worker_group
-        self._consumer: KafkaConsumer | None = None
-        self._admin: KafkaAdminClient | None = None
+        self._clients = GroupClients(settings, "inferfleet-api-admission", KAFKA_TIMEOUT_MS)
         self._lock = threading.Lock()  # neither client may be used by two threads at once
 
     def __call__(self, topic: str) -> int:
@@ -61,33 +59,22 @@ class KafkaBacklog:
             try:
                 return self._measure(topic)
             except (KafkaError, OSError):
-                self._close()
+                self._clients.close()
                 raise
 
     def _measure(self, topic: str) -> int:
-        if self._consumer is None or self._admin is None:
-            self._consumer, self._admin = group_clients(
-                self._settings, "inferfleet-api-admission", KAFKA_TIMEOUT_MS
-            )
-        numbers = self._consumer.partitions_for_topic(topic)
+        consumer, admin = self._clients.get()
+        numbers = consumer.partitions_for_topic(topic)
         if not numbers:
             return 0
         partitions = [TopicPartition(topic, n) for n in sorted(numbers)]
-        found = read_offsets(self._consumer, self._admin, self._group, partitions, KAFKA_TIMEOUT_MS)
+        found = read_offsets(consumer, admin, self._group, partitions, KAFKA_TIMEOUT_MS)
         return group_lag(found.end, found.beginning, found.committed)
-
-    def _close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        admin, self._admin = self._admin, None
-        if consumer is not None:
-            consumer.close()
-        if admin is not None:
-            admin.close()
 
     def close(self) -> None:
         """Close the clients, if any were made."""
         with self._lock:
-            self._close()
+            self._clients.close()
 
 
 @dataclass(frozen=True)

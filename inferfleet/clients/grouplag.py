@@ -26,36 +26,51 @@ from inferfleet.settings import Settings
 P = TypeVar("P")
 
 
-def group_clients(
-    settings: Settings, client_id: str, timeout_ms: int
-) -> tuple[KafkaConsumer, KafkaAdminClient]:
+class GroupClients:
     """A consumer in no group (it commits nothing and reads at most one record per
     partition, from the oldest kept where it has no position) and an admin client: what
-    reading a group's positions takes. KafkaError when the cluster does not answer."""
-    consumer = KafkaConsumer(
-        **kafka_connection(settings),
-        client_id=client_id,
-        group_id=None,
-        enable_auto_commit=False,
-        allow_auto_create_topics=False,
-        # A committed offset that retention deleted reads from the oldest record left.
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=64 * 1024,
-        fetch_max_wait_ms=100,
-        request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
-    )
-    try:
-        admin = KafkaAdminClient(
-            **kafka_connection(settings),
-            client_id=client_id,
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-        )
-    except BaseException:
-        consumer.close(autocommit=False)
-        raise
-    return consumer, admin
+    reading a group's positions takes. Made on first use, made again after `close`
+    (the owner closes them after a KafkaError, so a failure never leaves a broken pair)."""
+
+    def __init__(self, settings: Settings, client_id: str, timeout_ms: int) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._timeout_ms = timeout_ms
+        self._pair: tuple[KafkaConsumer, KafkaAdminClient] | None = None
+
+    def get(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
+        """The pair; KafkaError when the cluster does not answer."""
+        if self._pair is None:
+            connection = kafka_connection(self._settings)
+            timeouts = {
+                "request_timeout_ms": self._timeout_ms,
+                "bootstrap_timeout_ms": self._timeout_ms,
+            }
+            consumer = KafkaConsumer(
+                **connection,
+                client_id=self._client_id,
+                group_id=None,
+                enable_auto_commit=False,
+                allow_auto_create_topics=False,
+                # A committed offset that retention deleted reads from the oldest record left.
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=64 * 1024,
+                fetch_max_wait_ms=100,
+                **timeouts,
+            )
+            try:
+                admin = KafkaAdminClient(**connection, client_id=self._client_id, **timeouts)
+            except BaseException:
+                consumer.close(autocommit=False)
+                raise
+            self._pair = (consumer, admin)
+        return self._pair
+
+    def close(self) -> None:
+        pair, self._pair = self._pair, None
+        if pair is not None:
+            pair[0].close(autocommit=False)
+            pair[1].close()
 
 
 def resume_offsets(
