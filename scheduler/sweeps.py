@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, TextClause, text
 
 from inferfleet.clients.broker import Record
 from inferfleet.clients.objectstore import split_uri
@@ -187,21 +187,30 @@ def reproduce_unproduced(
     the next run tries again. A crash between the acks and the commit produces those
     messages once more next time, which the worker's status guards make harmless.
     """
-    total = 0
     chunks = Chunks(settings.sweep_chunk, settings.sweep_interval_s)
+    params = {"grace": settings.sweep_unproduced_after_s, "limit": chunks.size}
+    return _produce_chunks(engine, send, chunks, UNPRODUCED, params, "that were never produced")
+
+
+def _produce_chunks(
+    engine: Engine,
+    send: Callable[[Sequence[Record]], None],
+    chunks: Chunks,
+    select: TextClause,
+    params: Mapping[str, Any],
+    why: str,
+) -> int:
+    """Produce the messages of the jobs `select` finds, a chunk at a time, each chunk's
+    rows locked until Kafka acknowledged them and `produced_at` is set; how many."""
+    total = 0
     while True:
         with engine.begin() as conn:
-            params = {"grace": settings.sweep_unproduced_after_s, "limit": chunks.size}
-            rows = conn.execute(UNPRODUCED, params).all()
+            rows = conn.execute(select, params).all()
             if rows:
                 send([job_record(r) for r in rows])
                 conn.execute(MARK_PRODUCED, {"ids": [r.id for r in rows]})
         if rows:
-            log.warning(
-                "produced %d job message(s) that were never produced (first %s)",
-                len(rows),
-                rows[0].id,
-            )
+            log.warning("produced %d job message(s) %s (first %s)", len(rows), why, rows[0].id)
         total += len(rows)
         if not chunks.more(len(rows)):
             return total
@@ -243,22 +252,8 @@ def reproduce_stale(
             "after": after,
             "limit": chunks.size,
         }
-        while True:
-            with engine.begin() as conn:
-                rows = conn.execute(STALE, params).all()
-                if rows:
-                    send([job_record(r) for r in rows])
-                    conn.execute(MARK_PRODUCED, {"ids": [r.id for r in rows]})
-            if rows:
-                log.warning(
-                    "produced %d job message(s) again that no worker claimed, on %s (first %s)",
-                    len(rows),
-                    topic,
-                    rows[0].id,
-                )
-            total += len(rows)
-            if not chunks.more(len(rows)):
-                break
+        why = f"again that no worker claimed, on {topic}"
+        total += _produce_chunks(engine, send, chunks, STALE, params, why)
         if not chunks.time_left():
             break
     return total
