@@ -166,12 +166,23 @@ def claim_due(
         ]
 
 
-def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
+@dataclass(frozen=True)
+class Rendered:
+    """An attempt's body, and the trace context of its job (None for a batch's event,
+    or a job made without one)."""
+
+    body: str
+    traceparent: str | None
+
+
+def render(conn: Connection, due: Due, presign: Presigner | None) -> Rendered:
     """The event's JSON body as of now: the job (or batch) as the API returns it, with
-    a presigned `output_url` made for this attempt."""
+    a presigned `output_url` made for this attempt; the job's row gives its trace too."""
+    traceparent = None
     if due.job_id is not None:
         job = conn.execute(select(jobs).where(jobs.c.id == due.job_id)).one()
         data = job_view(job, presign).model_dump(mode="json")
+        traceparent = job.traceparent
     else:  # a batch's event: the batch as GET /v1/batches/{id} returns it
         batch_id = conn.execute(
             select(webhook_events.c.batch_id).where(webhook_events.c.id == due.event_id)
@@ -179,7 +190,7 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
         view = load_view(conn, None, batch_id, presign)
         assert view is not None, f"event {due.event_id} names batch {batch_id}, which is gone"
         data = view.model_dump(mode="json")
-    return json.dumps(
+    body = json.dumps(
         {
             "type": due.type,
             "timestamp": due.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
@@ -187,16 +198,7 @@ def render_body(conn: Connection, due: Due, presign: Presigner | None) -> str:
         },
         separators=(",", ":"),
     )
-
-
-def job_traceparent(conn: Connection, due: Due) -> str | None:
-    """The trace context of the attempt's job (none for a batch's event)."""
-    if due.job_id is None:
-        return None
-    found: str | None = conn.execute(
-        select(jobs.c.traceparent).where(jobs.c.id == due.job_id)
-    ).scalar_one_or_none()
-    return found
+    return Rendered(body, traceparent)
 
 
 def signing_secrets(conn: Connection, tenant: str) -> list[str]:
@@ -328,9 +330,9 @@ def deliver(
 ) -> str:
     """Make one attempt and record it; returns its outcome (OUTCOMES)."""
     with engine.begin() as conn:
-        body = render_body(conn, due, presign)
+        rendered = render(conn, due, presign)
         secrets = signing_secrets(conn, due.tenant)
-        parent = job_traceparent(conn, due)
+    body, parent = rendered.body, rendered.traceparent
     attributes: dict[str, str | int] = {
         "inferfleet.webhook_id": due.event_id,
         "inferfleet.event": due.type,
