@@ -20,17 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.config import Config
 from sqlalchemy import Engine
 
-from alembic import command
 from inferfleet.clients.db import make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.settings import Settings, load_settings
 from tests.builds import fraud_build
 from tests.faults.fleet import REPORT, Fleet, fleet_env, start_fleet
 from tests.faults.services import ROOT, PrivateStack
-from tests.integration.conftest import AUDIT_SQL
+from tests.integration.conftest import prepare_database
 
 FOLDER = ROOT / ".stack" / "faults"
 REPORT_PATH = ROOT / ".stack" / "logs" / "fault-report.json"
@@ -71,12 +69,8 @@ def settings(stack: PrivateStack) -> Settings:
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[Engine]:
     """The private database, migrated, with the audit trigger of terminal writes."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url.get_secret_value()
-    command.upgrade(config, "head")
     engine = make_engine(settings)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(AUDIT_SQL)
+    prepare_database(engine, settings.database_url.get_secret_value())
     yield engine
     engine.dispose()
 

@@ -122,6 +122,15 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
+def prepare_database(engine: Engine, url: str) -> None:
+    """Migrate the database at `url` to the head and add the audit of terminal writes."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    command.upgrade(config, "head")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(AUDIT_SQL)
+
+
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[Engine]:
     engine = make_engine(settings)
@@ -131,11 +140,7 @@ def engine(settings: Settings) -> Iterator[Engine]:
             return conn.execute(text("SELECT 1")).scalar_one() == 1
 
     wait_for(postgres, "Postgres at 127.0.0.1:5432 (inferfleet_test)", 30, "postgres.log")
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = TEST_DATABASE_URL
-    command.upgrade(config, "head")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(AUDIT_SQL)
+    prepare_database(engine, TEST_DATABASE_URL)
     yield engine
     engine.dispose()
 
