@@ -73,7 +73,10 @@ def tracer(name: str) -> Tracer:
 
 
 def current_traceparent() -> str | None:
-    """The `traceparent` of the current span, or None when there is none to continue."""
+    """The `traceparent` of the current span, or None when there is none to continue
+    (always, at no cost, while this process exports no spans: only its SDK makes them)."""
+    if not _enabled:
+        return None
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get(TRACEPARENT)

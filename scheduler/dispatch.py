@@ -347,7 +347,7 @@ def deliver(
         if secrets:
             timestamp = int(datetime.now(UTC).timestamp())
             headers = signed_headers(secrets, due.event_id, timestamp, body)
-            sent = tracing.current_traceparent() if tracing.enabled() else parent
+            sent = tracing.current_traceparent() or parent
             if sent:  # the receiver may continue the job's trace
                 headers[tracing.TRACEPARENT] = sent
             result = sender.post(due.url, headers, body)

@@ -66,7 +66,7 @@ def job_rows(
     """The job rows of spooled lines (`[line, custom_id, inputs]` as JSON); inputs above
     `claim_check_bytes` are written to S3 first, as the API does, and named by URI."""
     rows = []
-    traceparent = tracing.current_traceparent() if tracing.enabled() else None
+    traceparent = tracing.current_traceparent()
     for spooled in chunk:
         number, custom_id, inputs = json.loads(spooled)
         job_id = batch_job_id(batch.id, number)

@@ -176,7 +176,7 @@ async def _submit(
             ttl_seconds,
             request_id,
             now,
-            tracing.current_traceparent() if tracing.enabled() else None,
+            tracing.current_traceparent(),
         ),
         ids,
         items,
