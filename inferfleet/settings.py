@@ -232,6 +232,13 @@ class Settings(BaseSettings):
     kafka_ssl_cert: str | None = None
     kafka_ssl_key: SecretStr | None = None
 
+    # The pipelined worker (worker/pipeline.py): units polled and decoded ahead of the
+    # one running (the hand-off queue's depth), and the batch-lane records a unit takes
+    # while the interactive lane is active, so an interactive job waits behind a small
+    # unit, not a full poll (`worker.lanes.batch_room`).
+    worker_handoff_depth: int = Field(default=1, ge=1, le=4)
+    lane_batch_share: int = Field(default=250, ge=1)
+
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod
     def _kafka_protocol(cls, value: object) -> object:

@@ -1,14 +1,21 @@
 """Kafka I/O of the worker: poll a batch (interactive lane first), commit it, send
-records, leave the group."""
+records, leave the group.
+
+The KafkaConsumer is not thread-safe: in the pipelined worker only its consumer side
+calls `poll`, `poll_interactive`, `commit`, `commit_offsets`, `rewind` and `close`
+(`worker.pipeline`). `send` uses the producer alone, which is thread-safe, and is what
+the execution side calls.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from inferfleet.clients.broker import Record, make_consumer, make_producer, send_all
 from inferfleet.errors import QueueUnavailableError
@@ -30,15 +37,44 @@ class JobConsumer:
         self._consumer: KafkaConsumer = make_consumer(
             settings, topics, client_id="inferfleet-worker"
         )
+        # Told, inside a `poll`, of partitions a rebalance is about to take away.
+        self.on_revoke: Callable[[], None] | None = None
+        self._consumer.subscribe(list(topics), listener=_Revoked(self))
         self._producer: KafkaProducer | None = None
         self._lanes = LanePoller(
-            self._consumer, settings.poll_max_records, settings.poll_timeout_ms
+            self._consumer,
+            settings.poll_max_records,
+            settings.poll_timeout_ms,
+            batch_share=settings.lane_batch_share,
         )
 
     def poll(self) -> list[Any]:
         """Up to `poll_max_records` records, every fetched interactive record first and
-        the rest from the batch lane (`worker.lanes`)."""
+        the rest from the batch lane, fewer of those while the interactive lane is
+        active (`worker.lanes`)."""
         return self._lanes.poll()
+
+    def poll_interactive(self) -> list[Any]:
+        """Interactive records already fetched, if that lane has unread records; none
+        of the batch lane (`worker.lanes.LanePoller.poll_interactive`)."""
+        return self._lanes.poll_interactive()
+
+    def commit_offsets(self, offsets: Mapping[tuple[str, int], int]) -> bool:
+        """Commit each (topic, partition) at the given offset (the next one to read);
+        False if a rebalance took them away (the new owner then redoes those records,
+        which the claim tokens make harmless)."""
+        if not offsets:
+            return True
+        found = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in offsets.items()
+        }
+        try:
+            self._consumer.commit(offsets=found)
+        except CommitFailedError as e:
+            log.warning("offset commit failed, records will be redelivered: %s", e)
+            return False
+        return True
 
     def commit(self) -> bool:
         """Commit the positions after the last poll; False if a rebalance took them away.
@@ -97,3 +133,17 @@ class JobConsumer:
         self._consumer.close(autocommit=False)
         if self._producer is not None:
             self._producer.close(timeout=5)
+
+
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Calls the consumer's `on_revoke` before a rebalance takes its partitions."""
+
+    def __init__(self, consumer: JobConsumer) -> None:
+        self._consumer = consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked and self._consumer.on_revoke is not None:
+            self._consumer.on_revoke()
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        return

@@ -32,6 +32,8 @@ away and sent again), so every rebalance under load would churn.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -40,6 +42,9 @@ from kafka.errors import KafkaError
 from inferfleet.clients.topics import Lane
 
 log = logging.getLogger(__name__)
+
+# The interactive lane counts as active this long after its last record was polled.
+INTERACTIVE_RECENT_S = 1.0
 
 
 class LaneConsumer(Protocol):
@@ -81,14 +86,31 @@ def behind(ends: Mapping[Any, int], positions: Mapping[Any, int | None]) -> bool
     return any(positions.get(tp) is None or end > (positions[tp] or 0) for tp, end in ends.items())
 
 
-def fill_plan(taken: int, max_records: int, timeout_ms: int) -> tuple[int, int] | None:
+def batch_room(max_records: int, share: int, interactive_active: bool) -> int:
+    """How many records the next unit may take once its interactive records are in.
+
+    While the interactive lane is active (records waiting now, or seen lately), a unit
+    takes at most `share` batch-lane records, so an interactive record that arrives
+    next waits behind a small unit, not a full poll; otherwise the unit is full size.
+    """
+    if not interactive_active:
+        return max_records
+    return max(1, min(share, max_records))
+
+
+def fill_plan(
+    taken: int, max_records: int, timeout_ms: int, batch_room: int | None = None
+) -> tuple[int, int] | None:
     """(max records, timeout) of the poll that fills the batch after `taken`
     interactive records, or None when the batch is full.
 
     With records in hand it takes only what is already fetched (timeout 0), so the
-    interactive records never wait for batch records to arrive.
+    interactive records never wait for batch records to arrive. `batch_room` caps the
+    fill (`batch_room`: small while the interactive lane is active).
     """
     room = max_records - taken
+    if batch_room is not None:
+        room = min(room, batch_room)
     if room <= 0:
         return None
     return room, 0 if taken else timeout_ms
@@ -110,34 +132,65 @@ class LanePoller:
         max_records: int,
         timeout_ms: int,
         offsets_timeout_ms: int = 1000,
+        batch_share: int | None = None,
+        recent_s: float = INTERACTIVE_RECENT_S,
     ) -> None:
         self._consumer = consumer
         self._max_records = max_records
         self._timeout_ms = timeout_ms
         self._offsets_timeout_ms = offsets_timeout_ms
+        # Batch-lane records a poll takes while the interactive lane is active (None:
+        # as many as fit), and for how long after its last record the lane counts so.
+        self._batch_share = batch_share
+        self._recent_s = recent_s
+        self._interactive_at = -math.inf
         self.records_waiting = False
 
     def poll(self) -> list[Any]:
-        """Up to `max_records` records, every fetched interactive record first."""
+        """Up to `max_records` records, every fetched interactive record first; while
+        the interactive lane is active, at most `batch_share` records after those."""
         consumer = self._consumer
         lanes = by_lane(consumer.assignment())
         first: list[Any] = []
         if pause_batch_lane(lanes, self.records_waiting) and _lagging(
             consumer, lanes["interactive"], self._offsets_timeout_ms
         ):
-            consumer.pause(*lanes["batch"])
-            try:
-                first = _take(consumer, self._max_records, 0)
-            finally:
-                # What is paused now: a rebalance in the poll may have changed the assignment.
-                consumer.resume(*consumer.paused())
-        plan = fill_plan(len(first), self._max_records, self._timeout_ms)
+            first = self._interactive_only(lanes)
+        room = None
+        if self._batch_share is not None:
+            active = bool(first) or time.monotonic() - self._interactive_at < self._recent_s
+            room = batch_room(self._max_records, self._batch_share, active)
+        plan = fill_plan(len(first), self._max_records, self._timeout_ms, room)
         if plan is None:
-            return first
+            return self._seen(first)
         room, wait = plan
         rest = _take(consumer, room, wait)
         self.records_waiting = len(rest) >= room
-        return first + rest
+        return self._seen(first + rest)
+
+    def poll_interactive(self) -> list[Any]:
+        """Only interactive records already fetched, none if the lane has nothing unread
+        (batch-lane records stay where they are, for the next `poll`)."""
+        lanes = by_lane(self._consumer.assignment())
+        if "interactive" not in lanes or not _lagging(
+            self._consumer, lanes["interactive"], self._offsets_timeout_ms
+        ):
+            return []
+        return self._seen(self._interactive_only(lanes))
+
+    def _interactive_only(self, lanes: Mapping[Lane, list[Any]]) -> list[Any]:
+        consumer = self._consumer
+        consumer.pause(*lanes.get("batch", []))
+        try:
+            return _take(consumer, self._max_records, 0)
+        finally:
+            # What is paused now: a rebalance in the poll may have changed the assignment.
+            consumer.resume(*consumer.paused())
+
+    def _seen(self, records: list[Any]) -> list[Any]:
+        if any(lane_of(r.topic) == "interactive" for r in records):
+            self._interactive_at = time.monotonic()
+        return records
 
 
 def pause_batch_lane(lanes: Mapping[Lane, Any], records_waiting: bool) -> bool:

@@ -1,6 +1,9 @@
 """The worker: load models, then for each batch poll → plan → run → persist → commit.
 
-Planning decodes the records and claims the jobs; one pure function
+The steps run as a pipeline (`worker.pipeline`): the loop's thread polls and decodes
+the next batch (a unit) while an execution thread claims, runs and writes the one
+before, and commits each batch's offsets once the execution thread reports it written.
+Planning claims the jobs; one pure function
 (`worker.plan.plan_batch`) then says what runs, what waits for its version, what is
 dead-lettered and what runs alone. The batch's counts, metrics and log lines are its
 observer's: the loop calls the observer's hooks at each step (`worker.observe`).
@@ -46,7 +49,6 @@ from worker import isolation, logs, persist, traces
 from worker.batching import (
     Outcome,
     chunks,
-    decode_records,
     group_by_version,
     run_isolating_failures,
     settle,
@@ -58,10 +60,12 @@ from worker.metrics import QueueProbe, WorkerMetrics
 from worker.modelstore import ModelStore, check_bound
 from worker.observe import BatchLog, BatchObserver
 from worker.payloads import Payloads
+from worker.pipeline import Pipeline
 from worker.plan import Plan, Version, claimable, plan_batch
 from worker.requeue import dead_letters, put_back, resend
 from worker.runtime import LoadedModel
 from worker.summary import BatchSummary, Handled, summarise
+from worker.units import Unit, make_unit
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +118,10 @@ class Worker:
         self._away: str | None = None
         # The batch in hand: where its retries and dead letters go, and its records.
         self._batch: tuple[JobConsumer, list[Any]] | None = None
+        self._pipeline: Pipeline | None = None
 
     def stop(self) -> None:
-        """Ask the loop to finish the batch in flight, commit, leave the group and return."""
+        """Ask the loop to finish the batches handed off, commit, leave the group and return."""
         self._stop.set()
 
     def start(self) -> bool:
@@ -209,20 +214,28 @@ class Worker:
         self._report(None)
 
     def run(self) -> None:
-        """Handle batches until stopped; then commit what was handled and leave the group."""
+        """Handle batches until stopped; then finish those handed off, commit them and
+        leave the group."""
         if not self.start():
             return
-        assert self._consumer is not None
+        consumer = self._consumer
+        assert consumer is not None
+        pipeline = Pipeline(
+            consumer, lambda unit: self.execute(unit, consumer), self.settings.worker_handoff_depth
+        )
+        self._pipeline = pipeline
         delay = 1.0
         rewind = False
         try:
             while not self._stop.is_set():
                 try:
                     if rewind:
-                        self.rewind(self._consumer)
+                        pipeline.quiesce()
+                        self.rewind(consumer)
+                        pipeline.resume()
                         rewind = False
                     self.watch_aliases()
-                    self.handle_batch(self._consumer)
+                    self.advance()
                     if self._away is not None:
                         log.info("the services are back; going on")
                         self._away = None
@@ -239,7 +252,22 @@ class Worker:
                     self._stop.wait(delay)
                     delay = min(delay * 2, 30.0)
         finally:
-            self._consumer.close()
+            self._leave(pipeline, consumer)
+
+    def advance(self) -> None:
+        """One step of the pipeline's consumer side (`Pipeline.advance`)."""
+        assert self._pipeline is not None
+        self._pipeline.advance()
+
+    def _leave(self, pipeline: Pipeline, consumer: JobConsumer) -> None:
+        """Finish and commit what was handed off, then leave the group."""
+        try:
+            pipeline.drain()
+        except TRANSIENT as e:
+            log.warning("stopping without committing the last batches (redelivered): %r", e)
+        finally:
+            pipeline.close()
+            consumer.close()
             log.info("left the consumer group; stopped")
 
     def rewind(self, consumer: JobConsumer) -> None:
@@ -257,19 +285,27 @@ class Worker:
         self._owed = []
 
     def handle_batch(self, consumer: JobConsumer) -> BatchSummary | None:
-        """Poll once and see every polled record to a committed end:
-        poll → plan → run → persist → commit."""
+        """Poll once and see every polled record to a committed end, without the
+        pipeline: poll → plan → run → persist → commit."""
         records = consumer.poll()
         if not records:
             return None
-        with traces.batch(records):
-            return self._handle(consumer, records)
+        summary = self.execute(make_unit(records), consumer)
+        consumer.commit()
+        return summary
 
-    def _handle(self, consumer: JobConsumer, records: list[Any]) -> BatchSummary:
+    def execute(self, unit: Unit, consumer: JobConsumer) -> BatchSummary:
+        """Claim, run and write one unit, sending its put-backs, retries and dead letters
+        through `consumer` (its producer only); committing is the caller's."""
+        with traces.batch(unit.records):
+            return self._handle(consumer, unit)
+
+    def _handle(self, consumer: JobConsumer, unit: Unit) -> BatchSummary:
+        records = unit.records
         self.observer.batch_started(records)
         self._batch = (consumer, records)
         with traces.step("claim"):
-            plan = self.plan(records)
+            plan = self.plan(unit)
         consumer.send(put_back(records, plan.put_back))
         if plan.only_waiting:
             self._stop.wait(WAITING_PAUSE_S)  # nothing else to do: let the load get on
@@ -282,21 +318,20 @@ class Worker:
         alone, alone_retry = isolation.run_alone(
             plan.alone, plan.redelivered, self.settings.max_attempts, self
         )
-        consumer.commit()
         self._held = set()
         handled = Handled(len(records), plan, final + alone, len(retry) + len(alone_retry), written)
         summary = summarise(handled)
         self.observer.batch_done(handled, summary)
         return summary
 
-    def plan(self, records: Sequence[Any]) -> Plan:
-        """Decode the records and claim their jobs; what becomes of each (`plan_batch`).
+    def plan(self, unit: Unit) -> Plan:
+        """Claim the unit's decoded jobs; what becomes of each (`plan_batch`).
 
         A job naming a version not loaded yet is not claimed (no attempt counted): it is
         put back at the end of its topic while its version loads in the background, so
         the poll loop never waits for a load.
         """
-        jobs, poison = decode_records(records)
+        jobs, poison = unit.jobs, unit.poison
         waiting = self._waiting_versions(jobs)
         unfinished = persist.unfinished(
             self.engine, [j.job_id for j in jobs if (j.model, j.version) in waiting]

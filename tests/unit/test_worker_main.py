@@ -77,7 +77,7 @@ def make_worker(
     )
     monkeypatch.setattr(w._stop, "wait", lambda timeout: False)  # no real back-off in tests
 
-    def handle_batch(_: Any) -> None:
+    def advance() -> None:
         outcome = outcomes.pop(0)
         consumer.events.append("batch" if w.readiness.get()[0] else "batch while not ready")
         if not outcomes:
@@ -85,7 +85,7 @@ def make_worker(
         if outcome is not None:
             raise outcome
 
-    monkeypatch.setattr(w, "handle_batch", handle_batch)
+    monkeypatch.setattr(w, "advance", advance)
     return w
 
 
