@@ -226,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_schedules_list)
 
     # Each service's command line is built once, by the service (`parser()` in
-    # api/__main__.py, worker/main.py, scheduler/__main__.py, autoscaler/main.py): every
+    # api/__main__.py, worker/__main__.py, scheduler/__main__.py, autoscaler/main.py): every
     # option, --help included, goes to `python -m <service>`.
     for command, module, what in SERVICES:
         sub.add_parser(

@@ -23,29 +23,22 @@ worked, waiting longer between tries (at most 30 s) for as long as the outage la
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence, Set
-from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy import Engine
 
-from inferfleet import tracing
 from inferfleet.clients.broker import Record
-from inferfleet.clients.db import make_engine
 from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.clients.topics import dlq_topic, ensure_topics, model_topics
 from inferfleet.errors import InferfleetError
 from inferfleet.jobs.messages import JobMessage
 from inferfleet.models.preprocessing import split_outputs
-from inferfleet.models.registry import DEFAULT_ALIAS
-from inferfleet.settings import Settings, load_settings
-from worker import isolation, logs, persist, traces
+from inferfleet.settings import Settings
+from worker import isolation, persist, traces
 from worker.batching import (
     Outcome,
     chunks,
@@ -54,16 +47,17 @@ from worker.batching import (
     settle,
 )
 from worker.consume import JobConsumer
-from worker.health import Readiness, serve
+from worker.health import Readiness
 from worker.isolation import TRANSIENT
-from worker.metrics import QueueProbe, WorkerMetrics
-from worker.modelstore import ModelStore, check_bound
+from worker.metrics import WorkerMetrics
+from worker.modelstore import ModelStore
 from worker.observe import BatchLog, BatchObserver
 from worker.payloads import Payloads
 from worker.pipeline import Pipeline
 from worker.plan import Plan, Version, claimable, plan_batch
 from worker.requeue import dead_letters, put_back, resend
 from worker.runtime import LoadedModel
+from worker.served import ServedModels
 from worker.summary import BatchSummary, Handled, summarise
 from worker.units import Unit, make_unit
 
@@ -71,7 +65,6 @@ log = logging.getLogger(__name__)
 
 # What keeps a model from loading: the above, or a bad artifact or registry entry.
 LOAD_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError, OSError)
-REGISTRY_FAILURES: tuple[type[Exception], ...] = (*TRANSIENT, InferfleetError)
 # How long a poll of nothing but jobs waiting for their versions pauses the loop.
 WAITING_PAUSE_S = 0.2
 
@@ -102,9 +95,8 @@ class Worker:
         self._consumer_factory = consumer_factory
         self._consumer: JobConsumer | None = None
         self._stop = threading.Event()
-        self._aliases: dict[str, int] = {}
-        self._next_alias_check = 0.0
-        self._reported = -1  # the store's `changes` when /readyz was last told
+        # The served versions: loaded, watched for moved aliases, told on /readyz.
+        self.models = ServedModels(settings, store, metrics, readiness, lambda: self._away)
         # Written with `running` by every claim of this worker, and named by every later
         # write of those jobs (`worker.persist`): one per worker, never reused.
         self.claim_token = uuid.uuid4().hex
@@ -130,7 +122,7 @@ class Worker:
         Until every served model is warm, `/readyz` says why not and the worker stays
         out of the consumer group, so no partition waits on a worker that cannot serve.
         """
-        if not self._until_done(self._load, LOAD_FAILURES, "cannot load served models"):
+        if not self._until_done(self.models.load, LOAD_FAILURES, "cannot load served models"):
             return False
         topics = [t for name in self.settings.worker_models for t in model_topics(name)]
 
@@ -145,16 +137,9 @@ class Worker:
 
         if not self._until_done(join, TRANSIENT, "cannot join the consumer group"):
             return False
-        self._report(None)
-        self._next_alias_check = time.monotonic() + self.settings.registry_poll_s
+        self.models.ready()
         log.info("ready; consuming %s as group %s", ", ".join(topics), self.settings.worker_group)
         return True
-
-    def _load(self) -> None:
-        self._aliases = self._alias_targets()
-        self.store.pin(self._aliases.items())
-        for name, version in self._aliases.items():
-            self.store.get(name, version)
 
     def _until_done(
         self, step: Callable[[], None], failures: tuple[type[Exception], ...], what: str
@@ -168,50 +153,10 @@ class Worker:
                 return True
             except failures as e:
                 log.error("%s, retrying in %.0f s: %s", what, delay, e)
-                self._report(f"{what}: {e}")
+                self.models.report(f"{what}: {e}")
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
         return False
-
-    def _alias_targets(self) -> dict[str, int]:
-        return {name: self.store.resolve(name).version for name in self.settings.worker_models}
-
-    def watch_aliases(self) -> None:
-        """Every `registry_poll_s`, notice moved aliases and load their new versions.
-
-        The new version loads in the background beside the old one, which keeps serving
-        the jobs that were pinned to it at submit, as any other version does: loaded
-        while there is room, unloaded once idle when another is wanted (`worker.modelstore`).
-        """
-        if self.store.changes != self._reported:
-            self._report(None)
-        now = time.monotonic()
-        if now < self._next_alias_check:
-            return
-        self._next_alias_check = now + self.settings.registry_poll_s
-        try:
-            targets = self._alias_targets()
-        except REGISTRY_FAILURES as e:
-            log.warning("cannot read the registry, keeping the loaded versions: %s", e)
-            return
-        self.store.pin(targets.items())
-        for name, version in targets.items():
-            if self._aliases.get(name) != version:
-                log.info(
-                    "model=%s alias %s moved from v%s to v%d; loading it",
-                    name,
-                    DEFAULT_ALIAS,
-                    self._aliases.get(name),
-                    version,
-                )
-                self.store.prefetch(name, version).add_done_callback(self._loaded)
-        self._aliases = targets
-
-    def _loaded(self, future: Future[LoadedModel]) -> None:
-        error = future.exception()
-        if error is not None:
-            log.error("loading a new version failed; the old one keeps serving: %s", error)
-        self._report(None)
 
     def run(self) -> None:
         """Handle batches until stopped; then finish those handed off, commit them and
@@ -234,12 +179,12 @@ class Worker:
                         self.rewind(consumer)
                         pipeline.resume()
                         rewind = False
-                    self.watch_aliases()
+                    self.models.watch()
                     self.advance()
                     if self._away is not None:
                         log.info("the services are back; going on")
                         self._away = None
-                        self._report(None)
+                        self.models.report(None)
                     delay = 1.0
                 except TRANSIENT as e:
                     # Postgres, Kafka or S3 is away: nothing of this batch was committed, so
@@ -248,7 +193,7 @@ class Worker:
                     log.error("batch failed, rewinding and retrying in %.0f s: %r", delay, e)
                     rewind = True
                     self._away = f"waiting for a service: {type(e).__name__}: {e}"
-                    self._report(None)
+                    self.models.report(None)
                     self._stop.wait(delay)
                     delay = min(delay * 2, 30.0)
         finally:
@@ -439,21 +384,6 @@ class Worker:
                 self.observer.job_failed(by_id[o.job_id], o.error)
         return outcomes
 
-    def _report(self, not_ready: str | None) -> None:
-        """Publish the loaded models on /readyz and as metrics; ready unless `not_ready`
-        or the loop waits for a service to come back."""
-        not_ready = not_ready or self._away
-        self._reported = self.store.changes
-        loaded = self.store.loaded()
-        self.metrics.model_loaded.clear()
-        for m in loaded:
-            self.metrics.model_loaded.labels(m.name, str(m.version), m.provider).set(1)
-        models = [
-            {"model": m.name, "version": str(m.version), "provider": m.provider}
-            for m in sorted(loaded, key=lambda m: (m.name, m.version))
-        ]
-        self.readiness.set(not_ready is None, not_ready, models)
-
 
 def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:
     rows = []
@@ -462,46 +392,3 @@ def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any
             raise ValueError(f"job {job.job_id} has no inputs; its input_uri was not read")
         rows.append(job.inputs)
     return split_outputs(model.output_names, model.run(rows), len(rows))
-
-
-def parser() -> argparse.ArgumentParser:
-    """The command line of `python -m worker`, which `inferfleet worker` runs."""
-    return argparse.ArgumentParser(
-        prog="inferfleet worker",
-        description="Run one worker until SIGTERM or SIGINT (also: python -m worker): load "
-        "the served models, then poll their job topics, run the jobs and write the results.",
-        epilog="It takes no options of its own: INFERFLEET_* settings (README.md, Settings) "
-        "configure it, chiefly INFERFLEET_WORKER_MODELS (the models it serves), "
-        "INFERFLEET_WORKER_GROUP (its consumer group), INFERFLEET_WORKER_HTTP_HOST and "
-        "INFERFLEET_WORKER_HTTP_PORT (/healthz, /readyz, /metrics), INFERFLEET_PROVIDERS "
-        "(ONNX Runtime execution providers) and INFERFLEET_MAX_ATTEMPTS.",
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m worker`: run one worker until SIGTERM or SIGINT, then exit 0."""
-    parser().parse_args(argv)
-    settings = load_settings()
-    check_bound(settings)
-    logs.configure()
-    tracing.setup("inferfleet-worker")
-    engine = make_engine(settings, pool_size=2)
-    metrics = WorkerMetrics()
-    readiness = Readiness()
-    server = serve(
-        settings.worker_http_host, settings.worker_http_port, readiness, metrics.registry
-    )
-    s3 = make_s3_client(settings)
-    store = ModelStore(settings, engine, s3)
-    worker = Worker(settings, engine, store, metrics, readiness, s3=s3)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    probe = QueueProbe(settings, metrics)  # lag, oldest job and drain time, for /metrics
-    probe.start()
-    try:
-        worker.run()
-    finally:
-        probe.stop()
-        server.shutdown()
-        store.close()
-        engine.dispose()

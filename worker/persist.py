@@ -16,7 +16,7 @@ import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from inferfleet.jobs.outbox import add_job_events
 from worker.batching import Outcome, bounded
@@ -79,16 +79,26 @@ TAKE_ALONE = text(
     RETURNING attempts
     """
 )
+# Results travel by COPY into a temporary table (one per connection, emptied at each
+# commit), then one UPDATE writes them all: measured faster than binding five arrays
+# to an UPDATE … FROM unnest (`bench/finish_writes.py`). `j.id = ANY(:ids)` gives the
+# planner the primary-key lookup (and partition pruning) whatever it guesses of the
+# temporary table, which has no statistics.
+STAGE = text(
+    """
+    CREATE TEMP TABLE IF NOT EXISTS finished_rows (
+        id text, status text, outputs jsonb, output_uri text, error jsonb
+    ) ON COMMIT DELETE ROWS
+    """
+)
+STAGE_COPY = "COPY finished_rows (id, status, outputs, output_uri, error) FROM STDIN"
 FINISH = text(
     """
     UPDATE jobs AS j
        SET status = v.status, outputs = v.outputs, output_uri = v.output_uri,
            error = v.error, completed_at = now()
-      FROM unnest(CAST(:ids AS text[]), CAST(:statuses AS text[]),
-                  CAST(:outputs AS jsonb[]), CAST(:output_uris AS text[]),
-                  CAST(:errors AS jsonb[]))
-           AS v(id, status, outputs, output_uri, error)
-     WHERE j.id = v.id AND j.status = 'running' AND j.claim_token = :token
+      FROM finished_rows AS v
+     WHERE j.id = v.id AND j.id = ANY(:ids) AND j.status = 'running' AND j.claim_token = :token
     RETURNING j.id, j.webhook IS NOT NULL AND j.batch_id IS NULL AS notify
     """
 )
@@ -171,15 +181,6 @@ def finish(
     """
     if not outcomes and not requeued:
         return Written()
-    rows = [_encode(o) for o in outcomes]
-    params = {
-        "ids": [o.job_id for o in outcomes],
-        "statuses": ["succeeded" if error is None else "failed" for _, error in rows],
-        "outputs": [outputs for outputs, _ in rows],
-        "output_uris": [o.output_uri for o in outcomes],
-        "errors": [error for _, error in rows],
-        "token": token,
-    }
     with engine.begin() as conn:
         put_back: set[str] = set()
         if requeued:
@@ -187,9 +188,23 @@ def finish(
             put_back = set(found.scalars())
         if not outcomes:
             return Written(requeued=put_back)
+        _stage(conn, outcomes)
+        params = {"ids": [o.job_id for o in outcomes], "token": token}
         finished = list(conn.execute(FINISH, params))
         add_job_events(conn, [r.id for r in finished if r.notify], retry_window_s)
         return Written({r.id for r in finished}, put_back)
+
+
+def _stage(conn: Connection, outcomes: Sequence[Outcome]) -> None:
+    """COPY the outcomes into this transaction's `finished_rows`."""
+    conn.execute(STAGE)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(STAGE_COPY) as copy:
+        for o in outcomes:
+            outputs, error = _encode(o)
+            status = "succeeded" if error is None else "failed"
+            copy.write_row((o.job_id, status, outputs, o.output_uri, error))
 
 
 # Gives back the jobs a worker holds when their batch failed for an outage: `queued`

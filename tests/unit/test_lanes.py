@@ -10,7 +10,16 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from worker.lanes import LanePoller, _unpark, behind, by_lane, fill_plan, lane_of, pause_batch_lane
+from worker.lanes import (
+    LanePoller,
+    _unpark,
+    batch_room,
+    behind,
+    by_lane,
+    fill_plan,
+    lane_of,
+    pause_batch_lane,
+)
 
 INTERACTIVE = "inferfleet.jobs.fraud.interactive"
 BATCH = "inferfleet.jobs.fraud.batch"
@@ -331,3 +340,67 @@ def test_unpark_clears_only_a_drained_slot_while_records_are_parked(
 
 def test_unpark_leaves_other_consumers_alone() -> None:
     _unpark(object())  # a consumer without kafka-python's internals
+
+
+@pytest.mark.parametrize(
+    ("max_records", "share", "active", "room"),
+    [
+        (2000, 250, False, 2000),  # no interactive traffic: full units
+        (2000, 250, True, 250),  # interactive lane active: a small batch share
+        (100, 250, True, 100),  # a share above the poll size changes nothing
+        (2000, 0, True, 1),  # the batch lane always moves
+    ],
+)
+def test_batch_room(max_records: int, share: int, active: bool, room: int) -> None:
+    assert batch_room(max_records, share, active) == room
+
+
+@pytest.mark.parametrize(
+    ("taken", "room", "plan"),
+    [
+        (0, 250, (250, 500)),
+        (3, 250, (250, 0)),
+        (1990, 250, (10, 0)),  # the poll's own bound still holds
+        (3, None, (1997, 0)),
+    ],
+)
+def test_fill_plan_with_a_batch_room(taken: int, room: int | None, plan: tuple[int, int]) -> None:
+    assert fill_plan(taken, 2000, 500, room) == plan
+
+
+def test_while_interactive_records_wait_the_batch_share_is_small() -> None:
+    consumer = backlog(batch=5000, interactive=3)
+    p = LanePoller(consumer, 100, timeout_ms=500, batch_share=10)
+    p.records_waiting = True
+
+    records = p.poll()
+
+    assert lanes(records) == ["interactive"] * 6 + ["batch"] * 10
+
+
+def test_the_share_stays_small_while_the_lane_was_active_lately() -> None:
+    consumer = backlog(batch=5000, interactive=1)
+    p = LanePoller(consumer, 100, timeout_ms=500, batch_share=10, recent_s=3600)
+    p.records_waiting = True
+    p.poll()  # takes the interactive records: the lane is active
+
+    assert lanes(p.poll()) == ["batch"] * 10, "an hour counts as lately here"
+
+
+def test_without_interactive_traffic_the_share_does_not_apply() -> None:
+    consumer = backlog(batch=5000, interactive=0)
+    p = LanePoller(consumer, 100, timeout_ms=500, batch_share=10)
+
+    assert lanes(p.poll()) == ["batch"] * 100
+
+
+def test_poll_interactive_takes_interactive_records_only() -> None:
+    consumer = backlog(batch=5000, interactive=2)
+    p = poller(consumer, waiting=False)
+
+    records = p.poll_interactive()
+
+    assert lanes(records) == ["interactive"] * 4
+    assert consumer.paused() == set(), "the batch lane is resumed"
+    assert p.poll_interactive() == [], "nothing more unread: no poll at all"
+    assert len(consumer.calls) == 1
