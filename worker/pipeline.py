@@ -22,7 +22,9 @@ What a caller may rely on:
 - Interactive records overtake: while the queue is full, the consumer side looks at
   the interactive lane every `INTERACTIVE_CHECK_S`; records found there go into one
   more unit that joins the queue ahead of the batch-lane units waiting
-  (`worker.units.queue_position`). With the poller's smaller batch share while the
+  (`worker.units.queue_position`); so do the interactive records of a poll that
+  also holds batch records, as a unit of their own (`worker.units.hand_off_parts`).
+  With the poller's smaller batch share while the
   lane is active (`worker.lanes.batch_room`), an interactive job waits for the small
   unit running and its own.
 - A unit that fails (an outage, `TRANSIENT`) halts the execution side and drops the
@@ -44,7 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from worker.units import Partition, Unit, make_unit, queue_position
+from worker.units import Partition, Unit, hand_off_parts, make_unit, queue_position
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,10 @@ class Pipeline:
         self._settle()
         if self._room(0):
             records = self._source.poll()
-            if records:
-                self._hand_off(make_unit(records))
+            with self._cond:
+                queue_empty = not self._queue
+            for part in hand_off_parts(records, queue_empty):
+                self._hand_off(make_unit(part))
             return
         with self._cond:
             self._cond.wait_for(

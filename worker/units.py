@@ -65,3 +65,13 @@ def queue_position(queued: Sequence[Set[Partition]], unit: Set[Partition], front
         if queued[i] & unit:
             return i + 1
     return 0
+
+
+def hand_off_parts(records: Sequence[Any], queue_empty: bool) -> list[list[Any]]:
+    """The units one poll's records become: one, unless units wait in the queue and the
+    poll holds both lanes; then the interactive records go as a unit of their own, so
+    they overtake the waiting batch units that the batch records must stay behind."""
+    interactive = [r for r in records if lane_of(r.topic) == "interactive"]
+    if queue_empty or not interactive or len(interactive) == len(records):
+        return [list(records)] if records else []
+    return [interactive, [r for r in records if lane_of(r.topic) != "interactive"]]

@@ -10,7 +10,7 @@ import pytest
 
 from inferfleet.jobs import messages
 from inferfleet.jobs.messages import JobMessage
-from worker.units import Partition, make_unit, queue_position
+from worker.units import Partition, hand_off_parts, make_unit, queue_position
 
 INTERACTIVE = "inferfleet.jobs.fraud.interactive"
 BATCH = "inferfleet.jobs.fraud.batch"
@@ -82,3 +82,23 @@ def test_queue_position(
     queued: list[set[Partition]], unit: set[Partition], front: bool, position: int
 ) -> None:
     assert queue_position(queued, unit, front) == position
+
+
+def recs(*topics: str) -> list[Rec]:
+    return [Rec(t, 0, i, None, b"") for i, t in enumerate(topics)]
+
+
+@pytest.mark.parametrize(
+    ("topics", "queue_empty", "parts"),
+    [
+        ([], True, []),
+        ([BATCH, INTERACTIVE, BATCH], True, [[BATCH, INTERACTIVE, BATCH]]),  # nothing waits
+        ([BATCH, BATCH], False, [[BATCH, BATCH]]),
+        ([INTERACTIVE, INTERACTIVE], False, [[INTERACTIVE, INTERACTIVE]]),
+        ([INTERACTIVE, BATCH, BATCH], False, [[INTERACTIVE], [BATCH, BATCH]]),
+    ],
+)
+def test_hand_off_parts(topics: list[str], queue_empty: bool, parts: list[list[str]]) -> None:
+    found = hand_off_parts(recs(*topics), queue_empty)
+
+    assert [[r.topic for r in part] for part in found] == parts

@@ -1,0 +1,72 @@
+"""The pipelined worker on the real stack: an interactive job overtakes the batch units
+waiting in the hand-off queue.
+
+A real worker with full 2,000-record polls and two units queued beside the one running
+works through a batch backlog; an interactive job is then submitted over the API. It
+must finish before the backlog drains, and behind at most the unit that was running
+and one more: not behind the units waiting in the queue. Nothing is timed: batch jobs
+are counted by `completed_at` against the interactive job's `produced_at` (its message
+is on Kafka; on a busy machine the API may take a while to get there) and
+`completed_at`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from inferfleet.settings import Settings
+from tests.integration.conftest import eventually
+from tests.integration.test_lanes import INPUTS, finished, queue_batch
+
+pytestmark = pytest.mark.integration
+
+BATCH_JOBS = 30_000
+POLL = 2000
+
+OVERTAKEN = text(
+    """
+    SELECT i.status,
+           (SELECT count(*) FROM jobs b
+             WHERE b.batch_id = :b AND b.completed_at > i.produced_at
+               AND b.completed_at <= i.completed_at) AS batch_between,
+           (SELECT max(completed_at) FROM jobs b WHERE b.batch_id = :b) > i.completed_at
+               AS before_the_end
+      FROM jobs i WHERE i.id = :id
+    """
+)
+
+
+def test_an_interactive_job_overtakes_the_queued_batch_units(
+    settings: Settings, engine: Engine, client: httpx.Client, publish_model, start_worker
+) -> None:
+    version = publish_model()
+    batch_id = f"bat_{uuid.uuid4().hex}"
+    queue_batch(settings, engine, version, batch_id, BATCH_JOBS)
+    start_worker(
+        version.name,
+        INFERFLEET_POLL_MAX_RECORDS=str(POLL),
+        INFERFLEET_WORKER_HANDOFF_DEPTH="2",
+    ).wait_ready()
+    eventually(lambda: finished(engine, batch_id) > 0, "the worker to start on the batch")
+
+    r = client.post("/v1/jobs", json={"model": version.name, "inputs": INPUTS})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    eventually(
+        lambda: finished(engine, batch_id) == BATCH_JOBS,
+        "every batch job to finish",
+        timeout=300,
+    )
+
+    with engine.connect() as conn:
+        found = conn.execute(OVERTAKEN, {"b": batch_id, "id": job_id}).one()
+    assert found.status == "succeeded"
+    assert found.before_the_end, "the interactive job waited for the whole backlog"
+    assert found.batch_between <= 2 * POLL, (
+        f"{found.batch_between} batch jobs finished while the interactive job waited: "
+        "it waited for the queued batch units too"
+    )
