@@ -6,11 +6,11 @@ Publishes `--package` (default the fraud model; `build/models/minilm` for text) 
 fresh name and queues `--jobs` jobs as `bench/throughput.py` and `bench/embeddings.py`
 do (`bench.workload.synthetic_requests`), then drives the real `worker.main.Worker` in
 this process (same settings, same Kafka consumer, same Postgres statements), calling
-`handle_batch` until every job is claimed. Pass 1 wraps each stage in a timer and
+`handle_batch` (one batch at a time, without the pipeline) until every job is claimed. Pass 1 wraps each stage in a timer and
 prints seconds per batch and per 1,000 jobs for: poll (kafka-python fetch and record
 parsing), decode (JSON → JobMessage), claim (CLAIM), preprocess (the model's step:
 stacking columns, or tokenizing), session.run, split (outputs to Python lists), encode
-(json.dumps of each outcome), finish (the UPDATE … FROM unnest, encode excluded) and
+(json.dumps of each outcome), finish (COPY and one UPDATE, encode excluded) and
 commit. Pass 2 queues as many jobs again and runs them under cProfile, printing the top
 `--top` functions by own time (cProfile slows Python code down, so read its shares, not
 its seconds; `--top 0` skips it).
@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 
 import worker.main
 import worker.runtime
+import worker.units
 from bench.workload import (
     insert_queued,
     jobs_from,
@@ -100,7 +101,7 @@ class StageClock:
 def instrument(clock: StageClock) -> None:
     """Wrap the worker's stage functions, in this process only, as `handle_batch` sees them."""
     for module, name, stage in (
-        (worker.main, "decode_records", "decode"),
+        (worker.units, "decode_records", "decode"),
         (worker.main, "split_outputs", "split"),
         (persist, "claim", "claim"),
         (persist, "finish", "finish"),

@@ -52,12 +52,14 @@ def run_worker(
     env: Mapping[str, str],
     log_path: Path,
     analyze_first: bool,
+    repo: Path = REPO,
 ) -> WorkerRun:
     """Queue `jobs` on Kafka, then run `python -m worker` until all have ended.
 
     `env` adds to this process's environment (INFERFLEET_* settings of the worker);
     the worker serves `version.name` as group `<name>-workers` with its HTTP server on
-    a free port. `run` tags the rows (request_id), so only they are counted.
+    a free port. `run` tags the rows (request_id), so only they are counted. `repo` is
+    the checkout whose worker runs (another commit's, to compare).
     """
     count = len(jobs)
     insert_backlog(engine, version, jobs, run, analyze_first)
@@ -72,6 +74,7 @@ def run_worker(
         }
         | dict(env),
         log_path,
+        repo,
     )
     try:
         host, port = wait_for_line(log_path, LISTENING, process).groups()
@@ -128,12 +131,16 @@ def free_port() -> int:
         return port
 
 
-def start(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Run `command` from the repository root, stdout and stderr into `log_path`."""
+def start(
+    command: list[str], env: Mapping[str, str], log_path: Path, repo: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """Run `command` from the root of `repo` (this checkout unless told), its code first
+    on the path, stdout and stderr into `log_path`."""
+    env = dict(env)
+    if repo != REPO:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     with log_path.open("wb") as log:
-        return subprocess.Popen(
-            command, cwd=REPO, env=dict(env), stdout=log, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(command, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> int:
