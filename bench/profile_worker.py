@@ -6,12 +6,13 @@ Publishes `--package` (default the fraud model; `build/models/minilm` for text) 
 fresh name and queues `--jobs` jobs as `bench/throughput.py` and `bench/embeddings.py`
 do (`bench.workload.synthetic_requests`), then drives the real `worker.main.Worker` in
 this process (same settings, same Kafka consumer, same Postgres statements), calling
-`handle_batch` (one batch at a time, without the pipeline) until every job is claimed. Pass 1 wraps each stage in a timer and
-prints seconds per batch and per 1,000 jobs for: poll (kafka-python fetch and record
-parsing), decode (JSON → JobMessage), claim (CLAIM), preprocess (the model's step:
-stacking columns, or tokenizing), session.run, split (outputs to Python lists), encode
-(json.dumps of each outcome), finish (COPY and one UPDATE, encode excluded) and
-commit. Pass 2 queues as many jobs again and runs them under cProfile, printing the top
+`handle_batch` (one batch at a time, without the pipeline) until every job is claimed.
+Pass 1 wraps each stage in a timer and prints seconds per batch and per 1,000 jobs
+for: poll (kafka-python fetch and record parsing), decode (JSON → JobMessage), claim
+(CLAIM), preprocess (the model's step: stacking columns, or tokenizing), session.run,
+split (outputs to Python lists), encode (json.dumps of each outcome), finish (COPY and
+one UPDATE, encode excluded) and commit. Pass 2 queues as many jobs again and runs them
+under cProfile, printing the top
 `--top` functions by own time (cProfile slows Python code down, so read its shares, not
 its seconds; `--top 0` skips it).
 """
