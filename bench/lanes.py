@@ -20,6 +20,10 @@ its `completed_at` (the database's clock, same machine). The report gives p50, p
 the largest of both phases, their ratio, the batch's own rate, and the worker's poll
 sizes. Everything the run made is removed at the end (`--keep` leaves it). Timings are
 for reading, never for asserting.
+
+The API and worker it starts are those of the checkout the script is in: run the
+script of another checkout (`git worktree add --detach DIR COMMIT`, then
+`.venv/bin/python DIR/bench/lanes.py`) to measure that commit's worker the same way.
 """
 
 from __future__ import annotations
