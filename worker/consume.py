@@ -39,6 +39,7 @@ class JobConsumer:
         )
         # Told, inside a `poll`, of partitions a rebalance is about to take away.
         self.on_revoke: Callable[[], None] | None = None
+        self.revocations = 0  # how many rebalances took partitions away
         self._consumer.subscribe(list(topics), listener=_Revoked(self))
         self._producer: KafkaProducer | None = None
         self._lanes = LanePoller(
@@ -51,8 +52,18 @@ class JobConsumer:
     def poll(self) -> list[Any]:
         """Up to `poll_max_records` records, every fetched interactive record first and
         the rest from the batch lane, fewer of those while the interactive lane is
-        active (`worker.lanes`)."""
-        return self._lanes.poll()
+        active (`worker.lanes`).
+
+        Should a rebalance take partitions inside the call (between the lanes' two
+        polls), records of those partitions are left out: their new owner reads them
+        from the committed offset.
+        """
+        before = self.revocations
+        records = self._lanes.poll()
+        if self.revocations == before or not records:
+            return records
+        kept = self._consumer.assignment()
+        return [r for r in records if TopicPartition(r.topic, r.partition) in kept]
 
     def poll_interactive(self) -> list[Any]:
         """Interactive records already fetched, if that lane has unread records; none
@@ -142,7 +153,10 @@ class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        if revoked and self._consumer.on_revoke is not None:
+        if not revoked:
+            return
+        self._consumer.revocations += 1
+        if self._consumer.on_revoke is not None:
             self._consumer.on_revoke()
 
     def on_partitions_assigned(self, assigned: Any) -> None:

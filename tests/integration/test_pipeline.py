@@ -1,5 +1,5 @@
 """The pipelined worker on the real stack: an interactive job overtakes the batch units
-waiting in the hand-off queue.
+waiting in the hand-off queue, and a rebalance moves partitions without a job run twice.
 
 A real worker with full 2,000-record polls and two units queued beside the one running
 works through a batch backlog; an interactive job is then submitted over the API. It
@@ -19,8 +19,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from inferfleet.settings import Settings
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, job_rows, terminal_writes
+from tests.integration.test_jobs import random_inputs
 from tests.integration.test_lanes import INPUTS, finished, queue_batch
+from tests.integration.test_worker import submit_bulk
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +72,35 @@ def test_an_interactive_job_overtakes_the_queued_batch_units(
         f"{found.batch_between} batch jobs finished while the interactive job waited: "
         "it waited for the queued batch units too"
     )
+
+
+def test_a_worker_joining_mid_backlog_takes_partitions_and_no_job_runs_twice(
+    client: httpx.Client, publish_model, start_worker, engine: Engine
+) -> None:
+    model = publish_model()
+    ids = submit_bulk(client, model.name, random_inputs(20_000, seed=21))
+    group = f"workers-{model.name}"
+    # Small polls make the backlog many units long; a short session timeout makes the
+    # heartbeats that tell the first worker of the rebalance come often.
+    small = {
+        "INFERFLEET_POLL_MAX_RECORDS": "50",
+        "INFERFLEET_WORKER_HANDOFF_DEPTH": "2",
+        "INFERFLEET_SESSION_TIMEOUT_MS": "6000",
+    }
+    first = start_worker(model.name, group=group, **small)
+
+    def succeeded() -> int:
+        return sum(r.status == "succeeded" for r in job_rows(engine, model.name))
+
+    eventually(lambda: succeeded() >= 200, "the first worker to finish some jobs", timeout=120)
+    second = start_worker(model.name, group=group, **small)
+    eventually(lambda: succeeded() == len(ids), "every job to succeed", timeout=180)
+
+    rows = job_rows(engine, model.name)
+    # Before the rebalance the first worker finished and committed every unit it had
+    # handed off, so the second never found one of its jobs still running.
+    assert {r.attempts for r in rows} == {1}, "a job was claimed by both workers"
+    assert len({r.claim_token for r in rows}) == 2, "the second worker took no partition"
+    assert set(terminal_writes(engine, ids).values()) == {1}
+    assert first.proc.poll() is None, first.log()
+    assert second.proc.poll() is None, second.log()
