@@ -237,7 +237,7 @@ class Settings(BaseSettings):
     # while the interactive lane is active, so an interactive job waits behind a small
     # unit, not a full poll (`worker.lanes.batch_room`).
     worker_handoff_depth: int = Field(default=1, ge=1, le=4)
-    lane_batch_share: int = Field(default=250, ge=1)
+    lane_batch_share: int = Field(default=500, ge=1)
 
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod
