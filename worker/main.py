@@ -166,7 +166,10 @@ class Worker:
         consumer = self._consumer
         assert consumer is not None
         pipeline = Pipeline(
-            consumer, lambda unit: self.execute(unit, consumer), self.settings.worker_handoff_depth
+            consumer,
+            lambda unit: self.execute(unit, consumer),
+            self.settings.worker_handoff_depth,
+            self.metrics.handoff_batches,
         )
         self._pipeline = pipeline
         delay = 1.0

@@ -63,7 +63,13 @@ class WorkerMetrics:
         )
         self.batch_seconds = Histogram(
             "inferfleet_worker_batch_duration_seconds",
-            "Poll-to-commit time of one batch.",
+            "Claim-to-written time of one batch on the execution thread (the next batch is "
+            "polled and decoded meanwhile).",
+            registry=self.registry,
+        )
+        self.handoff_batches = Gauge(
+            "inferfleet_worker_handoff_batches",
+            "Batches polled and decoded that wait for the execution thread.",
             registry=self.registry,
         )
         self.inference_seconds = Histogram(

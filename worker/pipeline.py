@@ -46,6 +46,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from prometheus_client import Gauge
+
 from worker.units import Partition, Unit, hand_off_parts, make_unit, queue_position
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,15 @@ class Pipeline:
     """A consumer side (the thread calling `advance`) and an execution side (a thread of
     its own) with a bounded hand-off queue between them (module docstring)."""
 
-    def __init__(self, source: Source, execute: Callable[[Unit], object], depth: int = 1) -> None:
+    def __init__(
+        self,
+        source: Source,
+        execute: Callable[[Unit], object],
+        depth: int = 1,
+        waiting: Gauge | None = None,
+    ) -> None:
         self._source = source
+        self._waiting = waiting  # set to the queue's length as it changes
         self._execute = execute
         self._depth = depth
         self._cond = threading.Condition()
@@ -118,6 +127,7 @@ class Pipeline:
         every record not committed comes again (finished jobs are then skipped)."""
         with self._cond:
             self._queue.clear()
+            self._count()
             self._cond.wait_for(lambda: not self._running)
             self._done.clear()
 
@@ -160,6 +170,7 @@ class Pipeline:
                 [u.partitions for u in self._queue], unit.partitions, unit.interactive
             )
             self._queue.insert(at, unit)
+            self._count()
             self._cond.notify_all()
 
     def _settle(self) -> None:
@@ -173,6 +184,10 @@ class Pipeline:
                     raise error
                 self._done.popleft()
             self._source.commit_offsets(unit.offsets)
+
+    def _count(self) -> None:
+        if self._waiting is not None:
+            self._waiting.set(len(self._queue))
 
     def _wait_idle(self) -> None:
         with self._cond:
@@ -189,6 +204,7 @@ class Pipeline:
                 if self._closing:
                     return
                 unit = self._queue.popleft()
+                self._count()
                 self._running = True
             error: BaseException | None = None
             try:
@@ -201,4 +217,5 @@ class Pipeline:
                 if error is not None:
                     self._halted = True
                     self._queue.clear()
+                    self._count()
                 self._cond.notify_all()

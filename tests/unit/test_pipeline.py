@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.exc import OperationalError
 
 from worker.pipeline import Pipeline
@@ -208,4 +209,20 @@ def test_a_revocation_after_a_failure_leaves_it_for_the_loop(execution: Executio
     assert source.commits == []
     with pytest.raises(OperationalError):
         pipeline.advance()
+    pipeline.close()
+
+
+def test_the_gauge_counts_the_units_waiting(execution: Execution) -> None:
+    registry = CollectorRegistry()
+    waiting = Gauge("waiting", "units waiting", registry=registry)
+    source = Source(polls=[records(BATCH, 0), records(BATCH, 2)])
+    pipeline = Pipeline(source, execution, 1, waiting)
+    pipeline.advance()
+    until(lambda: execution.started == [0])
+    pipeline.advance()
+
+    assert registry.get_sample_value("waiting") == 1
+    execution.release(2)
+    pipeline.drain()
+    assert registry.get_sample_value("waiting") == 0
     pipeline.close()
