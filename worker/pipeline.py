@@ -24,9 +24,9 @@ What a caller may rely on:
   more unit that joins the queue ahead of the batch-lane units waiting
   (`worker.units.queue_position`); so do the interactive records of a poll that
   also holds batch records, as a unit of their own (`worker.units.hand_off_parts`).
-  With the poller's smaller batch share while the
-  lane is active (`worker.lanes.batch_room`), an interactive job waits for the small
-  unit running and its own.
+  With the poller's smaller batch share while the lane is active
+  (`worker.lanes.batch_room`), an interactive job waits for the small unit running
+  and its own.
 - A unit that fails (an outage, `TRANSIENT`) halts the execution side and drops the
   units waiting; `advance` raises the failure. The caller then calls `quiesce`, rewinds
   to the committed offsets (the dropped units' records come again) and `resume`s.
@@ -35,6 +35,8 @@ What a caller may rely on:
   rebalance listener), so no partition moves with a result half-written behind a
   committed offset; a worker too slow for that loses the group and then writes
   nothing, its claims having gone to the new owner (`worker.persist`'s claim token).
+  (kafka-python keeps the positions of the partitions a rebalance leaves in place, so
+  units handed off for them stay valid.)
 - `drain` (SIGTERM) finishes every unit handed off and commits it.
 """
 
