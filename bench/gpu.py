@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         unit = "sentences" if text else "rows"
         print(
             f"\n{model.name}: session runs on {model.provider}"
-            f"{', I/O binding' if model.bound_outputs is not None else ''}; "
+            f"{', I/O binding' if model.bound_device is not None else ''}; "
             f"worker call size {model.batch_size}",
             flush=True,
         )
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "model": model.name,
                 "provider": model.provider,
-                "io_binding": model.bound_outputs is not None,
+                "io_binding": model.bound_device is not None,
                 "worker_batch_size": model.batch_size,
                 "results": [{**asdict(r), "ratio": r.ratio} for r in results],
             }

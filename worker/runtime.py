@@ -24,8 +24,15 @@ from inferfleet.models.preprocessing import (
     make_preprocessor,
     mismatches,
 )
-from inferfleet.models.sessions import SessionSettings, graph_inputs, on_gpu, open_session
-from worker.iobinding import binds, output_devices, run_bound
+from inferfleet.models.sessions import (
+    GPU_DEVICES,
+    SessionSettings,
+    graph_inputs,
+    graph_outputs,
+    on_gpu,
+    open_session,
+)
+from worker.iobinding import binds, run_bound
 from worker.warmup import TextField, placeholder_rows, warm_up_batches
 
 if TYPE_CHECKING:
@@ -49,9 +56,9 @@ class LoadedModel:
     batch_size: int
     # For text models: a row's input length, so a batch's calls can be bucketed by it.
     length: Callable[[Mapping[str, Any]], int] | None
-    # Where each output is bound when calls go through I/O binding (`worker.iobinding`);
-    # None: calls use `session.run`.
-    bound_outputs: dict[str, str] | None = None
+    # The device outputs are bound to when calls go through I/O binding
+    # (`worker.iobinding`); None: calls use `session.run`.
+    bound_device: str | None = None
     device_id: int = 0
 
     @property
@@ -62,8 +69,10 @@ class LoadedModel:
         """One ONNX Runtime call over `rows`; returns one array per output."""
         made = self.preprocess(rows)
         feeds = {spec.name: made[spec.name] for spec in self.inputs}
-        if self.bound_outputs is not None:
-            return run_bound(self.session, feeds, self.bound_outputs, self.device_id)
+        if self.bound_device is not None:
+            return run_bound(
+                self.session, feeds, self.output_names, self.bound_device, self.device_id
+            )
         result: list[Any] = self.session.run(self.output_names, feeds)
         return result
 
@@ -96,19 +105,21 @@ def open_package(
     if problems:
         raise ArtifactError(f"{name} v{version}: " + "; ".join(problems))
     provider = session.get_providers()[0]
-    outputs = [(o.name, o.type) for o in session.get_outputs()]
-    bound = binds(on_gpu(provider), [spec.onnx_type for spec in inputs])
+    outputs = graph_outputs(session)
+    bound = binds(
+        on_gpu(provider), [spec.onnx_type for spec in inputs], [o.onnx_type for o in outputs]
+    )
     model = LoadedModel(
         name=name,
         version=version,
         session=session,
         inputs=inputs,
-        output_names=[name for name, _ in outputs],
+        output_names=[o.name for o in outputs],
         provider=provider,
         preprocess=preprocess,
         batch_size=int((manifest.get("batching") or {}).get("preferred_batch_size", 1024)),
         length=_text_length(preprocess.text_field) if isinstance(preprocess, Tokenize) else None,
-        bound_outputs=output_devices(outputs, "cuda") if bound else None,
+        bound_device=GPU_DEVICES[provider] if bound else None,
         device_id=settings.gpu_device_id,
     )
     try:
@@ -121,7 +132,7 @@ def open_package(
         model.version,
         model.provider,
         model.batch_size,
-        ", I/O binding" if model.bound_outputs is not None else "",
+        ", I/O binding" if model.bound_device is not None else "",
     )
     return model
 
