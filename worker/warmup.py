@@ -4,9 +4,11 @@ On a GPU provider the first call at a new shape is slow: cuDNN and cuBLAS pick t
 algorithms for it, TensorRT builds an engine whose profile covers it, the memory arena
 grows to it. So a GPU warm-up runs the largest call the worker will make (the
 manifest's `preferred_batch_size` rows; for a text model, each row as long as the
-tokenizer keeps, `max_length` tokens) and the smallest (one row of the example), and
-the first real batch pays none of that. On CPU there is nothing to tune, and a
-full-size call would only lengthen every start: a few rows of the example are enough.
+tokenizer keeps, `max_length` tokens) and the smallest (one row of the example; for a
+text model, of its first word alone), so the first real batches do not pay that (on
+CUDA, cuDNN still picks a convolution's algorithm once for each new shape in between).
+On CPU there is nothing to tune, and a full-size call would only lengthen every start:
+a few rows of the example are enough.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ def warm_up_batches(
     example: Mapping[str, Any], batch_size: int, on_gpu: bool, text: TextField | None
 ) -> list[list[Mapping[str, Any]]]:
     """The calls a warm-up makes, in order (module docstring): on a GPU, `batch_size`
-    rows at the longest length, then one row of the example; on CPU, a few rows of it."""
+    rows at the longest length, then one row at the shortest; on CPU, a few rows of the
+    example."""
     if not on_gpu:
         return [[example] * CPU_WARM_UP_ROWS]
-    longest = dict(example)
+    longest, shortest = dict(example), dict(example)
     if text is not None and isinstance(example.get(text.name), str):
         longest[text.name] = long_text(example[text.name], text.max_length)
-    return [[longest] * batch_size, [example]]
+        shortest[text.name] = (example[text.name].split() or ["warm"])[0]
+    return [[longest] * batch_size, [shortest]]
 
 
 def placeholder_rows(batch_size: int, on_gpu: bool) -> list[int]:
