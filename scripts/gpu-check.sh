@@ -60,12 +60,17 @@ run() {
         echo "parts missing: send them, then run again"
         return 1
     }
-    local bundle=.gpu/device/bundle.tar
-    cat .gpu/parts/bundle.tar.* > "$bundle"
-    (cd .gpu/device && grep ' bundle.tar$' ../parts/SHA256SUMS | sha256sum -c -) || return 1
-    rm -rf .gpu/device/unpacked .gpu/device/site
-    mkdir -p .gpu/device/unpacked && tar -C .gpu/device/unpacked -xf "$bundle" && rm "$bundle"
-    "$python" -m zipfile -e .gpu/device/unpacked/onnxruntime_gpu-*.whl .gpu/device/site
+    local bundle=.gpu/device/bundle.tar expected
+    expected=$(grep ' bundle.tar$' .gpu/parts/SHA256SUMS)
+    # A second run (after a failed check) reuses what the first one unpacked.
+    if [[ $(cat .gpu/device/unpacked.sha256 2>/dev/null) != "$expected" ]]; then
+        cat .gpu/parts/bundle.tar.* > "$bundle"
+        (cd .gpu/device && echo "$expected" | sha256sum -c -) || return 1
+        rm -rf .gpu/device/unpacked .gpu/device/site
+        mkdir -p .gpu/device/unpacked && tar -C .gpu/device/unpacked -xf "$bundle" && rm "$bundle"
+        "$python" -m zipfile -e .gpu/device/unpacked/onnxruntime_gpu-*.whl .gpu/device/site
+        echo "$expected" > .gpu/device/unpacked.sha256
+    fi
     local packages=.gpu/device/unpacked/packages
     export LD_LIBRARY_PATH="$(libraries)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     {
