@@ -126,10 +126,15 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path(".stack/model-cache")
     # Versions loaded (or loading) at once, a hard bound; alias targets are never unloaded.
     model_cache_versions: int = Field(default=4, ge=1)
-    # ONNX Runtime: providers in order of preference (those this build lacks are skipped;
-    # CPU is always last), and the options that matter for each.
+    # ONNX Runtime: providers in order of preference (those this build lacks are skipped,
+    # TensorRT also where its libraries do not load; CPU is always last), and the options
+    # that matter for each (inferfleet.models.sessions).
     providers: list[str] = Field(
-        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        default_factory=lambda: [
+            "TensorrtExecutionProvider",
+            "CUDAExecutionProvider",
+            "CPUExecutionProvider",
+        ]
     )
     gpu_device_id: int = Field(default=0, ge=0)
     gpu_mem_limit_bytes: int = Field(default=0, ge=0)  # 0 = no limit

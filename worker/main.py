@@ -39,20 +39,13 @@ from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.clients.topics import dlq_topic, ensure_topics, model_topics
 from inferfleet.errors import InferfleetError
 from inferfleet.jobs.messages import JobMessage
-from inferfleet.models.preprocessing import split_outputs
 from inferfleet.models.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings, load_settings
 from worker import isolation, logs, persist, traces
-from worker.batching import (
-    Outcome,
-    chunks,
-    decode_records,
-    group_by_version,
-    run_isolating_failures,
-    settle,
-)
+from worker.batching import Outcome, decode_records, group_by_version, settle
 from worker.consume import JobConsumer
-from worker.health import Readiness, serve
+from worker.health import Readiness, report_models, serve
+from worker.inference import run_jobs
 from worker.isolation import TRANSIENT
 from worker.metrics import QueueProbe, WorkerMetrics
 from worker.modelstore import ModelStore, check_bound
@@ -392,12 +385,8 @@ class Worker:
             # Not in the registry, or a bad artifact: no retry will help.
             final = isinstance(e, InferfleetError)
             return [Outcome(j.job_id, error=error, retriable=not final) for j in jobs]
-        length = model.length
-        by_length = None if length is None else (lambda job: length(job.inputs or {}))
-        outcomes: list[Outcome] = []
         with self.observer.inference(name, version):
-            for chunk in chunks(jobs, model.batch_size, by_length):
-                outcomes.extend(run_isolating_failures(chunk, lambda b: _infer(model, b)))
+            outcomes = run_jobs(model, jobs)
         by_id = {j.job_id: j for j in jobs}
         for o in outcomes:
             if o.error is not None:
@@ -409,24 +398,8 @@ class Worker:
         or the loop waits for a service to come back."""
         not_ready = not_ready or self._away
         self._reported = self.store.changes
-        loaded = self.store.loaded()
-        self.metrics.model_loaded.clear()
-        for m in loaded:
-            self.metrics.model_loaded.labels(m.name, str(m.version), m.provider).set(1)
-        models = [
-            {"model": m.name, "version": str(m.version), "provider": m.provider}
-            for m in sorted(loaded, key=lambda m: (m.name, m.version))
-        ]
+        models = report_models(self.store.loaded(), self.metrics.model_loaded)
         self.readiness.set(not_ready is None, not_ready, models)
-
-
-def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:
-    rows = []
-    for job in jobs:
-        if job.inputs is None:
-            raise ValueError(f"job {job.job_id} has no inputs; its input_uri was not read")
-        rows.append(job.inputs)
-    return split_outputs(model.output_names, model.run(rows), len(rows))
 
 
 def parser() -> argparse.ArgumentParser:
