@@ -32,6 +32,9 @@ metadata = MetaData()
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "expired")
 
+# `jobs`, `webhook_events` and `webhook_attempts` are range-partitioned by day on a
+# ULID-shaped key (`inferfleet.jobs.partitions`, migration 0013); statements name the
+# parent tables and Postgres routes and prunes.
 jobs = Table(
     "jobs",
     metadata,
@@ -180,8 +183,9 @@ webhook_events = Table(
 webhook_attempts = Table(
     "webhook_attempts",
     metadata,
+    # The key holds the partition key (`event_id`): an attempt lies in its event's day.
     Column("id", Text, primary_key=True),
-    Column("event_id", Text, ForeignKey("webhook_events.id"), nullable=False),
+    Column("event_id", Text, primary_key=True),
     Column("attempt", Integer, nullable=False),
     Column("state", Text, nullable=False),
     Column("due_at", DateTime(timezone=True), nullable=False),
