@@ -97,21 +97,27 @@ def day_of(partition: str) -> date | None:
     return datetime.strptime(found.group(1), "%Y%m%d").date() if found else None
 
 
-def create_day(conn: Connection, day: date) -> None:
-    """Create `day`'s partition of each table, if missing.
+def create_day(conn: Connection, day: date) -> bool:
+    """Create `day`'s partition of each table, if missing; whether any was missing.
 
     With a default partition present Postgres checks that it holds no row of the new
     range (a scan of the default, which stays empty while days are created ahead); if it
     holds one, the statement fails and names the default partition.
     """
+    made = False
     for t in TABLES:
+        name = partition_name(t.table, day)
+        if conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar() is not None:
+            continue
         lo, hi = bound(t.prefix, day), bound(t.prefix, day + timedelta(days=1))
         conn.execute(
             text(
-                f"CREATE TABLE IF NOT EXISTS {partition_name(t.table, day)} "
+                f"CREATE TABLE IF NOT EXISTS {name} "
                 f"PARTITION OF {t.table} FOR VALUES FROM ('{lo}') TO ('{hi}')"
             )
         )
+        made = True
+    return made
 
 
 @dataclass(frozen=True)
