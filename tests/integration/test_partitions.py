@@ -16,7 +16,7 @@ from ulid import ULID
 from inferfleet.clients.objectstore import exists, put_bytes
 from inferfleet.ids import batch_job_id
 from inferfleet.jobs.claims import CLAIM_PREFIX, RESULTS_PREFIX
-from inferfleet.jobs.partitions import day_start, partition_name, spans
+from inferfleet.jobs.partitions import partition_name, spans
 from inferfleet.settings import Settings
 from scheduler.partitions import create_ahead, default_rows, drop_expired
 from tests.integration.scratchdb import scratch_database
@@ -83,10 +83,14 @@ def add_event(conn: Any, owner_id: str) -> str:
 
 
 def add_batch(conn: Any, batch_id: str, status: str) -> None:
+    now = datetime.now(UTC)
     conn.execute(
         text(
             "INSERT INTO batches (id, tenant, model, version, status, input_uri, "
-            X
+            "output_prefix, completed_at) VALUES (:id, 'parts', 'm', '1', :status, "
+            "'s3://b/in.jsonl', 's3://b/out/', :done)"
+        ),
+        {"id": batch_id, "status": status, "done": None if status == "running" else now},
     )
 
 
@@ -217,5 +221,6 @@ def test_retention_drops_days_that_keep_nothing_and_holds_those_with_a_straggler
             {"id": open_job},
         )
     again = drop_expired(scratch, s3, kept_settings, now=later)
-    assert again.partitions_dropped == 1 and again.held == 1
+    assert again.partitions_dropped == 1
+    assert again.held == 1
     assert not exists(s3, objects["held_claim"])
