@@ -70,7 +70,8 @@ jobs = Table(
     # The token of the worker holding a `running` job; every later write of the job by a
     # worker names it, so a worker that lost the job writes nothing (`worker.persist`).
     Column("claim_token", Text),
-    Index("jobs_tenant_created", "tenant", "created_at"),
+    # A tenant's jobs newest first, after a cursor (`api.plumbing.paging`).
+    Index("jobs_tenant_id", "tenant", "id"),
     Index("jobs_status", "status"),
     Index("jobs_batch_line", "batch_id", "line", postgresql_where=text("batch_id IS NOT NULL")),
     Index(
