@@ -135,7 +135,7 @@ def drop_expired(
             break
         try:
             with engine.begin() as conn:
-                dropped = _drop(conn, span, cutoff)
+                dropped = drop_span(conn, span, cutoff)
         except OperationalError as e:  # the lock timeout: the next run tries again
             log.warning("retention could not lock partitions %s: %s", span.suffix, e)
             continue
@@ -158,7 +158,7 @@ def _straggler(conn: Connection, span: Span, cutoff: datetime) -> str | None:
     return found
 
 
-def _drop(conn: Connection, span: Span, cutoff: datetime) -> int | None:
+def drop_span(conn: Connection, span: Span, cutoff: datetime) -> int | None:
     """Drop the span's partitions and delete its batches; None (and nothing done) if a
     straggler appeared since it was checked or the locks were not had in time."""
     conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))

@@ -6,7 +6,9 @@ table of millions of rows:
 1. Outside a transaction: a CHECK constraint that every key lies below the bound of the
    day after tomorrow (UTC) is added NOT VALID (a short lock), then VALIDATEd (a scan
    under SHARE UPDATE EXCLUSIVE, which lets reads and writes go on). Writes made while
-   it runs have today's keys, below that bound. `webhook_attempts` also gets a unique
+   it runs have today's keys, below that bound. Rows already past it (none where every
+   key is a ULID of the past; a test database's forged IDs) are moved aside first and
+   inserted back through the new partitions at the end. `webhook_attempts` gets a unique
    index on (`id`, `event_id`), built CONCURRENTLY, for its new primary key; `jobs`
    trades its unused (`tenant`, `created_at`) index for (`tenant`, `id`), the order a
    tenant's jobs are listed in, built CONCURRENTLY too.
@@ -16,8 +18,9 @@ table of millions of rows:
    below that bound (the validated CHECK proves it, so Postgres skips the scan, and the
    old indexes are attached as the partitions of the new ones, not rebuilt); a default
    partition and the day partitions of `DAYS_AHEAD` days from that bound are made.
-   The triggers that announce ended jobs move to the partitioned `jobs`; the foreign
-   key from attempts to events goes (`inferfleet.jobs.partitions` says why).
+   The old tables' triggers (the announcement of ended jobs) move to the partitioned
+   tables; the foreign key from attempts to events goes (`inferfleet.jobs.partitions`
+   says why).
 
 Until the scheduler's retention drops it (once every row in it is past the retention)
 the legacy partition holds what was there before. Downgrade copies the rows back into
@@ -41,27 +44,29 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # (table, partition key, key prefix, primary key after this revision)
+# Attempts first: until its foreign key goes, an attempt's event must stay in place.
 TABLES = (
-    ("jobs", "id", "job_", "id"),
-    ("webhook_events", "id", "msg_", "id"),
     ("webhook_attempts", "event_id", "msg_", "id, event_id"),
+    ("webhook_events", "id", "msg_", "id"),
+    ("jobs", "id", "job_", "id"),
 )
 FIRST_DAY_AFTER = 2  # days from today (UTC) to the first day partition
 DAYS_AHEAD = 7
 ULID_DIGITS = "0123456789abcdefghjkmnpqrstvwxyz"
 
-JOBS_TRIGGERS = """
-CREATE TRIGGER inferfleet_notify_jobs_ended_update
-    AFTER UPDATE ON jobs REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION inferfleet_notify_jobs_ended();
-CREATE TRIGGER inferfleet_notify_jobs_ended_insert
-    AFTER INSERT ON jobs REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION inferfleet_notify_jobs_ended();
-"""
-DROP_JOBS_TRIGGERS = """
-DROP TRIGGER IF EXISTS inferfleet_notify_jobs_ended_insert ON {table};
-DROP TRIGGER IF EXISTS inferfleet_notify_jobs_ended_update ON {table};
-"""
+TRIGGERS = text(
+    "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+    "WHERE tgrelid = CAST(:t AS regclass) AND NOT tgisinternal"
+)
+
+
+def _move_triggers_off(conn: Connection, table: str) -> list[str]:
+    """Drop `table`'s own triggers (the jobs-ended notifications, any other); their
+    CREATE statements, to make them again on the table that takes its name."""
+    found = conn.execute(TRIGGERS, {"t": table}).all()
+    for name, _ in found:
+        op.execute(f"DROP TRIGGER {name} ON {table}")
+    return [definition for _, definition in found]
 
 
 def _bound(prefix: str, day: date) -> str:
@@ -112,12 +117,22 @@ def upgrade() -> None:
     _check_collation(conn)
     first = datetime.now(UTC).date() + timedelta(days=FIRST_DAY_AFTER)
     with op.get_context().autocommit_block():
+        op.execute(
+            "ALTER TABLE webhook_attempts DROP CONSTRAINT IF EXISTS webhook_attempts_event_id_fkey"
+        )
         for table, key, prefix, _ in TABLES:
             check = f"{table}_legacy_range"
             op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}")
             op.execute(
                 f"ALTER TABLE {table} ADD CONSTRAINT {check} "
                 f"CHECK ({key} < '{_bound(prefix, first)}') NOT VALID"
+            )
+            # Keys at or past the bound (none where every key is a ULID made before now)
+            # wait aside, through the key's index, and go back in below.
+            op.execute(f"CREATE TABLE IF NOT EXISTS {table}_outside (LIKE {table})")
+            op.execute(
+                f"WITH moved AS (DELETE FROM {table} WHERE {key} >= '{_bound(prefix, first)}' "
+                f"RETURNING *) INSERT INTO {table}_outside SELECT * FROM moved"
             )
             op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}")
         op.execute(
@@ -128,8 +143,7 @@ def upgrade() -> None:
         # reads them by creation time.
         op.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS jobs_tenant_id ON jobs (tenant, id)")
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS jobs_tenant_created")
-    op.execute(DROP_JOBS_TRIGGERS.format(table="jobs"))
-    op.execute("ALTER TABLE webhook_attempts DROP CONSTRAINT webhook_attempts_event_id_fkey")
+    triggers = [d for t, _, _, _ in TABLES for d in _move_triggers_off(conn, t)]
     op.execute("ALTER TABLE webhook_attempts DROP CONSTRAINT webhook_attempts_pkey")
     op.execute(
         "ALTER TABLE webhook_attempts ADD CONSTRAINT webhook_attempts_legacy_pkey "
@@ -176,12 +190,15 @@ def upgrade() -> None:
                 f"FOR VALUES FROM ('{_bound(prefix, day)}') "
                 f"TO ('{_bound(prefix, day + timedelta(days=1))}')"
             )
-    op.execute(JOBS_TRIGGERS)
+        op.execute(f"INSERT INTO {table} SELECT * FROM {table}_outside")
+        op.execute(f"DROP TABLE {table}_outside")
+    for definition in triggers:  # on the partitioned table, so on every partition
+        op.execute(definition)
 
 
 def downgrade() -> None:
     conn = op.get_bind()
-    op.execute(DROP_JOBS_TRIGGERS.format(table="jobs"))
+    triggers = [d for t, _, _, _ in TABLES for d in _move_triggers_off(conn, t)]
     for table, _, _, _ in TABLES:
         old = f"{table}_partitioned"
         indexes = _index_defs(conn, table)
@@ -207,4 +224,5 @@ def downgrade() -> None:
         "ALTER TABLE webhook_attempts ADD CONSTRAINT webhook_attempts_event_id_fkey "
         "FOREIGN KEY (event_id) REFERENCES webhook_events (id)"
     )
-    op.execute(JOBS_TRIGGERS)
+    for definition in triggers:
+        op.execute(definition)

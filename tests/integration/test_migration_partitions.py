@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from ulid import ULID
 
 from inferfleet.jobs.partitions import partition_name
+from tests.integration.conftest import AUDIT_SQL
 from tests.integration.scratchdb import migrate, scratch_database
 
 DAYS = 4  # days of history before the migration
@@ -23,9 +24,12 @@ def fill(engine: Engine) -> dict[str, list[str]]:
     """Jobs of several days, each with an event and two attempts; their keys."""
     made: dict[str, list[str]] = {"jobs": [], "webhook_events": [], "webhook_attempts": []}
     now = datetime.now(UTC)
+    # and one job whose ID is no ULID (as tests forge them): it sorts after every day
+    forged = f"job_forged{uuid.uuid4().hex[:12]}"
     with engine.begin() as conn:
-        for n in range(DAYS * 3):
-            job_id = key_at("job_", now - timedelta(hours=8 * n))
+        for job_id in [key_at("job_", now - timedelta(hours=8 * n)) for n in range(DAYS * 3)] + [
+            forged
+        ]:
             event_id = "msg_" + job_id[4:]
             conn.execute(
                 text(
@@ -68,6 +72,14 @@ def found(engine: Engine, table: str, ids: list[str]) -> list[str]:
         ]
 
 
+def where(engine: Engine, job_id: str) -> str:
+    with engine.connect() as conn:
+        found: str = conn.execute(
+            text("SELECT tableoid::regclass::text FROM jobs WHERE id = :id"), {"id": job_id}
+        ).scalar_one()
+        return found
+
+
 def partitioned(engine: Engine, table: str) -> bool:
     with engine.connect() as conn:
         kind = conn.execute(
@@ -79,8 +91,12 @@ def partitioned(engine: Engine, table: str) -> bool:
 def test_the_migration_keeps_every_row_and_new_rows_land_in_day_partitions() -> None:
     with scratch_database("0012") as (engine, url):
         made = fill(engine)
+        with engine.begin() as conn:  # as the test suite's database has it
+            conn.exec_driver_sql(AUDIT_SQL)
 
         migrate(url, "head")
+        with engine.begin() as conn:
+            conn.exec_driver_sql(AUDIT_SQL)
 
         for table, ids in made.items():
             assert partitioned(engine, table)
@@ -93,7 +109,9 @@ def test_the_migration_keeps_every_row_and_new_rows_land_in_day_partitions() -> 
                     "AND relkind = 'r'"
                 )
             ).scalar_one()
-        assert placed == {"jobs_legacy"}, "the old rows stay where they were"
+        assert placed == {"jobs_legacy", "jobs_default"}, "the old rows stay where they were"
+        forged = [i for i in made["jobs"] if "forged" in i]
+        assert [where(engine, i) for i in forged] == ["jobs_default"]
         day = datetime.strptime(first[-8:], "%Y%m%d").replace(tzinfo=UTC)
         new_id = key_at("job_", day + timedelta(hours=1))
         with engine.begin() as conn:
@@ -104,10 +122,14 @@ def test_the_migration_keeps_every_row_and_new_rows_land_in_day_partitions() -> 
                 ),
                 {"id": new_id},
             )
-            where = conn.execute(
-                text("SELECT tableoid::regclass::text FROM jobs WHERE id = :id"), {"id": new_id}
-            ).scalar_one()
-        assert where == partition_name("jobs", day.date())
+        assert where(engine, new_id) == partition_name("jobs", day.date())
+        with engine.begin() as conn:  # the old table's trigger moved, not doubled
+            conn.execute(
+                text("UPDATE jobs SET status = 'failed' WHERE id = ANY(:ids)"),
+                {"ids": [made["jobs"][0], new_id]},
+            )
+            audited = conn.execute(text("SELECT job_id FROM test_terminal_writes")).scalars()
+            assert sorted(audited) == sorted([made["jobs"][0], new_id])
 
         migrate(url, "0012", down=True)
 
