@@ -98,26 +98,25 @@ def day_of(partition: str) -> date | None:
 
 
 def create_day(conn: Connection, day: date) -> bool:
-    """Create `day`'s partition of each table, if missing; whether any was missing.
+    """Create `day`'s partition of each table unless one covers it already (its own, or
+    the legacy partition's range); whether one was made.
 
     With a default partition present Postgres checks that it holds no row of the new
     range (a scan of the default, which stays empty while days are created ahead); if it
     holds one, the statement fails and names the default partition.
     """
-    made = False
+    start = day_start(day)
+    if any((s.start is None or s.start <= start) and start < s.end for s in spans(conn)):
+        return False
     for t in TABLES:
-        name = partition_name(t.table, day)
-        if conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar() is not None:
-            continue
         lo, hi = bound(t.prefix, day), bound(t.prefix, day + timedelta(days=1))
         conn.execute(
             text(
-                f"CREATE TABLE IF NOT EXISTS {name} "
+                f"CREATE TABLE IF NOT EXISTS {partition_name(t.table, day)} "
                 f"PARTITION OF {t.table} FOR VALUES FROM ('{lo}') TO ('{hi}')"
             )
         )
-        made = True
-    return made
+    return True
 
 
 @dataclass(frozen=True)

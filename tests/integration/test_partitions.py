@@ -130,6 +130,8 @@ def test_days_are_made_ahead_and_a_key_of_no_day_lands_in_the_default(
 
     assert create_ahead(scratch, ahead, today=later) == 4
     assert create_ahead(scratch, ahead, today=later) == 0, "days already there are kept"
+    # Today and tomorrow lie in the legacy partition's range, the next days exist.
+    assert create_ahead(scratch, ahead) == 0
     inside = key_at("job_", later + timedelta(days=3, hours=23))
     beyond = key_at("job_", later + timedelta(days=4))
     with scratch.begin() as conn:
