@@ -236,6 +236,9 @@ class Settings(BaseSettings):
     kafka_ssl_ca: str | None = None
     kafka_ssl_cert: str | None = None
     kafka_ssl_key: SecretStr | None = None
+    # Day partitions of jobs and webhook rows (`scheduler.partitions`): the scheduler
+    # keeps today's and this many days' after it made, every `sweep_retention_interval_s`.
+    partition_days_ahead: int = Field(default=7, ge=1)
 
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod
