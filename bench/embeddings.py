@@ -5,7 +5,7 @@
 Needs the local stack, a migrated database and the MiniLM package
 (`.venv/bin/python models/minilm/build.py build/models/minilm`). The model is published
 under a fresh name (`bench-<hex>`); the requests are seeded sentences of 8 to 60 words
-(`bench.workload.synthetic_sentences`), the same texts for every measurement. One run:
+(`bench.inputs.synthetic_sentences`), the same texts for every measurement. One run:
 
 a) bare ONNX Runtime, sentences/s over the first `--sentences` texts in arrival order,
    split into calls of 1, 8, 32, 64 (the manifest's `preferred_batch_size`, the worker's

@@ -126,10 +126,15 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path(".stack/model-cache")
     # Versions loaded (or loading) at once, a hard bound; alias targets are never unloaded.
     model_cache_versions: int = Field(default=4, ge=1)
-    # ONNX Runtime: providers in order of preference (those this build lacks are skipped;
-    # CPU is always last), and the options that matter for each.
+    # ONNX Runtime: providers in order of preference (those this build lacks are skipped,
+    # TensorRT also where its libraries do not load; CPU is always last), and the options
+    # that matter for each (inferfleet.models.sessions).
     providers: list[str] = Field(
-        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        default_factory=lambda: [
+            "TensorrtExecutionProvider",
+            "CUDAExecutionProvider",
+            "CPUExecutionProvider",
+        ]
     )
     gpu_device_id: int = Field(default=0, ge=0)
     gpu_mem_limit_bytes: int = Field(default=0, ge=0)  # 0 = no limit
@@ -231,6 +236,9 @@ class Settings(BaseSettings):
     kafka_ssl_ca: str | None = None
     kafka_ssl_cert: str | None = None
     kafka_ssl_key: SecretStr | None = None
+    # Day partitions of jobs and webhook rows (`scheduler.partitions`): the scheduler
+    # keeps today's and this many days' after it made, every `sweep_retention_interval_s`.
+    partition_days_ahead: int = Field(default=7, ge=1)
 
     # The pipelined worker (worker/pipeline.py): units polled and decoded ahead of the
     # one running (the hand-off queue's depth), and the batch-lane records a unit takes

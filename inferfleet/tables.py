@@ -32,6 +32,9 @@ metadata = MetaData()
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled", "expired")
 
+# `jobs`, `webhook_events` and `webhook_attempts` are range-partitioned by day on a
+# ULID-shaped key (`inferfleet.jobs.partitions`, migration 0013); statements name the
+# parent tables and Postgres routes and prunes.
 jobs = Table(
     "jobs",
     metadata,
@@ -67,7 +70,8 @@ jobs = Table(
     # The token of the worker holding a `running` job; every later write of the job by a
     # worker names it, so a worker that lost the job writes nothing (`worker.persist`).
     Column("claim_token", Text),
-    Index("jobs_tenant_created", "tenant", "created_at"),
+    # A tenant's jobs newest first, after a cursor (`api.plumbing.paging`).
+    Index("jobs_tenant_id", "tenant", "id"),
     Index("jobs_status", "status"),
     Index("jobs_batch_line", "batch_id", "line", postgresql_where=text("batch_id IS NOT NULL")),
     Index(
@@ -180,8 +184,9 @@ webhook_events = Table(
 webhook_attempts = Table(
     "webhook_attempts",
     metadata,
+    # The key holds the partition key (`event_id`): an attempt lies in its event's day.
     Column("id", Text, primary_key=True),
-    Column("event_id", Text, ForeignKey("webhook_events.id"), nullable=False),
+    Column("event_id", Text, primary_key=True),
     Column("attempt", Integer, nullable=False),
     Column("state", Text, nullable=False),
     Column("due_at", DateTime(timezone=True), nullable=False),

@@ -25,9 +25,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from inferfleet.headers import TRACEPARENT as TRACEPARENT  # callers name it as tracing.TRACEPARENT
+
 log = logging.getLogger(__name__)
 
-TRACEPARENT = "traceparent"
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROPAGATOR = TraceContextTextMapPropagator()
 _enabled = False

@@ -79,7 +79,7 @@ CLAIM_DUE = text(
          WHERE a.state = 'pending' AND a.due_at <= now()
     ),
     due AS (
-        SELECT a.id FROM webhook_attempts AS a
+        SELECT a.id, a.event_id FROM webhook_attempts AS a
           JOIN ranked AS r ON r.id = a.id
          WHERE r.slot <= :cap AND a.state = 'pending' AND a.due_at <= now()
          ORDER BY r.due_at
@@ -89,7 +89,7 @@ CLAIM_DUE = text(
     UPDATE webhook_attempts AS a
        SET due_at = now() + make_interval(secs => :lease)
       FROM due, webhook_events AS e
-     WHERE a.id = due.id AND e.id = a.event_id
+     WHERE a.id = due.id AND a.event_id = due.event_id AND e.id = a.event_id
     RETURNING a.id, a.attempt, a.event_id, e.tenant, e.job_id, e.type, e.url,
               e.created_at, e.retry_until
     """
@@ -101,7 +101,7 @@ RECORD = text(
     """
     UPDATE webhook_attempts
        SET state = :state, response_status = :status, error = :error, finished_at = now()
-     WHERE id = :id AND state = 'pending'
+     WHERE id = :id AND event_id = :event_id AND state = 'pending'
     """
 )
 NEXT_ATTEMPT = text(
@@ -299,6 +299,7 @@ def record(engine: Engine, due: Due, result: AttemptResult, settings: Settings) 
     with engine.begin() as conn:
         params = {
             "id": due.attempt_id,
+            "event_id": due.event_id,  # the partition key: one partition is read
             "state": "delivered" if result.delivered else "failed",
             "status": result.status,
             "error": result.error,

@@ -7,9 +7,15 @@ on `/metrics` when `INFERFLEET_SCHEDULER_METRICS_PORT` is set (`serve`). The tot
 the fleet's: every scheduler process reports the same values, so aggregate with `max`.
 
 Each counter counts one kind of thing, so a sum over its labels means something:
-`inferfleet_sweep_jobs_total{action}` (reproduced, reproduced_stale, expired, deleted),
-`inferfleet_sweep_batches_deleted_total`, `inferfleet_sweep_idempotency_keys_deleted_total`,
+`inferfleet_sweep_jobs_total{action}` (reproduced, reproduced_stale, expired),
+`inferfleet_sweep_partitions_total{action}` (created, dropped: days of jobs and webhook
+rows), `inferfleet_sweep_batches_deleted_total`,
+`inferfleet_sweep_idempotency_keys_deleted_total`,
 `inferfleet_webhook_delivery_attempts_total{outcome}` (`scheduler.dispatch.OUTCOMES`).
+
+The retention sweep also sets gauges (the last run's view, `Counts.set`): the spans
+past the retention held back by a straggler and the age of the oldest, and the rows
+in each table's default partition (`scheduler.partitions`).
 """
 
 from __future__ import annotations
@@ -34,17 +40,22 @@ log = logging.getLogger(__name__)
 TOTALS_KEY = "inferfleet:sweeps:totals"
 LAST_RUN_KEY = "inferfleet:sweeps:last_run"
 DELIVERIES_KEY = "inferfleet:webhooks:attempts"
+GAUGES_KEY = "inferfleet:sweeps:gauges"
 # What a sweep reports (its counts' keys, kept in TOTALS_KEY) and the series each one
 # is: (metric, label value or None).
 SWEPT: dict[str, tuple[str, str | None]] = {
     "jobs_reproduced": ("inferfleet_sweep_jobs", "reproduced"),
     "jobs_reproduced_stale": ("inferfleet_sweep_jobs", "reproduced_stale"),
     "jobs_expired": ("inferfleet_sweep_jobs", "expired"),
-    "jobs_deleted": ("inferfleet_sweep_jobs", "deleted"),
+    "partitions_created": ("inferfleet_sweep_partitions", "created"),
+    "partitions_dropped": ("inferfleet_sweep_partitions", "dropped"),
     "batches_deleted": ("inferfleet_sweep_batches_deleted", None),
     "idempotency_keys_deleted": ("inferfleet_sweep_idempotency_keys_deleted", None),
 }
-SWEEPS = ("unproduced", "stale", "expiry", "retention")
+SWEEPS = ("unproduced", "stale", "expiry", "retention", "partitions")
+HELD = "partitions_held"
+HELD_AGE = "oldest_held_partition_age_seconds"
+DEFAULT_ROWS = "default_rows:"  # + table name
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class Totals:
     swept: Mapping[str, float] = field(default_factory=dict)
     last_run: Mapping[str, float] = field(default_factory=dict)
     attempts: Mapping[str, float] = field(default_factory=dict)
+    gauges: Mapping[str, float] = field(default_factory=dict)
 
 
 class Counts:
@@ -84,6 +96,13 @@ class Counts:
         except redis.RedisError as e:
             log.warning("could not record the counts of sweep %s %s: %s", sweep, counts, e)
 
+    def set(self, gauges: Mapping[str, float]) -> None:
+        """Replace gauges (HELD, HELD_AGE, DEFAULT_ROWS + table) with a run's values."""
+        try:
+            self.client().hset(GAUGES_KEY, mapping={k: str(v) for k, v in gauges.items()})
+        except redis.RedisError as e:
+            log.warning("could not record the sweep gauges %s: %s", gauges, e)
+
     def attempt(self, outcome: str) -> None:
         """Count one webhook delivery attempt that ended with `outcome`."""
         try:
@@ -98,6 +117,7 @@ class Counts:
             swept=_floats(client.hgetall(TOTALS_KEY)),
             last_run=_floats(client.hgetall(LAST_RUN_KEY)),
             attempts=_floats(client.hgetall(DELIVERIES_KEY)),
+            gauges=_floats(client.hgetall(GAUGES_KEY)),
         )
 
 
@@ -108,7 +128,14 @@ def families(totals: Totals | None) -> list[Metric]:
             "inferfleet_sweep_jobs",
             "Jobs the sweeps handled, by action: reproduced (their message never left), "
             "reproduced_stale (produced, but no worker claimed them after the group passed "
-            "them), expired (queued past their deadline), deleted (past the retention)",
+            "them), expired (queued past their deadline)",
+            labels=["action"],
+        ),
+        "inferfleet_sweep_partitions": CounterMetricFamily(
+            "inferfleet_sweep_partitions",
+            "Day partitions of jobs, webhook events and attempts (one per day for the "
+            "three tables), by action: created (ahead of their day), dropped (past the "
+            "retention, with their batches and system-written objects)",
             labels=["action"],
         ),
         "inferfleet_sweep_batches_deleted": CounterMetricFamily(
@@ -124,6 +151,21 @@ def families(totals: Totals | None) -> list[Metric]:
         "inferfleet_sweep_last_run_timestamp_seconds",
         "When each sweep last finished a run (unix seconds)",
         labels=["sweep"],
+    )
+    held = GaugeMetricFamily(
+        "inferfleet_sweep_partitions_held",
+        "Day partitions past the retention that the last retention run kept because "
+        "a job in them is open or finished lately, or a batch of theirs is kept",
+    )
+    held_age = GaugeMetricFamily(
+        "inferfleet_sweep_oldest_held_partition_age_seconds",
+        "How long ago the oldest held partition's day ended (0: none held)",
+    )
+    default_rows = GaugeMetricFamily(
+        "inferfleet_partition_default_rows",
+        "Rows in a table's default partition (keys of a day no partition covers; "
+        "never dropped by the retention), as the last retention run counted them",
+        labels=["table"],
     )
     attempts = CounterMetricFamily(
         "inferfleet_webhook_delivery_attempts",
@@ -141,7 +183,13 @@ def families(totals: Totals | None) -> list[Metric]:
                 runs.add_metric([sweep], totals.last_run[sweep])
         for outcome in OUTCOMES:
             attempts.add_metric([outcome], totals.attempts.get(outcome, 0.0))
-    return [*made.values(), runs, attempts]
+        if HELD in totals.gauges:
+            held.add_metric([], totals.gauges[HELD])
+            held_age.add_metric([], totals.gauges.get(HELD_AGE, 0.0))
+        for key, value in sorted(totals.gauges.items()):
+            if key.startswith(DEFAULT_ROWS):
+                default_rows.add_metric([key.removeprefix(DEFAULT_ROWS)], value)
+    return [*made.values(), runs, held, held_age, default_rows, attempts]
 
 
 class SchedulerCollector(Collector):

@@ -18,9 +18,10 @@ from inferfleet.clients.grouplag import GroupClients, passed_before
 from inferfleet.clients.topics import ensure_topics, parse_job_topic
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
-from scheduler.metrics import Counts
+from scheduler.metrics import DEFAULT_ROWS, HELD, HELD_AGE, Counts
+from scheduler.partitions import create_ahead, default_rows, drop_expired
 from scheduler.sweeps import (
-    delete_old_results,
+    delete_old_keys,
     expire_overdue,
     reproduce_stale,
     reproduce_unproduced,
@@ -32,6 +33,7 @@ UNPRODUCED_TASK = "inferfleet.sweep_unproduced"
 STALE_TASK = "inferfleet.sweep_stale"
 EXPIRY_TASK = "inferfleet.sweep_expired"
 RETENTION_TASK = "inferfleet.sweep_retention"
+PARTITIONS_TASK = "inferfleet.create_partitions"
 
 KAFKA_TIMEOUT_MS = 5000
 
@@ -141,9 +143,29 @@ def register(
     def sweep_expired() -> int:
         return run("expiry", lambda: {"jobs_expired": expire_overdue(engine(), settings)})
 
+    def retention() -> dict[str, int]:
+        dropped = drop_expired(engine(), s3(), settings)
+        rows = default_rows(engine())
+        counts.set(
+            {
+                HELD: dropped.held,
+                HELD_AGE: dropped.oldest_held_age_s,
+                **{DEFAULT_ROWS + table: n for table, n in rows.items()},
+            }
+        )
+        return {
+            "partitions_dropped": dropped.partitions_dropped,
+            "batches_deleted": dropped.batches_deleted,
+            "idempotency_keys_deleted": delete_old_keys(engine(), settings),
+        }
+
     @app.task(name=RETENTION_TASK)  # type: ignore[untyped-decorator]
     def sweep_retention() -> int:
-        return run("retention", lambda: delete_old_results(engine(), s3(), settings))
+        return run("retention", retention)
+
+    @app.task(name=PARTITIONS_TASK)  # type: ignore[untyped-decorator]
+    def create_partitions() -> int:
+        return run("partitions", lambda: {"partitions_created": create_ahead(engine(), settings)})
 
     def every(seconds: float) -> dict[str, Any]:
         # A run that beat starts while the last still works expires instead of queueing.
@@ -156,6 +178,10 @@ def register(
         "sweep-expired": {"task": EXPIRY_TASK, **every(settings.sweep_interval_s)},
         "sweep-retention": {
             "task": RETENTION_TASK,
+            **every(settings.sweep_retention_interval_s),
+        },
+        "create-partitions": {
+            "task": PARTITIONS_TASK,
             **every(settings.sweep_retention_interval_s),
         },
     }

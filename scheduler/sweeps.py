@@ -7,9 +7,8 @@
   worker group has already passed, lost its message after the produce (a worker that
   took it lost it without writing it back); produce it again.
 - `expire_overdue`: `queued` jobs past their deadline end `expired`, with their events.
-- `delete_old_results`: terminal jobs (a batch's only with their finished batch) older
-  than the retention go, with their webhook rows and the S3 objects the system wrote
-  for them; so do idempotency keys that old. Objects a client named stay.
+- `delete_old_keys`: idempotency keys older than the retention go. Jobs, their webhook
+  rows and batches go by whole day partitions (`scheduler.partitions.drop_expired`).
 
 Every sweep takes its rows with `FOR UPDATE SKIP LOCKED` in chunks, one transaction
 each, so scheduler workers never take a row twice, and stops after
@@ -26,21 +25,15 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, TextClause, text
+from sqlalchemy import Engine, TextClause, text
 
 from inferfleet.clients.broker import Record
-from inferfleet.clients.objectstore import split_uri
 from inferfleet.clients.topics import LANES, Lane, job_topic, parse_job_topic
 from inferfleet.jobs import messages
-from inferfleet.jobs.claims import CLAIM_PREFIX, RESULTS_PREFIX
 from inferfleet.jobs.outbox import add_job_events
 from inferfleet.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Prefixes of the objects the system writes itself: claim-checked inputs, large outputs.
-OWN_PREFIXES = (f"{CLAIM_PREFIX}/", f"{RESULTS_PREFIX}/")
-S3_DELETE_MAX = 1000  # keys per DeleteObjects request
 
 UNPRODUCED = text(
     """
@@ -97,54 +90,6 @@ EXPIRE = text(
     """
 )
 
-OLD_JOBS = text(
-    """
-    SELECT id, input_uri, output_uri FROM jobs
-     WHERE batch_id IS NULL
-       AND status IN ('succeeded', 'failed', 'cancelled', 'expired')
-       AND completed_at < now() - make_interval(secs => :age)
-     ORDER BY completed_at
-     LIMIT :limit
-       FOR UPDATE SKIP LOCKED
-    """
-)
-OLD_BATCH = text(
-    """
-    SELECT id FROM batches
-     WHERE status IN ('completed', 'failed', 'cancelled')
-       AND completed_at < now() - make_interval(secs => :age)
-     ORDER BY completed_at
-     LIMIT 1
-       FOR UPDATE SKIP LOCKED
-    """
-)
-BATCH_JOBS = text(
-    """
-    SELECT id, input_uri, output_uri FROM jobs
-     WHERE batch_id = :batch_id
-     LIMIT :limit
-       FOR UPDATE SKIP LOCKED
-    """
-)
-DELETE_JOBS = (
-    text(
-        "DELETE FROM webhook_attempts WHERE event_id IN "
-        "(SELECT id FROM webhook_events WHERE job_id = ANY(:ids))"
-    ),
-    text("DELETE FROM webhook_events WHERE job_id = ANY(:ids)"),
-    text("DELETE FROM jobs WHERE id = ANY(:ids)"),
-)
-DELETE_BATCH = (
-    text(
-        "DELETE FROM webhook_attempts WHERE event_id IN "
-        "(SELECT id FROM webhook_events WHERE batch_id = :batch_id)"
-    ),
-    text("DELETE FROM webhook_events WHERE batch_id = :batch_id"),
-    text(
-        "DELETE FROM batches AS b WHERE b.id = :batch_id "
-        "AND NOT EXISTS (SELECT 1 FROM jobs WHERE batch_id = b.id)"
-    ),
-)
 # idempotency_keys has no index but its primary key; ctid keeps each chunk bounded.
 DELETE_KEYS = text(
     """
@@ -272,82 +217,16 @@ def expire_overdue(engine: Engine, settings: Settings) -> int:
             return total
 
 
-def delete_old_results(engine: Engine, s3: Any, settings: Settings) -> dict[str, int]:
-    """Delete what is older than the retention (module docstring); counts by kind.
-
-    A batch's jobs go only once the batch is finished and that old, so a batch never
-    shows partial counts; the batch row goes with its last chunk of jobs.
-    """
-    counts = dict.fromkeys(("jobs_deleted", "batches_deleted", "idempotency_keys_deleted"), 0)
+def delete_old_keys(engine: Engine, settings: Settings) -> int:
+    """Delete idempotency keys older than the retention; returns how many."""
     if settings.result_retention_days <= 0:
-        return counts
+        return 0
     age = settings.result_retention_days * 86400
     chunks = Chunks(settings.sweep_chunk, settings.sweep_interval_s)
-    while True:
-        with engine.begin() as conn:
-            rows = conn.execute(OLD_JOBS, {"age": age, "limit": chunks.size}).all()
-            _delete_jobs(conn, s3, settings, rows)
-        counts["jobs_deleted"] += len(rows)
-        if not chunks.more(len(rows)):
-            break
-    while chunks.time_left():
-        with engine.begin() as conn:
-            batch_id = conn.execute(OLD_BATCH, {"age": age}).scalar_one_or_none()
-            if batch_id is None:
-                break
-            params = {"batch_id": batch_id, "limit": chunks.size}
-            rows = conn.execute(BATCH_JOBS, params).all()
-            _delete_jobs(conn, s3, settings, rows)
-            if len(rows) < chunks.size:  # the batch's last chunk: the batch goes too
-                for statement in DELETE_BATCH:
-                    deleted = conn.execute(statement, {"batch_id": batch_id}).rowcount
-                counts["batches_deleted"] += deleted
-        counts["jobs_deleted"] += len(rows)
+    total = 0
     while True:
         with engine.begin() as conn:
             keys = conn.execute(DELETE_KEYS, {"age": age, "limit": chunks.size}).rowcount
-        counts["idempotency_keys_deleted"] += keys
+        total += keys
         if not chunks.more(keys):
-            break
-    return counts
-
-
-def _delete_jobs(conn: Connection, s3: Any, settings: Settings, rows: Sequence[Any]) -> None:
-    """Delete the jobs' own S3 objects, then their webhook rows and the jobs themselves.
-
-    Objects go first: if the rows' transaction then fails, the next run deletes the
-    (already gone) objects again, while the other order could leave objects no row
-    names any more.
-    """
-    if not rows:
-        return
-    keys = [
-        (key, row.id)
-        for row in rows
-        for uri in (row.input_uri, row.output_uri)
-        if uri is not None and (key := _own_key(uri, settings.s3_bucket)) is not None
-    ]
-    kept: set[str] = set()
-    for start in range(0, len(keys), S3_DELETE_MAX):
-        part = keys[start : start + S3_DELETE_MAX]
-        answer = s3.delete_objects(
-            Bucket=settings.s3_bucket,
-            Delete={"Objects": [{"Key": key} for key, _ in part], "Quiet": True},
-        )
-        failed = {e["Key"]: e.get("Message") for e in answer.get("Errors", [])}
-        for key, job_id in part:
-            if key in failed:  # the row stays, so the next run tries the object again
-                log.warning("cannot delete s3://%s/%s: %s", settings.s3_bucket, key, failed[key])
-                kept.add(job_id)
-    ids = [r.id for r in rows if r.id not in kept]
-    for statement in DELETE_JOBS:
-        conn.execute(statement, {"ids": ids})
-
-
-def _own_key(uri: str, bucket: str) -> str | None:
-    """The key of `uri` if the system wrote that object itself, else None."""
-    try:
-        found_bucket, key = split_uri(uri)
-    except ValueError:
-        return None
-    return key if found_bucket == bucket and key.startswith(OWN_PREFIXES) else None
+            return total

@@ -6,10 +6,10 @@
 Submits `--singles` jobs one request each (`client.jobs.create`, 16 at a time; the first
 `--webhooks` of them ask for a webhook to a receiver this script serves on 127.0.0.1) and
 `--bulk` more in bulk requests (`client.jobs.create_many`), long-polls every job to its
-end (`client.jobs.wait_many`, 32 at a time, with a progress line on stderr), waits for the
-webhooks and checks their signatures with the tenant's secret (`verify_webhook`), prints
-a few results and the throughput, and exits non-zero unless every job succeeded and
-every webhook arrived, signed.
+end (`client.jobs.wait_many`: 100 jobs a request, 32 requests at a time, with a progress
+line on stderr), waits for the webhooks and checks their signatures with the tenant's
+secret (`verify_webhook`), prints a few results and the throughput, and exits non-zero
+unless every job succeeded and every webhook arrived, signed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import urllib3
 from inferfleet_client import Client, Job, Progress, WebhookVerificationError, verify_webhook
 from inferfleet_client.progress import ProgressLine
 
-READERS = 32  # requests in flight while every job is read back
+READERS = 32  # requests in flight (of 100 jobs each) while every job is read back
 
 CATEGORIES = ["electronics", "fashion", "gaming", "gift_cards", "grocery", "restaurants",
               "travel", "utilities"]  # fmt: skip

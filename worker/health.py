@@ -1,7 +1,10 @@
-"""The worker's HTTP endpoints, `/healthz`, `/readyz` and `/metrics`, on their own port.
+"""The worker's HTTP endpoints, `/healthz`, `/readyz` and `/metrics`, on their own port,
+and what they say about the loaded models.
 
 A plain threaded HTTP server: the worker's loop owns the process, and probes must answer
-while a batch runs.
+while a batch runs. Each loaded model is reported with the execution provider its
+session actually runs on (`LoadedModel.provider`, the session's first), in `/readyz`
+and in `inferfleet_worker_model_loaded` alike (`report_models`).
 """
 
 from __future__ import annotations
@@ -9,12 +12,45 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 log = logging.getLogger(__name__)
+
+
+class Served(Protocol):
+    """A loaded model as the probes report it (`worker.runtime.LoadedModel`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def provider(self) -> str: ...
+
+
+def model_loaded_gauge(registry: CollectorRegistry) -> Gauge:
+    """`inferfleet_worker_model_loaded{model,version,provider}`, in `registry`."""
+    return Gauge(
+        "inferfleet_worker_model_loaded",
+        "1 for each model version loaded, labelled with the execution provider its "
+        "session runs on.",
+        ["model", "version", "provider"],
+        registry=registry,
+    )
+
+
+def report_models(models: Iterable[Served], gauge: Gauge) -> list[dict[str, Any]]:
+    """Set `gauge` to exactly the loaded `models`, and return their `/readyz` entries
+    (model, version, provider), sorted by model and version."""
+    ordered = sorted(models, key=lambda m: (m.name, m.version))
+    gauge.clear()
+    for m in ordered:
+        gauge.labels(m.name, str(m.version), m.provider).set(1)
+    return [{"model": m.name, "version": str(m.version), "provider": m.provider} for m in ordered]
 
 
 class Readiness:

@@ -36,18 +36,12 @@ from inferfleet.clients.objectstore import make_s3_client
 from inferfleet.clients.topics import dlq_topic, ensure_topics, model_topics
 from inferfleet.errors import InferfleetError
 from inferfleet.jobs.messages import JobMessage
-from inferfleet.models.preprocessing import split_outputs
 from inferfleet.settings import Settings
 from worker import isolation, persist, traces
-from worker.batching import (
-    Outcome,
-    chunks,
-    group_by_version,
-    run_isolating_failures,
-    settle,
-)
+from worker.batching import Outcome, group_by_version, settle
 from worker.consume import JobConsumer
 from worker.health import Readiness
+from worker.inference import run_jobs
 from worker.isolation import TRANSIENT
 from worker.metrics import WorkerMetrics
 from worker.modelstore import ModelStore
@@ -56,7 +50,6 @@ from worker.payloads import Payloads
 from worker.pipeline import Pipeline
 from worker.plan import Plan, Version, claimable, plan_batch
 from worker.requeue import dead_letters, put_back, resend
-from worker.runtime import LoadedModel
 from worker.served import ServedModels
 from worker.summary import BatchSummary, Handled, summarise
 from worker.units import Unit, make_unit
@@ -375,23 +368,10 @@ class Worker:
             # Not in the registry, or a bad artifact: no retry will help.
             final = isinstance(e, InferfleetError)
             return [Outcome(j.job_id, error=error, retriable=not final) for j in jobs]
-        length = model.length
-        by_length = None if length is None else (lambda job: length(job.inputs or {}))
-        outcomes: list[Outcome] = []
         with self.observer.inference(name, version):
-            for chunk in chunks(jobs, model.batch_size, by_length):
-                outcomes.extend(run_isolating_failures(chunk, lambda b: _infer(model, b)))
+            outcomes = run_jobs(model, jobs)
         by_id = {j.job_id: j for j in jobs}
         for o in outcomes:
             if o.error is not None:
                 self.observer.job_failed(by_id[o.job_id], o.error)
         return outcomes
-
-
-def _infer(model: LoadedModel, jobs: Sequence[JobMessage]) -> list[dict[str, Any]]:
-    rows = []
-    for job in jobs:
-        if job.inputs is None:
-            raise ValueError(f"job {job.job_id} has no inputs; its input_uri was not read")
-        rows.append(job.inputs)
-    return split_outputs(model.output_names, model.run(rows), len(rows))

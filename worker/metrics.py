@@ -33,6 +33,7 @@ from inferfleet.clients.grouplag import (
 )
 from inferfleet.clients.topics import model_topics
 from inferfleet.settings import Settings
+from worker.health import model_loaded_gauge
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,7 @@ class WorkerMetrics:
             "Records copied to a dead-letter topic: undecodable ones, jobs that failed for good.",
             registry=self.registry,
         )
-        self.model_loaded = Gauge(
-            "inferfleet_worker_model_loaded",
-            "1 for each model version loaded, labelled with its execution provider.",
-            ["model", "version", "provider"],
-            registry=self.registry,
-        )
+        self.model_loaded = model_loaded_gauge(self.registry)
         self.consumer_lag = Gauge(
             "inferfleet_worker_consumer_lag_records",
             "Records on the topic that the worker group has not committed (the whole group's "

@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from inferfleet.errors import InferfleetError
 from inferfleet.models.registry import DEFAULT_ALIAS
 from inferfleet.settings import Settings
-from worker.health import Readiness
+from worker.health import Readiness, report_models
 from worker.isolation import TRANSIENT
 from worker.metrics import WorkerMetrics
 from worker.modelstore import ModelStore
@@ -101,12 +101,5 @@ class ServedModels:
         or the worker waits for a service to come back."""
         not_ready = not_ready or self._away()
         self._reported = self.store.changes
-        loaded = self.store.loaded()
-        self.metrics.model_loaded.clear()
-        for m in loaded:
-            self.metrics.model_loaded.labels(m.name, str(m.version), m.provider).set(1)
-        models = [
-            {"model": m.name, "version": str(m.version), "provider": m.provider}
-            for m in sorted(loaded, key=lambda m: (m.name, m.version))
-        ]
+        models = report_models(self.store.loaded(), self.metrics.model_loaded)
         self.readiness.set(not_ready is None, not_ready, models)

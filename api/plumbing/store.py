@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import psycopg
@@ -22,8 +23,10 @@ from inferfleet.jobs.view import job_view
 from inferfleet.tables import TERMINAL_STATUSES, jobs
 from inferfleet.tenants.scoping import owned_by
 
-# The longest a `GET /v1/jobs/{id}?wait=` holds its answer.
+# The longest a `GET /v1/jobs/{id}?wait=` (or `GET /v1/jobs?id=…&wait=`) holds its answer.
 MAX_WAIT_S = 60.0
+# The most jobs one `GET /v1/jobs?id=…` names.
+MAX_IDS = 100
 
 
 JSON_COLUMNS = frozenset(c.name for c in jobs.columns if isinstance(c.type, JSONB))
@@ -209,3 +212,34 @@ async def wait_for_job(
                 if row is None:
                     raise ProblemError(404, "Not Found", f"no job {job_id!r}") from None
     return job_view(row, services.presigner())
+
+
+async def wait_for_jobs(
+    services: Services, principal: Principal, job_ids: Sequence[str], wait: float
+) -> JobList:
+    """The named jobs the caller can see, in the order named (each once; unknown and
+    other tenants' IDs are left out); with `wait`, held until every one of them is
+    terminal or `wait` seconds (at most MAX_WAIT_S) pass, then answered as they are.
+
+    The jobs are read in one query (`api.plumbing.reader` coalesces the reads) and woken
+    by the same notifications as a single job's long-poll.
+    """
+    hold = min(wait, MAX_WAIT_S)
+    named = list(dict.fromkeys(job_ids))
+    with ExitStack() as watching:
+        woken = {i: watching.enter_context(services.waiters.watch(i)) for i in named}
+        read = await asyncio.gather(*(services.jobs.read(principal.reads, i) for i in named))
+        rows = {i: row for i, row in zip(named, read, strict=True) if row is not None}
+        open_ = [i for i, row in rows.items() if row.status not in TERMINAL_STATUSES]
+        if open_ and hold > 0:
+            with services.metrics.long_polls.track_inprogress():
+                await asyncio.wait([woken[i] for i in open_], timeout=hold)
+            late = [i for i in open_ if not woken[i].done()]
+            rows.update({i: woken[i].result() for i in open_ if woken[i].done()})
+            if late:
+                again = await asyncio.gather(
+                    *(services.jobs.read(principal.reads, i) for i in late)
+                )
+                rows.update({i: row for i, row in zip(late, again, strict=True) if row})
+    presign = services.presigner()
+    return JobList(items=[job_view(rows[i], presign) for i in named if i in rows], next_cursor=None)

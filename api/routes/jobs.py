@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.plumbing import events, store
 from api.plumbing.deps import IdempotencyKey, PrincipalDep, RequestIdDep, ServicesDep
 from api.plumbing.problems import problem_responses
 from api.plumbing.submit import submit_bulk, submit_job
+from inferfleet.errors import FieldError, InvalidInputError
 from inferfleet.jobs.schemas import (
     BulkCreated,
     BulkSubmit,
@@ -86,8 +88,8 @@ async def create_jobs(
     return BulkCreated(ids=done.ids)
 
 
-@router.get("", response_model=JobList)
-def read_jobs(
+@router.get("", response_model=JobList, responses=problem_responses(422))
+async def read_jobs(
     services: ServicesDep,
     principal: PrincipalDep,
     status: JobStatus | None = None,
@@ -95,9 +97,47 @@ def read_jobs(
     batch_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    ids: Annotated[
+        list[str] | None,
+        Query(
+            alias="id",
+            max_length=store.MAX_IDS,
+            description="these jobs only, in this order (repeat the parameter; at most 100)",
+        ),
+    ] = None,
+    wait: Annotated[
+        float, Query(ge=0, description="with `id`: seconds to hold the answer for them all")
+    ] = 0,
 ) -> JobList:
-    """The caller's jobs, newest first, a page at a time (`next_cursor` is null at the end)."""
-    return store.page(
+    """The caller's jobs, newest first, a page at a time (`next_cursor` is null at the end).
+
+    With `id` (repeated), the jobs named instead, in the order named, those the caller
+    cannot see left out, `next_cursor` null; with `wait` too, held until every one of
+    them has ended or `wait` seconds pass: one request polls many jobs.
+    """
+    if ids is not None:
+        paging = {"status": status, "model": model, "batch_id": batch_id, "cursor": cursor}
+        mixed = [
+            FieldError(("query", name), "cannot be combined with id", "id_exclusive", value)
+            for name, value in paging.items()
+            if value is not None
+        ]
+        if mixed:
+            raise InvalidInputError(mixed)
+        return await store.wait_for_jobs(services, principal, ids, wait)
+    if wait:
+        raise InvalidInputError(
+            [
+                FieldError(
+                    ("query", "wait"),
+                    "only with id (a single job: GET /v1/jobs/{id}?wait=)",
+                    "wait_without_id",
+                    wait,
+                )
+            ]
+        )
+    return await run_in_threadpool(
+        store.page,
         services,
         principal,
         limit=limit,

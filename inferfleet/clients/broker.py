@@ -8,12 +8,12 @@ after results are in Postgres, and start from the earliest offset when their gro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from inferfleet.clients.kafkaconn import kafka_connection
+from inferfleet.clients.records import Record as Record  # where producers find it
 from inferfleet.errors import QueueUnavailableError
 from inferfleet.settings import Settings
 
@@ -43,16 +43,6 @@ def make_producer(settings: Settings, client_id: str, linger_ms: int = 2) -> Kaf
         request_timeout_ms=max(1000, timeout_ms // 2),
         delivery_timeout_ms=timeout_ms + 10,
     )
-
-
-@dataclass(frozen=True)
-class Record:
-    """A record to produce."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def send_all(producer: KafkaProducer, records: Sequence[Record], timeout_s: float) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from inferfleet.clients.broker import Record
-from inferfleet.tracing import TRACEPARENT
+from inferfleet.clients.records import Record
+from inferfleet.headers import TRACEPARENT
 
 VERSION = 1
 # Versions are Postgres integers; a larger number could not name a registered version.

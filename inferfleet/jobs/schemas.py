@@ -110,7 +110,7 @@ class JobView(BaseModel):
 
 
 class JobList(BaseModel):
-    """`GET /v1/jobs`: a page of jobs, newest first."""
+    """`GET /v1/jobs`: a page of jobs, newest first; or the jobs `?id=` named, in that order."""
 
     items: list[JobView]
     next_cursor: str | None

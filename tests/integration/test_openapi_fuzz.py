@@ -15,6 +15,9 @@ What is not sent as generated, and why:
   version from a generated package URI, can touch no model another test uses. Their
   422s for schema-valid bodies are expected: whether a package exists in S3 and passes
   the publish checks, or an alias is a number, no schema can say.
+- `GET /v1/jobs` answers 422 for schema-valid queries that name jobs (`id`) and page
+  too (`status`, `model`, `batch_id`, `cursor`), or `wait` without `id`: OpenAPI cannot
+  say that query parameters exclude each other (`test_waiters.py` checks those 422s).
 - `DELETE /v1/keys/{key_id}` is excluded: revoking keys is the one destructive route
   whose target a fuzzer could reach (a key id from `POST /v1/keys`); revoking and its
   404 are covered in `test_auth.py`.
@@ -61,6 +64,15 @@ CONFIG = {
             # there rightly allows GET too, which the document lists under the template.
             "include-path": "/v1/jobs/bulk",
             "checks": {"allow_header_conformance": {"enabled": False}},
+        },
+        {
+            "include-path": "/v1/jobs",
+            "include-method": "GET",
+            "checks": {
+                "positive_data_acceptance": {
+                    "expected-statuses": ["2xx", 401, 403, 404, 409, 422, 429]
+                }
+            },
         },
         {
             "include-path-regex": "^/v1/models/[^/]+/(versions|aliases/.*)$",

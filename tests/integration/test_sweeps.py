@@ -1,4 +1,5 @@
-"""Sweeps against the real stack: unproduced jobs, expiry, retention, and their metrics.
+"""Sweeps against the real stack: unproduced jobs, expiry, and their metrics (retention:
+test_partitions.py).
 
 Most tests call the sweep functions in-process against the test database, the real
 Kafka and the S3 server; one runs them the way production does, as beat tasks of a real
@@ -9,10 +10,8 @@ check what is on Kafka and in Postgres, never how many rows one call handled.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,16 +23,14 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import Engine, select
 
-from inferfleet.clients.objectstore import exists, put_bytes
 from inferfleet.clients.topics import Lane, ensure_topics, job_topic, model_topics
 from inferfleet.ids import new_job_id
 from inferfleet.jobs import messages
 from inferfleet.jobs.messages import JobMessage
 from inferfleet.settings import Settings
-from inferfleet.tables import batches, idempotency_keys, jobs, webhook_attempts, webhook_events
+from inferfleet.tables import jobs, webhook_attempts, webhook_events
 from scheduler.sweep_tasks import GroupPositions, Producer
 from scheduler.sweeps import (
-    delete_old_results,
     expire_overdue,
     reproduce_stale,
     reproduce_unproduced,
@@ -301,171 +298,6 @@ def test_overdue_queued_jobs_expire_with_their_events(
         ).all()
     assert [tuple(e) for e in events] == [(overdue, "job.expired")]  # batch jobs fire none
     assert [a.state for a in attempts] == ["pending"]
-
-
-@dataclass
-class Aged:
-    """Rows of every kind the retention sweep decides about."""
-
-    old: str
-    old_tenant_input: str
-    recent: str
-    old_queued: str
-    old_batch: str
-    old_batch_jobs: list[str]
-    running_batch: str
-    running_batch_job: str
-    key: str
-    objects: dict[str, str]
-
-
-def add_event(engine: Engine, tenant: str, job_id: str | None, batch_id: str | None) -> str:
-    event_id = f"msg_{uuid.uuid4().hex}"
-    with engine.begin() as conn:
-        conn.execute(
-            webhook_events.insert().values(
-                id=event_id,
-                tenant=tenant,
-                job_id=job_id,
-                batch_id=batch_id,
-                type="batch.completed" if batch_id else "job.succeeded",
-                url=HOOK["url"],
-                state="delivered",
-                retry_until=now(),
-            )
-        )
-        for attempt in (1, 2):
-            conn.execute(
-                webhook_attempts.insert().values(
-                    id=f"dlv_{uuid.uuid4().hex}",
-                    event_id=event_id,
-                    attempt=attempt,
-                    state="failed" if attempt == 1 else "delivered",
-                    due_at=now(),
-                )
-            )
-    return event_id
-
-
-def add_batch(engine: Engine, model: str, status: str, completed: datetime | None) -> str:
-    batch_id = f"bat_{uuid.uuid4().hex}"
-    with engine.begin() as conn:
-        conn.execute(
-            batches.insert().values(
-                id=batch_id,
-                tenant=f"sweeps-{model}",
-                model=model,
-                version="1",
-                status=status,
-                input_uri=f"s3://inferfleet/tenants/sweeps-{model}/in.jsonl",
-                output_prefix=f"s3://inferfleet/tenants/sweeps-{model}/out/",
-                created_at=now() - timedelta(days=41),
-                completed_at=completed,
-            )
-        )
-    return batch_id
-
-
-@pytest.fixture
-def aged(engine: Engine, s3: Any, settings: Settings, publish_model) -> Aged:
-    model = publish_model().name
-    tenant = f"sweeps-{model}"
-    bucket = settings.s3_bucket
-    long_ago = now() - timedelta(days=40)
-    lately = now() - timedelta(days=10)
-
-    def done(at: datetime, **values: Any) -> str:
-        values = {"status": "succeeded", "outputs": {"label": 0}, "created_at": at} | values
-        return insert_job(engine, model, completed_at=at, produced_at=at, **values)
-
-    old_id = new_job_id()
-    objects = {
-        "output": f"s3://{bucket}/results/{tenant}/{old_id}.json",
-        "claim": f"s3://{bucket}/claims/{old_id}.json",
-        "tenant_input": f"s3://{bucket}/tenants/{tenant}/keep-{old_id}.json",
-    }
-    for uri in objects.values():
-        put_bytes(s3, uri, json.dumps(INPUTS).encode())
-    old = done(
-        long_ago,
-        id=old_id,
-        inputs=None,
-        input_uri=objects["claim"],
-        outputs=None,
-        output_uri=objects["output"],
-    )
-    add_event(engine, tenant, old, None)
-    key = f"key-{uuid.uuid4().hex}"
-    with engine.begin() as conn:
-        conn.execute(
-            idempotency_keys.insert().values(
-                tenant=tenant, key=key, request_hash="h", job_id=old, created_at=long_ago
-            )
-        )
-    old_tenant_input = done(
-        long_ago, status="failed", inputs=None, input_uri=objects["tenant_input"]
-    )
-    recent = done(lately)
-    add_event(engine, tenant, recent, None)
-    old_queued = insert_job(engine, model, created_at=long_ago)
-
-    old_batch = add_batch(engine, model, "completed", long_ago)
-    old_batch_jobs = [done(long_ago, batch_id=old_batch, lane="batch", line=i) for i in range(1, 4)]
-    add_event(engine, tenant, None, old_batch)
-    running_batch = add_batch(engine, model, "running", None)
-    running_batch_job = done(long_ago, batch_id=running_batch, lane="batch", line=1)
-    return Aged(
-        old,
-        old_tenant_input,
-        recent,
-        old_queued,
-        old_batch,
-        old_batch_jobs,
-        running_batch,
-        running_batch_job,
-        key,
-        objects,
-    )
-
-
-def test_retention_deletes_only_old_finished_jobs_and_what_belongs_to_them(
-    engine: Engine, s3: Any, sweep_settings: Settings, aged: Aged
-) -> None:
-    # Chunks of two, so the batch of three goes in two steps.
-    delete_old_results(engine, s3, sweep_settings.model_copy(update={"sweep_chunk": 2}))
-
-    gone = [aged.old, aged.old_tenant_input, *aged.old_batch_jobs]
-    kept = [aged.recent, aged.old_queued, aged.running_batch_job]
-    assert [j for j in gone if job(engine, j) is not None] == []
-    assert [j for j in kept if job(engine, j) is None] == []
-    with engine.connect() as conn:
-        events = conn.execute(
-            select(webhook_events.c.job_id, webhook_events.c.batch_id).where(
-                webhook_events.c.tenant == f"sweeps-{job(engine, aged.recent).model}"
-            )
-        ).all()
-        batch_ids = set(
-            conn.execute(
-                select(batches.c.id).where(batches.c.id.in_([aged.old_batch, aged.running_batch]))
-            ).scalars()
-        )
-        key = conn.execute(
-            select(idempotency_keys).where(idempotency_keys.c.key == aged.key)
-        ).one_or_none()
-    assert [tuple(e) for e in events] == [(aged.recent, None)]
-    assert batch_ids == {aged.running_batch}
-    assert key is None
-    assert not exists(s3, aged.objects["output"])
-    assert not exists(s3, aged.objects["claim"])
-    assert exists(s3, aged.objects["tenant_input"]), "a client's own object stays"
-
-
-def test_retention_zero_keeps_everything(
-    engine: Engine, s3: Any, sweep_settings: Settings, aged: Aged
-) -> None:
-    off = sweep_settings.model_copy(update={"result_retention_days": 0.0})
-    assert sum(delete_old_results(engine, s3, off).values()) == 0
-    assert job(engine, aged.old) is not None
 
 
 METRIC = re.compile(r'^(inferfleet_\w+)\{(\w+)="(\w+)"\} ([\d.e+]+)$', re.MULTILINE)

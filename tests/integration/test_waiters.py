@@ -130,3 +130,75 @@ def test_a_long_poll_for_another_tenants_job_is_404_at_once(
     )
 
     assert answer.status_code == 404
+
+
+def test_one_request_waits_for_many_jobs_and_answers_them_in_the_order_named(
+    settings: Settings, engine: Engine
+) -> None:
+    ids = insert_queued(engine, 5)
+    (foreign,) = insert_queued(engine, 1)
+    with engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == foreign).values(tenant="t-elsewhere"))
+    key = make_key(engine, "t-notify", "jobs")
+    named = [*ids[::-1], "job_unknown", foreign, ids[0]]
+    with served(settings) as (app, url):
+        waiters = services(app).waiters
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(
+                httpx.get(
+                    f"{url}/v1/jobs",
+                    params={"id": named, "wait": 60},
+                    headers=bearer(key),
+                    timeout=90,
+                )
+            )
+        )
+        waiting.start()
+        eventually(lambda: len(waiters) >= len(ids), "the request to wait for its jobs")
+        with engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id.in_(ids[:3])).values(status="succeeded"))
+        with engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.id.in_(ids[3:])).values(status="cancelled"))
+        waiting.join(timeout=90)
+
+    body = answers[0].json()
+    # Each job once, in the order named; the unknown and the other tenant's left out;
+    # answered after the second transaction, not the first.
+    assert [j["id"] for j in body["items"]] == ids[::-1]
+    assert [j["status"] for j in body["items"]] == ["cancelled"] * 2 + ["succeeded"] * 3
+    assert body["next_cursor"] is None
+
+
+def test_many_jobs_without_wait_are_answered_as_they_are(
+    settings: Settings, engine: Engine, api_url: str, admin_key: str
+) -> None:
+    ids = insert_queued(engine, 3)
+    answer = httpx.get(
+        f"{api_url}/v1/jobs", params={"id": ids}, headers=bearer(admin_key), timeout=30
+    )
+
+    assert [(j["id"], j["status"]) for j in answer.json()["items"]] == [(i, "queued") for i in ids]
+
+
+def test_naming_jobs_refuses_paging_filters_too_many_ids_and_a_wait_without_them(
+    api_url: str, admin_key: str
+) -> None:
+    def get(params: dict[str, Any]) -> httpx.Response:
+        return httpx.get(f"{api_url}/v1/jobs", params=params, headers=bearer(admin_key), timeout=30)
+
+    mixed = get({"id": ["job_a"], "status": "queued", "cursor": "c"})
+    too_many = get({"id": [f"job_{n}" for n in range(101)]})
+    lone_wait = get({"wait": 5})
+
+    assert mixed.status_code == 422
+    assert {(tuple(e["loc"]), e["input"]) for e in mixed.json()["errors"]} == {
+        (("query", "status"), "queued"),
+        (("query", "cursor"), "c"),
+    }
+    assert too_many.status_code == 422
+    assert [tuple(e["loc"]) for e in too_many.json()["errors"]] == [("query", "id")]
+    assert lone_wait.status_code == 422
+    assert [(tuple(e["loc"]), e["input"]) for e in lone_wait.json()["errors"]] == [
+        (("query", "wait"), 5)
+    ]

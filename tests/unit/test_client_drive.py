@@ -23,8 +23,19 @@ def job(job_id: str, status: str = "succeeded") -> dict[str, Any]:
             "started_at": None, "completed_at": None}  # fmt: skip
 
 
-def jobs_api(missing: str | None = None) -> Callable[[httpx.Request], httpx.Response]:
+def jobs_api(
+    missing: str | None = None, asked: list[list[str]] | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
+    """`GET /v1/jobs/{id}` and `GET /v1/jobs?id=…` of ended jobs, but `missing`; the
+    lists of IDs asked for go to `asked`."""
+
     def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/jobs":
+            ids = request.url.params.get_list("id")
+            if asked is not None:
+                asked.append(ids)
+            found = [job(i) for i in ids if i != missing]
+            return httpx.Response(200, json={"items": found, "next_cursor": None})
         job_id = request.url.path.rsplit("/", 1)[-1]
         if job_id == missing:
             problem = {"type": "t", "title": "Not Found", "status": 404, "detail": "no job",
@@ -54,11 +65,12 @@ def run_both(
 
 
 def test_wait_many_answers_in_order_with_one_progress_per_job() -> None:
-    ids = [f"job_{n}" for n in range(40)]
+    ids = [f"job_{n}" for n in range(250)]
     seen: list[list[int]] = [[], []]
+    asked: list[list[str]] = []
 
     sync, async_ = run_both(
-        jobs_api(),
+        jobs_api(asked=asked),
         lambda c: c.jobs.wait_many(ids, concurrency=5, on_progress=lambda p: seen[0].append(
             p.done)),
         lambda c: c.jobs.wait_many(ids, concurrency=5, on_progress=lambda p: seen[1].append(
@@ -67,11 +79,15 @@ def test_wait_many_answers_in_order_with_one_progress_per_job() -> None:
 
     assert [j.id for j in sync] == ids
     assert [j.id for j in async_] == ids
-    assert seen == [list(range(1, 41))] * 2
+    assert seen == [list(range(1, 251))] * 2
+    # 100 jobs to a request, newest first; each job asked for once by each driver.
+    assert sorted(len(a) for a in asked) == [50, 50, 100, 100, 100, 100]
+    assert sorted(i for a in asked for i in a) == sorted(ids * 2)
+    assert ids[-1] in [a[0] for a in asked]
 
 
 def test_a_failure_in_a_parallel_group_is_raised_by_both_drivers() -> None:
-    ids = [f"job_{n}" for n in range(20)]
+    ids = [f"job_{n}" for n in range(250)]  # three requests, one of them failing
     handler = jobs_api(missing="job_7")
     with (
         Client("http://api", retries=FAST, http=httpx.Client(transport=httpx.MockTransport(

@@ -7,14 +7,20 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
 from scheduler.dispatch import OUTCOMES
-from scheduler.metrics import SWEPT, SchedulerCollector, Totals
+from scheduler.metrics import DEFAULT_ROWS, HELD, HELD_AGE, SWEPT, SchedulerCollector, Totals
 
 
 def test_each_sweep_count_is_a_series_of_a_metric_for_its_kind() -> None:
     totals = Totals(
-        swept={"jobs_reproduced": 3, "jobs_expired": 2, "jobs_deleted": 7, "batches_deleted": 1},
+        swept={
+            "jobs_reproduced": 3,
+            "jobs_expired": 2,
+            "partitions_dropped": 7,
+            "batches_deleted": 1,
+        },
         last_run={"expiry": 1700000000.0},
         attempts={"delivered": 5, "refused": 1},
+        gauges={HELD: 2, HELD_AGE: 86400.0, DEFAULT_ROWS + "jobs": 4},
     )
     registry = CollectorRegistry()
     registry.register(SchedulerCollector(lambda: totals))
@@ -24,7 +30,11 @@ def test_each_sweep_count_is_a_series_of_a_metric_for_its_kind() -> None:
 
     assert value("inferfleet_sweep_jobs_total", action="reproduced") == 3
     assert value("inferfleet_sweep_jobs_total", action="expired") == 2
-    assert value("inferfleet_sweep_jobs_total", action="deleted") == 7
+    assert value("inferfleet_sweep_partitions_total", action="dropped") == 7
+    assert value("inferfleet_sweep_partitions_total", action="created") == 0
+    assert value("inferfleet_sweep_partitions_held") == 2
+    assert value("inferfleet_sweep_oldest_held_partition_age_seconds") == 86400
+    assert value("inferfleet_partition_default_rows", table="jobs") == 4
     assert value("inferfleet_sweep_batches_deleted_total") == 1
     assert value("inferfleet_sweep_idempotency_keys_deleted_total") == 0
     assert value("inferfleet_sweep_last_run_timestamp_seconds", sweep="expiry") == 1700000000

@@ -23,7 +23,11 @@ def test_defaults_point_at_the_local_stack() -> None:
 
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.worker_models == ["fraud"]
-    assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert settings.providers == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -154,9 +154,10 @@ class Jobs:
         concurrency: int = 32,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> builtins.list[Job]:
-        """Every job once it has ended, in `job_ids`' order, long-polled `concurrency`
-        at a time; `on_progress` hears of each as it ends. WaitTimeoutError when `timeout_s`
-        passes first."""
+        """Every job once it has ended, in `job_ids`' order, long-polled 100 to a request
+        (`GET /v1/jobs?id=…&wait=`), `concurrency` requests at a time; `on_progress` hears
+        of each as it ends. NotFoundError names a job the key cannot see; WaitTimeoutError
+        when `timeout_s` passes first."""
         flow = jobs.wait_many(job_ids, self._policy, deadline_after(timeout_s), concurrency)
         return self._driver.run(flow, on_progress)
 

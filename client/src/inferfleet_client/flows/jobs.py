@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from inferfleet_client.errors import WaitTimeoutError
+from inferfleet_client.errors import NotFoundError, WaitTimeoutError
 from inferfleet_client.flows import streams
 from inferfleet_client.flows.steps import (
     Emit,
@@ -41,6 +41,8 @@ from inferfleet_client.retries import RetryPolicy
 
 # The longest the server holds a `?wait=` answer; longer waits are several polls.
 MAX_WAIT_S = 60.0
+# The most jobs one `GET /v1/jobs?id=` names (the server's limit).
+MAX_IDS = 100
 # The server's default `max_bulk_items`: bulk submits are cut into chunks of this many.
 MAX_BULK_ITEMS = 10_000
 
@@ -219,20 +221,51 @@ class _Tally:
             return Progress(self.done, self.total, job)
 
 
+def get_many(job_ids: Sequence[str], policy: RetryPolicy, wait_s: float = 0) -> Flow[list[Job]]:
+    """The named jobs (at most MAX_IDS) the caller can see, in the order named; with
+    `wait_s` (at most MAX_WAIT_S), held until they have all ended or that passes."""
+    params: dict[str, str | float | list[str]] = {"id": list(job_ids)}
+    if wait_s > 0:
+        params["wait"] = round(min(wait_s, MAX_WAIT_S), 3)
+    timeout = None if wait_s <= 0 else min(wait_s, MAX_WAIT_S) + 30
+    request = Request("GET", "/v1/jobs", params=params, timeout=timeout, resend_unanswered=True)
+    page = yield from call(request, policy, JobPage)
+    return page.items
+
+
 def wait_many(
     job_ids: Sequence[str], policy: RetryPolicy, deadline: float | None, concurrency: int
 ) -> Flow[list[Job]]:
-    """Every job, waited on `concurrency` at a time, in `job_ids`' order; emits a Progress
-    as each ends. The newest is asked first: when it has ended, most others have too."""
+    """Every job, in `job_ids`' order, long-polled MAX_IDS to a request and `concurrency`
+    requests at a time; emits a Progress as each ends. NotFoundError names a job the
+    caller cannot see; WaitTimeoutError once `deadline` passes first. The newest are
+    asked first: when they have ended, most others have too."""
     tally = _Tally(len(job_ids))
+    newest_first = list(dict.fromkeys(reversed(job_ids)))
+    chunks = [newest_first[i : i + MAX_IDS] for i in range(0, len(newest_first), MAX_IDS)]
 
-    def one(job_id: str) -> Flow[Job]:
-        job = yield from wait(job_id, policy, deadline)
-        yield Emit(tally.add(job))
-        return job
+    def one(chunk: list[str]) -> Flow[list[Job]]:
+        ended: dict[str, Job] = {}
+        while True:
+            waiting = [i for i in chunk if i not in ended]
+            left = MAX_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+            found = {j.id: j for j in (yield from get_many(waiting, policy, left))}
+            unseen = [i for i in waiting if i not in found]
+            if unseen:
+                raise NotFoundError(404, title="Not Found", detail=f"no job {unseen[0]!r}")
+            for job in found.values():
+                if job.done:
+                    ended[job.id] = job
+                    yield Emit(tally.add(job))
+            if len(ended) == len(chunk):
+                return list(ended.values())
+            if deadline is not None and time.monotonic() >= deadline:
+                late = next(j for j in found.values() if not j.done)
+                raise WaitTimeoutError(f"job {late.id} is still {late.status}", late)
 
-    ended: list[Job] = yield Parallel([one(i) for i in reversed(job_ids)], max(1, concurrency))
-    return ended[::-1]
+    done: list[list[Job]] = yield Parallel([one(c) for c in chunks], max(1, concurrency))
+    by_id = {job.id: job for group in done for job in group}
+    return [by_id[i] for i in job_ids]
 
 
 def cancel(job_id: str, policy: RetryPolicy) -> Flow[Job]:

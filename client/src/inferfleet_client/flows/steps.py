@@ -39,7 +39,7 @@ from inferfleet_client.retries import (
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-Params = Mapping[str, str | int | float]
+Params = Mapping[str, str | int | float | Sequence[str]]
 
 
 @dataclass(frozen=True)
