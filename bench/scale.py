@@ -10,10 +10,11 @@ dropped at the end, so no other table or statistic is touched:
 1. a backlog of `--batches` times `--batch` queued jobs is claimed and finished batch by
    batch with the worker's own `persist.claim` and `persist.finish` (as in
    `claim_plans.py`), on the empty table;
-2. `--history` finished jobs are written by `INSERT … SELECT generate_series` into
-   `--days` day partitions (days after the ones the migration made: partitions are by
-   ID, and any day does), ANALYZE runs, and a fresh backlog is claimed and finished the
-   same way; both medians are printed, and their ratio;
+2. `--history` finished jobs (a demo-model job's inputs and outputs) are written by
+   `INSERT … SELECT generate_series` into `--days` day partitions (days after the ones
+   the migration made: partitions are by ID, and any day does), one day's bytes per job
+   (table, indexes) are printed, ANALYZE runs, and a fresh backlog is claimed and
+   finished the same way; both medians are printed, and their ratio;
 3. two more days of `--drop-rows` finished jobs each: one goes as retention drops it
    (`scheduler.partitions.drop_span`: its jobs, events and attempts partitions and its
    batches, one transaction), the other by `DELETE … WHERE id` over the same range;
@@ -49,13 +50,21 @@ from scheduler.partitions import drop_span
 ROOT = Path(__file__).resolve().parents[1]
 FILL = text(
     """
-    INSERT INTO jobs (id, tenant, model, version, status, lane, outputs, created_at,
-                      started_at, completed_at, attempts)
+    INSERT INTO jobs (id, tenant, model, version, status, lane, inputs, outputs,
+                      request_id, created_at, started_at, completed_at, produced_at,
+                      attempts)
     SELECT :low || lpad(to_hex(g), 16, '0'), 'bench-' || (g % 50), 'history', 1,
-           'succeeded', 'interactive', '{"label": 0, "probabilities": [0.9, 0.1]}',
-           :at, :at, :at, 1
+           'succeeded', 'interactive',
+           jsonb_build_object('transaction_amount', (g % 5000) / 7.0,
+                              'merchant_category', 'electronics',
+                              'user_account_age_days', g % 3650, 'hour_of_day', g % 24),
+           '{"label": 0, "probabilities": [0.9990488290786743, 0.0009512007236480713]}',
+           'req_' || md5(g::text), :at, :at, :at, :at, 1
       FROM generate_series(1, :rows) AS g
     """
+)
+DAY_BYTES = text(
+    "SELECT pg_relation_size(CAST(:p AS regclass)), pg_indexes_size(CAST(:p AS regclass))"
 )
 
 
@@ -131,6 +140,14 @@ def main() -> None:
         print(
             f"wrote {per_day * args.days:,} history rows into {args.days} day partitions "
             f"in {time.perf_counter() - started:.0f} s"
+        )
+        with engine.connect() as conn:
+            name = partition_name("jobs", (after + timedelta(hours=12)).date())
+            heap, indexes = conn.execute(DAY_BYTES, {"p": name}).one()
+        print(
+            f"one day of {per_day:,} finished demo-model jobs (inputs, outputs, request id): "
+            f"{heap / per_day:.0f} bytes a job in the table, {indexes / per_day:.0f} in its "
+            f"indexes ({(heap + indexes) / 2**20:,.0f} MiB)"
         )
         full = claim_and_finish(engine, count, args.batch, "history")
         print(f"with history: claim {full[0]:.1f} ms, finish {full[1]:.1f} ms per batch")
