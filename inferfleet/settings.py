@@ -241,11 +241,12 @@ class Settings(BaseSettings):
     partition_days_ahead: int = Field(default=7, ge=1)
 
     # The pipelined worker (worker/pipeline.py): units polled and decoded ahead of the
-    # one running (the hand-off queue's depth), and the batch-lane records a unit takes
-    # while the interactive lane is active, so an interactive job waits behind a small
-    # unit, not a full poll (`worker.lanes.batch_room`).
+    # one running on each lane's thread (the hand-off queues' depth), and the batch-lane
+    # records a unit may take while the interactive lane is active (None: a whole poll;
+    # smaller leaves the interactive lane more of a machine the batch fills,
+    # `worker.lanes.batch_room`).
     worker_handoff_depth: int = Field(default=1, ge=1, le=4)
-    lane_batch_share: int = Field(default=500, ge=1)
+    lane_batch_share: int | None = Field(default=None, ge=1)
 
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     check_bound(settings)
     logs.configure()
     tracing.setup("inferfleet-worker")
-    engine = make_engine(settings, pool_size=2)
+    # A connection for each lane's execution thread, the loop's and the probes'.
+    engine = make_engine(settings, pool_size=4)
     metrics = WorkerMetrics()
     readiness = Readiness()
     server = serve(

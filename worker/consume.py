@@ -10,6 +10,7 @@ the execution side calls.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ class JobConsumer:
         self.revocations = 0  # how many rebalances took partitions away
         self._consumer.subscribe(list(topics), listener=_Revoked(self))
         self._producer: KafkaProducer | None = None
+        self._sending = threading.Lock()
         self._lanes = LanePoller(
             self._consumer,
             settings.poll_max_records,
@@ -114,7 +116,8 @@ class JobConsumer:
                 self._consumer.seek(tp, committed)
 
     def send(self, records: Sequence[Record]) -> None:
-        """Produce records (dead letters, retries) and wait for Kafka's acks.
+        """Produce records (dead letters, retries) and wait for Kafka's acks; the
+        pipeline's execution threads call it at once, so one send runs at a time.
 
         QueueUnavailableError if Kafka does not take them all; the producer is then made
         anew for the next call, since an idempotent producer that saw a batch fail keeps
@@ -122,13 +125,14 @@ class JobConsumer:
         """
         if not records:
             return
-        if self._producer is None:
-            self._producer = make_producer(self._settings, client_id="inferfleet-worker")
-        try:
-            send_all(self._producer, records, self._settings.produce_timeout_s)
-        except QueueUnavailableError:
-            self._drop_producer()
-            raise
+        with self._sending:
+            if self._producer is None:
+                self._producer = make_producer(self._settings, client_id="inferfleet-worker")
+            try:
+                send_all(self._producer, records, self._settings.produce_timeout_s)
+            except QueueUnavailableError:
+                self._drop_producer()
+                raise
 
     def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None

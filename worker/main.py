@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Any
 
 from sqlalchemy import Engine
@@ -93,16 +93,20 @@ class Worker:
         # Written with `running` by every claim of this worker, and named by every later
         # write of those jobs (`worker.persist`): one per worker, never reused.
         self.claim_token = uuid.uuid4().hex
-        # Jobs this worker took in the batch in hand: given back if an outage fails it.
-        self._held: set[str] = set()
+        # The pipeline runs a unit on each lane's execution thread at once: what follows
+        # is kept per thread, or under a lock.
+        # Jobs each execution thread took in the unit in hand (by thread): given back if
+        # an outage fails it.
+        self._held: dict[int, set[str]] = {}
         # Dead-letter copies of jobs already failed in Postgres that Kafka has not
         # acknowledged yet: sent again before the next batch (their jobs, being
         # terminal, will not fail again to make them anew).
         self._owed: list[Record] = []
+        self._owed_lock = threading.Lock()
         # Why the loop is waiting for a service to come back; None while it is not.
         self._away: str | None = None
-        # The batch in hand: where its retries and dead letters go, and its records.
-        self._batch: tuple[JobConsumer, list[Any]] | None = None
+        # Each thread's batch in hand: where its retries and dead letters go, its records.
+        self._local = threading.local()
         self._pipeline: Pipeline | None = None
 
     def stop(self) -> None:
@@ -217,13 +221,15 @@ class Worker:
 
         Raises TRANSIENT while a service is still away; calling it again is harmless.
         """
-        given = persist.release(self.engine, self._held, token=self.claim_token)
+        held: set[str] = set().union(*self._held.values())
+        given = persist.release(self.engine, held, token=self.claim_token)
         if given:
             log.info("gave back %d job(s) of the failed batch; no attempt counted", given)
-        self._held = set()
+        self._held.clear()
         consumer.rewind()
-        consumer.send(self._owed)
-        self._owed = []
+        with self._owed_lock:
+            consumer.send(self._owed)
+            self._owed = []
 
     def handle_batch(self, consumer: JobConsumer) -> BatchSummary | None:
         """Poll once and see every polled record to a committed end, without the
@@ -244,7 +250,7 @@ class Worker:
     def _handle(self, consumer: JobConsumer, unit: Unit) -> BatchSummary:
         records = unit.records
         self.observer.batch_started(records)
-        self._batch = (consumer, records)
+        self._local.batch = (consumer, records)
         with traces.step("claim"):
             plan = self.plan(unit)
         consumer.send(put_back(records, plan.put_back))
@@ -259,7 +265,7 @@ class Worker:
         alone, alone_retry = isolation.run_alone(
             plan.alone, plan.redelivered, self.settings.max_attempts, self
         )
-        self._held = set()
+        self._hold(())
         handled = Handled(len(records), plan, final + alone, len(retry) + len(alone_retry), written)
         summary = summarise(handled)
         self.observer.batch_done(handled, summary)
@@ -280,14 +286,14 @@ class Worker:
         offered = [j.job_id for j in claimable(jobs, waiting)]
         # Held from before the claim is sent: should its answer be lost to an outage, the
         # give-back still finds whichever of them it took (it checks the token).
-        self._held = set(offered)
+        self._hold(offered)
         claim = persist.claim(
             self.engine,
             offered,
             token=self.claim_token,
             retry_window_s=self.settings.webhook_retry_window_s,
         )
-        self._held = set(claim.taken)
+        self._hold(claim.taken)
         plan = plan_batch(jobs, poison, waiting, unfinished, claim)
         self.observer.planned(plan)
         return plan
@@ -318,7 +324,7 @@ class Worker:
 
     def take_alone(self, job_id: str, counted: bool = True) -> int | None:
         """Take one redelivered job to run alone (`isolation.Runner`)."""
-        self._held.add(job_id)  # before the take, as in `plan`
+        self._held.setdefault(threading.get_ident(), set()).add(job_id)  # as in `plan`
         return persist.take_alone(self.engine, job_id, token=self.claim_token, counted=counted)
 
     def record(self, jobs: Sequence[JobMessage], final: list[Outcome], retry: list[str]) -> int:
@@ -343,18 +349,23 @@ class Worker:
                 "were cancelled): not written, retried or dead-lettered",
                 lost,
             )
-        assert self._batch is not None
-        consumer, records = self._batch
+        consumer, records = self._local.batch
         retries, copies = resend(
             records,
             jobs,
             [o for o in final if o.job_id in written.finished],
             [i for i in retry if i in written.requeued],
         )
-        self._owed.extend(copies)
-        consumer.send(retries + self._owed)
-        self._owed = []
+        with self._owed_lock:
+            self._owed.extend(copies)
+            consumer.send(retries + self._owed)
+            self._owed = []
         return len(written.finished)
+
+    def _hold(self, job_ids: Iterable[str]) -> None:
+        """The jobs the calling execution thread holds from now on (`rewind` gives back
+        those of every thread)."""
+        self._held[threading.get_ident()] = set(job_ids)
 
     def _run_group(self, name: str, version: int, jobs: list[JobMessage]) -> list[Outcome]:
         try:

@@ -7,10 +7,12 @@ and no metrics, and writes no line about a batch.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferfleet.clients.topics import lane_of
@@ -45,24 +47,32 @@ class BatchObserver(Protocol):
         """Every record of the batch was handled and its offsets committed."""
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What `BatchLog` keeps of a batch between its start and its end."""
+
+    started: float
+    topics: Counter[str]
+    lane: str | None
+    lanes: dict[bytes | None, str]
+
+
 class BatchLog:
     """The observer that logs each batch and measures it as Prometheus metrics."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
-        self._started = 0.0
-        self._topics: Counter[str] = Counter()
-        self._lane: str | None = None
-        self._lanes: dict[bytes | None, str] = {}
+        # The batch in hand, per thread: the pipeline runs one on each lane's thread.
+        self._local = threading.local()
 
     def batch_started(self, records: Sequence[Any]) -> None:
-        self._started = time.monotonic()
-        self._topics = Counter(r.topic for r in records)
+        topics = Counter(r.topic for r in records)
         # The lane of each job, for its latency: the batch's one lane (the usual case),
         # or else by record key, which is the job ID.
-        lanes = {lane_of(t) for t in self._topics}
-        self._lane = next(iter(lanes)) if len(lanes) == 1 else None
-        self._lanes = {} if self._lane else {r.key: lane_of(r.topic) for r in records}
+        lanes = {lane_of(t) for t in topics}
+        lane = next(iter(lanes)) if len(lanes) == 1 else None
+        by_key = {} if lane else {r.key: lane_of(r.topic) for r in records}
+        self._local.batch = _Batch(time.monotonic(), topics, lane, by_key)
 
     def planned(self, plan: Plan) -> None:
         for p in plan.dead_letter:
@@ -88,10 +98,11 @@ class BatchLog:
             log.info("expired before it started", extra=logs.job_fields(job))
         for (model, status), n in job_counts(batch).items():
             self.metrics.jobs.labels(model, status).inc(n)
-        self._observe_latency(batch)
-        for topic, n in self._topics.items():
+        current: _Batch = self._local.batch
+        self._observe_latency(batch, current)
+        for topic, n in current.topics.items():
             self.metrics.consumed_records.labels(topic).inc(n)
-        elapsed = time.monotonic() - self._started
+        elapsed = time.monotonic() - current.started
         self.metrics.dead_letters.inc(summary.dead_lettered)
         self.metrics.batch_records.observe(summary.records)
         self.metrics.batch_seconds.observe(elapsed)
@@ -111,14 +122,14 @@ class BatchLog:
             elapsed,
         )
 
-    def _observe_latency(self, batch: Handled) -> None:
+    def _observe_latency(self, batch: Handled, current: _Batch) -> None:
         """Submit-to-result time of each job whose final result the batch wrote."""
         now = time.time()
         by_id = {j.job_id: j for j in batch.plan.claimable}
         waited: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
         for outcome in batch.final:
             job = by_id[outcome.job_id]
-            lane = self._lane or self._lanes.get(job.job_id.encode(), "unknown")
+            lane = current.lane or current.lanes.get(job.job_id.encode(), "unknown")
             waited[(job.model, lane)].append(now - job.enqueued_at.timestamp())
         for (model, lane), seconds in waited.items():
             observe_all(self.metrics.submit_to_result_seconds.labels(model, lane), seconds)

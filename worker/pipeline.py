@@ -1,35 +1,34 @@
 """The worker as a pipeline: the next unit's Kafka fetch and decoding overlap the
-current unit's claim, inference and Postgres writes.
+current units' claim, inference and Postgres writes.
 
 Two sides, as dramatiq splits its consumer and worker threads:
 
 - The consumer side is the thread that calls `advance` (the worker's loop). It alone
   touches the KafkaConsumer, which is not thread-safe: it polls, decodes the records
-  into a `Unit` (`worker.units`), hands it off, and commits the offsets of units the
-  execution side reports finished.
-- The execution side is one thread that takes units from the hand-off queue in turn
-  and runs each whole (claim, run, write results, send retries and dead letters).
+  into units (`worker.units`), one per lane, hands them off, and commits the offsets of
+  units the execution side reports finished.
+- The execution side is one thread per lane (`interactive`, `batch`), each taking its
+  lane's units from its hand-off queue in turn and running each whole (claim, run,
+  write results, send retries and dead letters).
 
 What a caller may rely on:
 
-- Offsets move only past written results: a unit's offsets are committed after the
-  execution side reported it finished, and units that share a partition run in the
-  order they were polled, so each partition's committed offset only passes records
-  whose results are in Postgres. A crash anywhere redelivers, as before.
-- The hand-off queue holds at most `depth` units beside the one running, so a stalled
+- Offsets move only past written results: a unit's offsets are committed after its
+  execution thread reported it finished, and a partition belongs to one lane, whose
+  units run in the order they were polled, so each partition's committed offset only
+  passes records whose results are in Postgres. A crash anywhere redelivers, as before.
+- Each lane's queue holds at most `depth` units beside the one running, so a stalled
   execution side stops the polling soon after, and Kafka's `max_poll_interval_ms`
   still takes the partitions of a worker that stopped making progress.
-- Interactive records overtake: while the queue is full, the consumer side looks at
-  the interactive lane every `INTERACTIVE_CHECK_S`; records found there go into one
-  more unit that joins the queue ahead of the batch-lane units waiting
-  (`worker.units.queue_position`); so do the interactive records of a poll that
-  also holds batch records, as a unit of their own (`worker.units.hand_off_parts`).
-  With the poller's smaller batch share while the lane is active
-  (`worker.lanes.batch_room`), an interactive job waits for the small unit running
-  and its own.
+- Interactive records never wait for batch records: they run on their own thread,
+  beside the batch unit in hand rather than after it. While the batch queue is full
+  the consumer side still looks at the interactive lane every `INTERACTIVE_CHECK_S`
+  (`poll_interactive`), so an interactive record waits for at most that, the
+  interactive unit before it, and its share of the cores.
 - A unit that fails (an outage, `TRANSIENT`) halts the execution side and drops the
-  units waiting; `advance` raises the failure. The caller then calls `quiesce`, rewinds
-  to the committed offsets (the dropped units' records come again) and `resume`s.
+  units waiting; `advance` raises the failure. The caller then calls `quiesce` (which
+  also waits for the other lane's running unit), rewinds to the committed offsets (the
+  dropped units' records come again) and `resume`s.
 - Before a rebalance takes partitions away, every unit handed off is finished and its
   offsets committed (`finish_handed_off`, called inside the poll by the consumer's
   rebalance listener), so no partition moves with a result half-written behind a
@@ -38,6 +37,8 @@ What a caller may rely on:
   (kafka-python keeps the positions of the partitions a rebalance leaves in place, so
   units handed off for them stay valid.)
 - `drain` (SIGTERM) finishes every unit handed off and commits it.
+- `execute` is called from both execution threads at once: what it keeps per unit
+  must be its thread's (`worker.main.Worker` does so).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from typing import Any, Protocol
 
 from prometheus_client import Gauge
 
-from worker.units import Partition, Unit, hand_off_parts, make_unit, queue_position
+from inferfleet.clients.topics import LANES, Lane
+from worker.units import Partition, Unit, lane_parts, make_unit, unit_lane
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,8 @@ class Source(Protocol):
 
 
 class Pipeline:
-    """A consumer side (the thread calling `advance`) and an execution side (a thread of
-    its own) with a bounded hand-off queue between them (module docstring)."""
+    """A consumer side (the thread calling `advance`) and an execution side (a thread
+    per lane) with a bounded hand-off queue per lane between them (module docstring)."""
 
     def __init__(
         self,
@@ -82,53 +84,57 @@ class Pipeline:
         waiting: Gauge | None = None,
     ) -> None:
         self._source = source
-        self._waiting = waiting  # set to the queue's length as it changes
+        self._waiting = waiting  # set to the queues' length as it changes
         self._execute = execute
         self._depth = depth
         self._cond = threading.Condition()
-        self._queue: deque[Unit] = deque()
-        self._running = False
+        self._queues: dict[Lane, deque[Unit]] = {lane: deque() for lane in LANES}
+        self._running: set[Lane] = set()
         # Units the execution side ended, in order, with what each raised.
         self._done: deque[tuple[Unit, BaseException | None]] = deque()
         self._halted = False  # after a failure, until `resume`
         self._closing = False
         source.on_revoke = self.finish_handed_off
-        self._thread = threading.Thread(target=self._work, name="worker-execute", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._work, args=(lane,), name=f"worker-execute-{lane}", daemon=True
+            )
+            for lane in LANES
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # The consumer side.
 
     def advance(self) -> None:
-        """One step: commit what finished; then poll and hand off a unit if the queue
-        has room, or else wait up to `INTERACTIVE_CHECK_S` for room and hand off the
-        interactive records that arrived meanwhile, ahead of the batch units waiting.
+        """One step: commit what finished; then poll and hand off a unit per lane if
+        every lane's queue has room, or else wait up to `INTERACTIVE_CHECK_S` for room
+        and hand off the interactive records that arrived meanwhile.
 
         Raises what a unit raised (the execution side is then halted: `quiesce`).
         """
         self._settle()
-        if self._room(0):
-            records = self._source.poll()
-            with self._cond:
-                queue_empty = not self._queue
-            for part in hand_off_parts(records, queue_empty):
+        if self._room("interactive") and self._room("batch"):
+            for part in lane_parts(self._source.poll()):
                 self._hand_off(make_unit(part))
             return
         with self._cond:
             self._cond.wait_for(
-                lambda: bool(self._done) or self._halted or len(self._queue) < self._depth,
+                lambda: bool(self._done) or self._halted or self._all_room(),
                 timeout=INTERACTIVE_CHECK_S,
             )
-        if self._room(1) and not self._room(0) and not self._done:
+        if self._room("interactive") and not self._room("batch") and not self._done:
             records = self._source.poll_interactive()
             if records:
                 self._hand_off(make_unit(records))
 
     def quiesce(self) -> None:
-        """Drop the units waiting, wait for the running one to end, and forget what
+        """Drop the units waiting, wait for the running ones to end, and forget what
         ended uncommitted: after it, the caller rewinds to the committed offsets, so
         every record not committed comes again (finished jobs are then skipped)."""
         with self._cond:
-            self._queue.clear()
+            for queue in self._queues.values():
+                queue.clear()
             self._count()
             self._cond.wait_for(lambda: not self._running)
             self._done.clear()
@@ -154,24 +160,25 @@ class Pipeline:
         self._settle()
 
     def close(self) -> None:
-        """Stop the execution side after the unit it runs (the caller drained first)."""
+        """Stop the execution side after the units it runs (the caller drained first)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
-    def _room(self, extra: int) -> bool:
+    def _room(self, lane: Lane) -> bool:
         with self._cond:
-            return not self._halted and len(self._queue) < self._depth + extra
+            return not self._halted and len(self._queues[lane]) < self._depth
+
+    def _all_room(self) -> bool:
+        return all(len(queue) < self._depth for queue in self._queues.values())
 
     def _hand_off(self, unit: Unit) -> None:
         with self._cond:
             if self._halted:  # the rewind brings these records back
                 return
-            at = queue_position(
-                [u.partitions for u in self._queue], unit.partitions, unit.interactive
-            )
-            self._queue.insert(at, unit)
+            self._queues[unit_lane(unit)].append(unit)
             self._count()
             self._cond.notify_all()
 
@@ -189,35 +196,37 @@ class Pipeline:
 
     def _count(self) -> None:
         if self._waiting is not None:
-            self._waiting.set(len(self._queue))
+            self._waiting.set(sum(len(queue) for queue in self._queues.values()))
 
     def _wait_idle(self) -> None:
         with self._cond:
-            self._cond.wait_for(lambda: not self._running and (not self._queue or self._halted))
+            self._cond.wait_for(
+                lambda: not self._running and (self._halted or not any(self._queues.values()))
+            )
 
     # The execution side.
 
-    def _work(self) -> None:
+    def _work(self, lane: Lane) -> None:
+        queue = self._queues[lane]
         while True:
             with self._cond:
-                self._cond.wait_for(
-                    lambda: self._closing or (bool(self._queue) and not self._halted)
-                )
+                self._cond.wait_for(lambda: self._closing or (bool(queue) and not self._halted))
                 if self._closing:
                     return
-                unit = self._queue.popleft()
+                unit = queue.popleft()
                 self._count()
-                self._running = True
+                self._running.add(lane)
             error: BaseException | None = None
             try:
                 self._execute(unit)
             except BaseException as e:  # noqa: BLE001 - reported to the consumer side
                 error = e
             with self._cond:
-                self._running = False
+                self._running.discard(lane)
                 self._done.append((unit, error))
                 if error is not None:
                     self._halted = True
-                    self._queue.clear()
+                    for waiting in self._queues.values():
+                        waiting.clear()
                     self._count()
                 self._cond.notify_all()

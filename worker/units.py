@@ -1,11 +1,12 @@
 """Units of work the worker's pipeline hands from its consumer side to its execution
-side (`worker.pipeline`), and the pure decision of where a new unit joins the
-hand-off queue.
+side (`worker.pipeline`), and the pure decision of which lane's execution thread runs
+which records.
 
 A unit is one poll's records, decoded on the consumer side, with the offsets that
-committing it moves each partition to. Units that share a partition run in the order
-they were polled, so committing each finished unit's offsets never passes a record
-whose result is not written.
+committing it moves each partition to. A unit holds one lane's records; a lane's
+units run in the order they were polled, and a partition belongs to one lane, so
+committing each finished unit's offsets never passes a record whose result is not
+written.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferfleet.clients.topics import lane_of
+from inferfleet.clients.topics import Lane, lane_of
 from inferfleet.jobs.messages import JobMessage
 from worker.batching import Poison, decode_records
 
@@ -52,26 +53,14 @@ def make_unit(records: Sequence[Any]) -> Unit:
     return Unit(list(records), jobs, poison, offsets)
 
 
-def queue_position(queued: Sequence[Set[Partition]], unit: Set[Partition], front: bool) -> int:
-    """Where a new unit joins the hand-off queue (`queued`: each waiting unit's partitions).
-
-    A unit goes last unless it is to go `front` (it carries interactive records); then
-    it overtakes every waiting unit it shares no partition with, and stays behind the
-    last one it does share one with, so each partition's records still run in order.
-    """
-    if not front:
-        return len(queued)
-    for i in range(len(queued) - 1, -1, -1):
-        if queued[i] & unit:
-            return i + 1
-    return 0
+def unit_lane(unit: Unit) -> Lane:
+    """The lane whose execution thread runs `unit` (units hold one lane's records)."""
+    return "interactive" if unit.interactive else "batch"
 
 
-def hand_off_parts(records: Sequence[Any], queue_empty: bool) -> list[list[Any]]:
-    """The units one poll's records become: one, unless units wait in the queue and the
-    poll holds both lanes; then the interactive records go as a unit of their own, so
-    they overtake the waiting batch units that the batch records must stay behind."""
+def lane_parts(records: Sequence[Any]) -> list[list[Any]]:
+    """The units one poll's records become: one per lane that has records, interactive
+    first, each keeping the records' order."""
     interactive = [r for r in records if lane_of(r.topic) == "interactive"]
-    if queue_empty or not interactive or len(interactive) == len(records):
-        return [list(records)] if records else []
-    return [interactive, [r for r in records if lane_of(r.topic) != "interactive"]]
+    batch = [r for r in records if lane_of(r.topic) != "interactive"]
+    return [part for part in (interactive, batch) if part]

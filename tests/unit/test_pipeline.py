@@ -123,20 +123,63 @@ def test_the_next_unit_is_polled_while_one_runs_and_commits_wait_for_the_write(
     pipeline.close()
 
 
-def test_interactive_records_overtake_the_batch_unit_waiting(execution: Execution) -> None:
+class Gated:
+    """Runs units, each once the test opens its gate (by its first offset)."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.finished: list[int] = []
+        self.gates: dict[int, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def gate(self, first: int) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(first, threading.Event())
+
+    def __call__(self, unit: Unit) -> None:
+        first = unit.records[0].offset
+        self.started.append(first)
+        self.gate(first).wait()
+        self.finished.append(first)
+
+
+def test_interactive_records_run_beside_the_batch_unit_in_hand() -> None:
+    execution = Gated()
     source = Source(polls=[records(BATCH, 0), records(BATCH, 2)])
-    pipeline = make(source, execution)
+    pipeline = Pipeline(source, execution, 1)
     pipeline.advance()
     until(lambda: execution.started == [0])
     pipeline.advance()  # batch unit 2 waits
     source.interactive = [records(INTERACTIVE, 100)]
 
-    pipeline.advance()  # the queue is full: it looks at the interactive lane
+    pipeline.advance()  # the batch queue is full: it looks at the interactive lane
 
-    execution.release(3)
+    until(lambda: execution.started == [0, 100])  # not after the batch unit: beside it
+    execution.gate(100).set()
+    until(lambda: source.commits == [{(INTERACTIVE, 0): 102}], pipeline.advance)
+    assert execution.finished == [100], "the batch unit in hand still runs"
+    execution.gate(0).set()
+    execution.gate(2).set()
     until(lambda: len(source.commits) == 3, pipeline.advance)
-    assert execution.finished == [0, 100, 2]
-    assert source.commits == [{(BATCH, 0): 2}, {(INTERACTIVE, 0): 102}, {(BATCH, 0): 4}]
+    assert execution.finished == [100, 0, 2]
+    assert source.commits[1:] == [{(BATCH, 0): 2}, {(BATCH, 0): 4}]
+    pipeline.close()
+
+
+def test_a_poll_of_both_lanes_runs_them_on_their_own_threads() -> None:
+    execution = Gated()
+    both = records(BATCH, 0) + records(INTERACTIVE, 50)
+    source = Source(polls=[both])
+    pipeline = Pipeline(source, execution, 1)
+
+    pipeline.advance()
+
+    until(lambda: sorted(execution.started) == [0, 50])
+    execution.gate(50).set()
+    until(lambda: source.commits == [{(INTERACTIVE, 0): 52}], pipeline.advance)
+    execution.gate(0).set()
+    pipeline.drain()
+    assert source.commits[1:] == [{(BATCH, 0): 2}]
     pipeline.close()
 
 

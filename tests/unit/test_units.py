@@ -10,7 +10,7 @@ import pytest
 
 from inferfleet.jobs import messages
 from inferfleet.jobs.messages import JobMessage
-from worker.units import Partition, hand_off_parts, make_unit, queue_position
+from worker.units import lane_parts, make_unit, unit_lane
 
 INTERACTIVE = "inferfleet.jobs.fraud.interactive"
 BATCH = "inferfleet.jobs.fraud.batch"
@@ -61,44 +61,28 @@ def test_a_unit_of_batch_records_is_not_interactive() -> None:
     assert not make_unit([Rec(BATCH, 0, 0, b"a", job("a"))]).interactive
 
 
-B0: Partition = (BATCH, 0)
-B1: Partition = (BATCH, 1)
-I0: Partition = (INTERACTIVE, 0)
-I1: Partition = (INTERACTIVE, 1)
-
-
-@pytest.mark.parametrize(
-    ("queued", "unit", "front", "position"),
-    [
-        ([], {I0}, True, 0),
-        ([{B0}, {B1}], {B0}, False, 2),  # batch units go last
-        ([{B0}, {B1}], {I0}, True, 0),  # interactive overtakes batch units
-        ([{I0}, {B0}], {I0}, True, 1),  # but never a unit of its own partition
-        ([{B0}, {I0, B1}, {B0}], {I0, I1}, True, 2),
-        ([{B0, I1}, {B1}], {I1}, True, 1),
-    ],
-)
-def test_queue_position(
-    queued: list[set[Partition]], unit: set[Partition], front: bool, position: int
-) -> None:
-    assert queue_position(queued, unit, front) == position
-
-
 def recs(*topics: str) -> list[Rec]:
     return [Rec(t, 0, i, None, b"") for i, t in enumerate(topics)]
 
 
 @pytest.mark.parametrize(
-    ("topics", "queue_empty", "parts"),
+    ("topics", "parts"),
     [
-        ([], True, []),
-        ([BATCH, INTERACTIVE, BATCH], True, [[BATCH, INTERACTIVE, BATCH]]),  # nothing waits
-        ([BATCH, BATCH], False, [[BATCH, BATCH]]),
-        ([INTERACTIVE, INTERACTIVE], False, [[INTERACTIVE, INTERACTIVE]]),
-        ([INTERACTIVE, BATCH, BATCH], False, [[INTERACTIVE], [BATCH, BATCH]]),
+        ([], []),
+        ([BATCH, BATCH], [[BATCH, BATCH]]),
+        ([INTERACTIVE, INTERACTIVE], [[INTERACTIVE, INTERACTIVE]]),
+        ([BATCH, INTERACTIVE, BATCH], [[INTERACTIVE], [BATCH, BATCH]]),
     ],
 )
-def test_hand_off_parts(topics: list[str], queue_empty: bool, parts: list[list[str]]) -> None:
-    found = hand_off_parts(recs(*topics), queue_empty)
+def test_a_poll_becomes_a_unit_per_lane_interactive_first(
+    topics: list[str], parts: list[list[str]]
+) -> None:
+    found = lane_parts(recs(*topics))
 
     assert [[r.topic for r in part] for part in found] == parts
+    assert [r.offset for part in found for r in part if r.topic == BATCH] == [
+        i for i, t in enumerate(topics) if t == BATCH
+    ], "each lane keeps the records' order"
+    assert [unit_lane(make_unit(part)) for part in found] == [
+        "interactive" if part[0].topic == INTERACTIVE else "batch" for part in found
+    ]
