@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from kafka.errors import KafkaError
 
+from inferfleet.clients import topics
 from inferfleet.clients.topics import Lane
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,9 @@ class LaneConsumer(Protocol):
 
 
 def lane_of(topic: str) -> Lane:
-    """The lane a job topic carries; topics named otherwise count as interactive."""
-    return "batch" if topic.endswith(".batch") else "interactive"
+    """The lane the worker serves a topic in: the lane it carries
+    (`inferfleet.clients.topics.lane_of`); topics named otherwise count as interactive."""
+    return "batch" if topics.lane_of(topic) == "batch" else "interactive"
 
 
 def by_lane(partitions: Iterable[Any]) -> dict[Lane, list[Any]]:

@@ -15,9 +15,10 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferfleet.clients.topics import Lane, lane_of
+from inferfleet.clients.topics import Lane
 from inferfleet.jobs.messages import JobMessage
 from worker.batching import Poison, decode_records
+from worker.lanes import lane_of
 
 # A partition: (topic, partition number).
 Partition = tuple[str, int]
@@ -39,7 +40,7 @@ class Unit:
 
     @property
     def interactive(self) -> bool:
-        """Whether any record came from an interactive topic."""
+        """Whether any record came from a topic served in the interactive lane."""
         return any(lane_of(topic) == "interactive" for topic, _ in self.offsets)
 
 
@@ -62,5 +63,5 @@ def lane_parts(records: Sequence[Any]) -> list[list[Any]]:
     """The units one poll's records become: one per lane that has records, interactive
     first, each keeping the records' order."""
     interactive = [r for r in records if lane_of(r.topic) == "interactive"]
-    batch = [r for r in records if lane_of(r.topic) != "interactive"]
+    batch = [r for r in records if lane_of(r.topic) == "batch"]
     return [part for part in (interactive, batch) if part]
