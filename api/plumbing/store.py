@@ -198,20 +198,10 @@ async def wait_for_job(
     request costs Postgres one read when it starts, and one more only if nothing woke it
     by its deadline (`api.plumbing.waiters`).
     """
-    hold = min(wait, MAX_WAIT_S)
-    with services.waiters.watch(job_id) as woken:
-        row = await services.jobs.read(principal.reads, job_id)
-        if row is None:
-            raise ProblemError(404, "Not Found", f"no job {job_id!r}")
-        if row.status not in TERMINAL_STATUSES and hold > 0:
-            try:
-                with services.metrics.long_polls.track_inprogress():
-                    row = await asyncio.wait_for(woken, hold)
-            except TimeoutError:
-                row = await services.jobs.read(principal.reads, job_id)
-                if row is None:
-                    raise ProblemError(404, "Not Found", f"no job {job_id!r}") from None
-    return job_view(row, services.presigner())
+    rows = await _wait_rows(services, principal, [job_id], wait)
+    if job_id not in rows:
+        raise ProblemError(404, "Not Found", f"no job {job_id!r}")
+    return job_view(rows[job_id], services.presigner())
 
 
 async def wait_for_jobs(
@@ -220,26 +210,37 @@ async def wait_for_jobs(
     """The named jobs the caller can see, in the order named (each once; unknown and
     other tenants' IDs are left out); with `wait`, held until every one of them is
     terminal or `wait` seconds (at most MAX_WAIT_S) pass, then answered as they are.
+    Read and woken as a single job's long-poll is (`wait_for_job`)."""
+    named = list(dict.fromkeys(job_ids))
+    rows = await _wait_rows(services, principal, named, wait)
+    presign = services.presigner()
+    return JobList(items=[job_view(rows[i], presign) for i in named if i in rows], next_cursor=None)
 
-    The jobs are read in one query (`api.plumbing.reader` coalesces the reads) and woken
-    by the same notifications as a single job's long-poll.
+
+async def _wait_rows(
+    services: Services, principal: Principal, job_ids: Sequence[str], wait: float
+) -> dict[str, Any]:
+    """The rows of `job_ids` (distinct) the caller can see, by ID, once each has ended
+    or `wait` seconds (at most MAX_WAIT_S) passed.
+
+    Each future is registered before the first read, so an end after that read is not
+    missed; jobs nothing woke by the deadline are read again (and left out if gone).
     """
     hold = min(wait, MAX_WAIT_S)
-    named = list(dict.fromkeys(job_ids))
     with ExitStack() as watching:
-        woken = {i: watching.enter_context(services.waiters.watch(i)) for i in named}
-        read = await asyncio.gather(*(services.jobs.read(principal.reads, i) for i in named))
-        rows = {i: row for i, row in zip(named, read, strict=True) if row is not None}
+        woken = {i: watching.enter_context(services.waiters.watch(i)) for i in job_ids}
+        read = await asyncio.gather(*(services.jobs.read(principal.reads, i) for i in job_ids))
+        rows = {i: row for i, row in zip(job_ids, read, strict=True) if row is not None}
         open_ = [i for i, row in rows.items() if row.status not in TERMINAL_STATUSES]
         if open_ and hold > 0:
             with services.metrics.long_polls.track_inprogress():
                 await asyncio.wait([woken[i] for i in open_], timeout=hold)
             late = [i for i in open_ if not woken[i].done()]
             rows.update({i: woken[i].result() for i in open_ if woken[i].done()})
-            if late:
-                again = await asyncio.gather(
-                    *(services.jobs.read(principal.reads, i) for i in late)
-                )
-                rows.update({i: row for i, row in zip(late, again, strict=True) if row})
-    presign = services.presigner()
-    return JobList(items=[job_view(rows[i], presign) for i in named if i in rows], next_cursor=None)
+            again = await asyncio.gather(*(services.jobs.read(principal.reads, i) for i in late))
+            for job_id, row in zip(late, again, strict=True):
+                if row is None:
+                    del rows[job_id]
+                else:
+                    rows[job_id] = row
+    return rows
