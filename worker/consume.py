@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from inferfleet.clients.broker import Record, make_consumer, make_producer, send_all
@@ -24,6 +24,9 @@ from inferfleet.settings import Settings
 from worker.lanes import LanePoller
 
 log = logging.getLogger(__name__)
+
+# What a commit meets while the group rebalances: the member rejoins at its next poll.
+REFUSED = (CommitFailedError, RebalanceInProgressError)
 
 
 class JobConsumer:
@@ -41,6 +44,9 @@ class JobConsumer:
         # Told, inside a `poll`, of partitions a rebalance is about to take away.
         self.on_revoke: Callable[[], None] | None = None
         self.revocations = 0  # how many rebalances took partitions away
+        # Offsets of written results whose commit the group refused, tried again at the
+        # next commit or poll (`commit_offsets`).
+        self._owed: dict[TopicPartition, int] = {}
         self._consumer.subscribe(list(topics), listener=_Revoked(self))
         self._producer: KafkaProducer | None = None
         self._sending = threading.Lock()
@@ -60,6 +66,8 @@ class JobConsumer:
         polls), records of those partitions are left out: their new owner reads them
         from the committed offset.
         """
+        if self._owed:
+            self.commit_offsets({})
         before = self.revocations
         records = self._lanes.poll()
         if self.revocations == before or not records:
@@ -67,27 +75,46 @@ class JobConsumer:
         kept = self._consumer.assignment()
         return [r for r in records if TopicPartition(r.topic, r.partition) in kept]
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member holds now."""
+        return set(self._consumer.assignment())
+
     def poll_interactive(self) -> list[Any]:
         """Interactive records already fetched, if that lane has unread records; none
         of the batch lane (`worker.lanes.LanePoller.poll_interactive`)."""
         return self._lanes.poll_interactive()
 
     def commit_offsets(self, offsets: Mapping[tuple[str, int], int]) -> bool:
-        """Commit each (topic, partition) at the given offset (the next one to read);
-        False if a rebalance took them away (the new owner then redoes those records,
-        which the claim tokens make harmless)."""
-        if not offsets:
+        """Commit each (topic, partition) at the given offset (the next one to read),
+        with any offsets an earlier refused commit left owed; False if refused again.
+
+        A commit refused while the group rebalances, or after this member was dropped
+        from it, stays owed and is tried again at the next commit or poll: with no later
+        record on such a partition nothing else would move its committed offset up to
+        the written results, so its lag would never reach zero (and the autoscaler would
+        never stop the worker). Offsets a member committed past meanwhile are dropped.
+        """
+        found = self._still_owed()
+        for (topic, partition), offset in offsets.items():
+            tp = TopicPartition(topic, partition)
+            found[tp] = max(offset, found.get(tp, offset))
+        if not found:
             return True
-        found = {
-            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in offsets.items()
-        }
         try:
-            self._consumer.commit(offsets=found)
-        except CommitFailedError as e:
-            log.warning("offset commit failed, records will be redelivered: %s", e)
+            self._consumer.commit(
+                offsets={tp: OffsetAndMetadata(o, "", -1) for tp, o in found.items()}
+            )
+        except REFUSED as e:
+            log.warning("offset commit refused; tried again once the group settles: %s", e)
+            self._owed = found
             return False
+        self._owed = {}
         return True
+
+    def _still_owed(self) -> dict[TopicPartition, int]:
+        """Owed offsets not yet passed by a commit of the group's (this member's
+        partitions, or ones a rebalance gave away: their results are written either way)."""
+        return {tp: o for tp, o in self._owed.items() if o > (self._consumer.committed(tp) or 0)}
 
     def commit(self) -> bool:
         """Commit the positions after the last poll; False if a rebalance took them away.
@@ -97,7 +124,7 @@ class JobConsumer:
         """
         try:
             self._consumer.commit()
-        except CommitFailedError as e:
+        except REFUSED as e:
             log.warning("offset commit failed, records will be redelivered: %s", e)
             return False
         return True

@@ -75,6 +75,18 @@ class Supervisor:
         found = re.search(rf"^{re.escape(name)} (\S+)$", body, re.MULTILINE)
         return float(found[1]) if found else None
 
+    def state(self) -> str:
+        """What the autoscaler measured and decided last, for a failure's message."""
+        names = (
+            'inferfleet_autoscaler_lag_records{trigger="interactive"}',
+            'inferfleet_autoscaler_lag_records{trigger="batch"}',
+            "inferfleet_autoscaler_replicas",
+            "inferfleet_autoscaler_stopping_replicas",
+        )
+        metrics = ", ".join(f"{name} {self.metric(name)}" for name in names)
+        lines = [line for line in self.log().splitlines() if " autoscaler" in line]
+        return f"{metrics}; decisions {self.decisions()}; last lines:\n" + "\n".join(lines[-8:])
+
     def alive(self) -> bool:
         if self.proc.poll() is not None:
             pytest.fail(f"the autoscaler exited with {self.proc.returncode}:\n{self.log()}")
@@ -218,7 +230,10 @@ def test_a_burst_scales_from_zero_out_drains_and_returns_to_zero_losing_nothing(
             and supervisor.metric("inferfleet_autoscaler_stopping_replicas") == 0
         )
 
-    eventually(back_to_zero, "the workers to drain and stop", 120)
+    try:
+        eventually(back_to_zero, "the workers to drain and stop", 120)
+    except pytest.fail.Exception:
+        pytest.fail(f"the workers did not drain and stop within 120 s: {supervisor.state()}")
 
     changes = supervisor.decisions()
     assert changes[0] == ("keda", 0, 1)

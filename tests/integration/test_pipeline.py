@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 BATCH_JOBS = 30_000
 POLL = 2000
+WAVE = 2000  # jobs submitted at a time to keep a backlog until the second worker joins
 
 OVERTAKEN = text(
     """
@@ -94,13 +95,26 @@ def test_a_worker_joining_mid_backlog_takes_partitions_and_no_job_runs_twice(
 
     eventually(lambda: succeeded() >= 200, "the first worker to finish some jobs", timeout=120)
     second = start_worker(model.name, group=group, **small)
+
+    def second_took_jobs() -> bool:
+        """Whether both workers have claimed jobs; until then the backlog is kept from
+        running dry (however slowly the second worker starts), so the first is always
+        mid-backlog when the rebalance comes."""
+        rows = job_rows(engine, model.name)
+        if len({r.claim_token for r in rows if r.claim_token}) == 2:
+            return True
+        if sum(r.status != "succeeded" for r in rows) < WAVE:
+            ids.extend(submit_bulk(client, model.name, random_inputs(WAVE, seed=len(ids))))
+        return False
+
+    eventually(second_took_jobs, "the second worker to take partitions", timeout=180)
     eventually(lambda: succeeded() == len(ids), "every job to succeed", timeout=180)
 
     rows = job_rows(engine, model.name)
     # Before the rebalance the first worker finished and committed every unit it had
     # handed off, so the second never found one of its jobs still running.
     assert {r.attempts for r in rows} == {1}, "a job was claimed by both workers"
-    assert len({r.claim_token for r in rows}) == 2, "the second worker took no partition"
+    assert len({r.claim_token for r in rows}) == 2
     assert set(terminal_writes(engine, ids).values()) == {1}
     assert first.proc.poll() is None, first.log()
     assert second.proc.poll() is None, second.log()
