@@ -17,9 +17,11 @@ Needs the local stack (`scripts/stack.sh up`), a migrated database and the demo 
 
 A job's submit-to-result latency runs from just before its POST (the bench's clock) to
 its `completed_at` (the database's clock, same machine). The report gives p50, p99 and
-the largest of both phases, their ratio, the batch's own rate, and the worker's poll
-sizes. Everything the run made is removed at the end (`--keep` leaves it). Timings are
-for reading, never for asserting.
+the largest of both phases, their ratio, the part after the 202 split at the worker's
+claim (`produced_at` to `started_at`: waiting in Kafka and on the worker's consumer
+side; `started_at` to `completed_at`: claim, run, result), the batch's own rate, and
+the worker's poll sizes. Everything the run made is removed at the end (`--keep`
+leaves it). Timings are for reading, never for asserting.
 
 The API and worker it starts are those of the checkout the script is in: run the
 script of another checkout (`git worktree add --detach DIR COMMIT`, then
@@ -96,15 +98,20 @@ class Submitted:
 
 @dataclass(frozen=True)
 class Latencies:
-    """Submit-to-result seconds of one phase's interactive jobs, and the part of each
-    after the API's 202 (queue and worker)."""
+    """Submit-to-result seconds of one phase's interactive jobs, the part of each after
+    the API's 202 (queue and worker), and that part split at the worker's claim: from
+    `produced_at` (Kafka acknowledged it) to `started_at` (the claim's transaction
+    began; the record was polled and handed to an execution thread), and from there
+    to `completed_at` (run, result written)."""
 
     seconds: list[float]
     after_202: list[float]
+    to_claim: list[float]
+    claim_to_result: list[float]
     not_succeeded: int
 
-    def pct(self, p: int, after_202: bool = False) -> float:
-        values = self.after_202 if after_202 else self.seconds
+    def pct(self, p: int, part: str = "seconds") -> float:
+        values: list[float] = getattr(self, part)
         return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
@@ -166,7 +173,9 @@ def interactive_phase(
 def latencies(engine: Engine, submitted: Sequence[Submitted], timeout_s: float) -> Latencies:
     """Wait until every submitted job has ended; their submit-to-result seconds."""
     ids = [s.job_id for s in submitted]
-    query = text("SELECT id, status, completed_at FROM jobs WHERE id = ANY(:ids)")
+    query = text(
+        "SELECT id, status, produced_at, started_at, completed_at FROM jobs WHERE id = ANY(:ids)"
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         with engine.connect() as conn:
@@ -177,9 +186,12 @@ def latencies(engine: Engine, submitted: Sequence[Submitted], timeout_s: float) 
             raise RuntimeError(f"interactive jobs not done after {timeout_s:.0f} s")
         time.sleep(0.2)
     total = [(rows[s.job_id].completed_at - s.at).total_seconds() for s in submitted]
+    ran = [r for r in rows.values() if r.started_at is not None and r.produced_at is not None]
     return Latencies(
         total,
         [t - s.answered_s for t, s in zip(total, submitted, strict=True)],
+        [(r.started_at - r.produced_at).total_seconds() for r in ran],
+        [(r.completed_at - r.started_at).total_seconds() for r in ran],
         sum(1 for r in rows.values() if r.status != "succeeded"),
     )
 
@@ -285,11 +297,22 @@ def report(
     for name, lat in rows:
         lines.append(
             f"{name:45} {len(lat.seconds):>6} {lat.pct(50):>7.3f} {lat.pct(99):>7.3f} "
-            f"{max(lat.seconds):>7.3f}   {lat.pct(50, True):>7.3f} {lat.pct(99, True):>7.3f}"
+            f"{max(lat.seconds):>7.3f}   {lat.pct(50, 'after_202'):>7.3f} "
+            f"{lat.pct(99, 'after_202'):>7.3f}"
         )
     lines += [
         f"{'ratio (during / alone)':45} {'':>6} {busy.pct(50) / alone.pct(50):>7.1f} "
         f"{busy.pct(99) / alone.pct(99):>7.1f}",
+        "",
+        "the part after the 202, split at the worker's claim: p50, p99 (seconds)",
+    ]
+    lines.append(f"{'':45} {'to the claim':>17} {'claim to result':>17}")
+    for name, lat in rows:
+        lines.append(
+            f"{name:45} {lat.pct(50, 'to_claim'):>8.3f} {lat.pct(99, 'to_claim'):>8.3f} "
+            f"{lat.pct(50, 'claim_to_result'):>8.3f} {lat.pct(99, 'claim_to_result'):>8.3f}"
+        )
+    lines += [
         "",
         f"batch: {watch.total:,} jobs in {span:.1f} s from first claim to last result "
         f"({watch.total / span:,.0f} jobs/s)",
