@@ -8,9 +8,12 @@ behind a fetched batch backlog would otherwise wait for all of it.
 `LanePoller.poll` first asks the broker whether an interactive partition has records
 the worker has not read (its end offset is past the consumer's position). If so, and
 if fetched records are waiting in the consumer, it polls with every batch-lane
-partition paused, which returns interactive records alone; batch records already
-fetched stay parked in the consumer, neither dropped nor skipped (`_unpark` works
-around kafka-python 3.0 never handing some of them back). The second poll, with
+partition paused, which returns interactive records alone. That poll waits up to
+`INTERACTIVE_FETCH_WAIT_MS` for them: kafka-python sends a fetch only once what it
+buffered is handed out, so they are seldom fetched yet, and a poll that did not wait
+would leave them to the next call. Batch records already fetched stay parked in the
+consumer, neither dropped nor skipped (`_unpark` works around kafka-python 3.0 never
+handing some of them back). The second poll, with
 everything resumed, fills the rest of the batch. So an interactive record waits for
 the batch in flight and at most one more, never for the backlog. Otherwise it is one
 plain poll, as before lanes. Asking costs one ListOffsets request per poll; the
@@ -46,6 +49,9 @@ log = logging.getLogger(__name__)
 
 # The interactive lane counts as active this long after its last record was polled.
 INTERACTIVE_RECENT_S = 1.0
+# How long a poll for the interactive lane alone may wait for its fetch, once the
+# broker has said the lane has unread records (`_interactive_only`).
+INTERACTIVE_FETCH_WAIT_MS = 50
 
 
 class LaneConsumer(Protocol):
@@ -184,7 +190,7 @@ class LanePoller:
         consumer = self._consumer
         consumer.pause(*lanes.get("batch", []))
         try:
-            return _take(consumer, self._max_records, 0)
+            return _take(consumer, self._max_records, INTERACTIVE_FETCH_WAIT_MS)
         finally:
             # What is paused now: a rebalance in the poll may have changed the assignment.
             consumer.resume(*consumer.paused())
