@@ -75,10 +75,6 @@ class JobConsumer:
         kept = self._consumer.assignment()
         return [r for r in records if TopicPartition(r.topic, r.partition) in kept]
 
-    def assignment(self) -> set[TopicPartition]:
-        """The partitions this member holds now."""
-        return set(self._consumer.assignment())
-
     def poll_interactive(self) -> list[Any]:
         """Interactive records already fetched, if that lane has unread records; none
         of the batch lane (`worker.lanes.LanePoller.poll_interactive`)."""
