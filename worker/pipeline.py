@@ -120,7 +120,7 @@ class Pipeline:
             return
         with self._cond:
             self._cond.wait_for(
-                lambda: bool(self._done) or self._halted or self._all_room(),
+                lambda: bool(self._done) or self._halted or all(map(self._fits, LANES)),
                 timeout=INTERACTIVE_CHECK_S,
             )
         if self._room("interactive") and not self._room("batch") and not self._done:
@@ -169,10 +169,11 @@ class Pipeline:
 
     def _room(self, lane: Lane) -> bool:
         with self._cond:
-            return not self._halted and len(self._queues[lane]) < self._depth
+            return not self._halted and self._fits(lane)
 
-    def _all_room(self) -> bool:
-        return all(len(queue) < self._depth for queue in self._queues.values())
+    def _fits(self, lane: Lane) -> bool:
+        """Whether `lane`'s queue has room (the caller holds `_cond`)."""
+        return len(self._queues[lane]) < self._depth
 
     def _hand_off(self, unit: Unit) -> None:
         with self._cond:
