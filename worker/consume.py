@@ -109,8 +109,12 @@ class JobConsumer:
 
     def _still_owed(self) -> dict[TopicPartition, int]:
         """Owed offsets not yet passed by a commit of the group's (this member's
-        partitions, or ones a rebalance gave away: their results are written either way)."""
-        return {tp: o for tp, o in self._owed.items() if o > (self._consumer.committed(tp) or 0)}
+        partitions, or ones a rebalance gave away: their results are written either way);
+        those passed are forgotten, so they are looked up no more."""
+        self._owed = {
+            tp: o for tp, o in self._owed.items() if o > (self._consumer.committed(tp) or 0)
+        }
+        return dict(self._owed)
 
     def commit(self) -> bool:
         """Commit the positions after the last poll; False if a rebalance took them away.

@@ -13,12 +13,12 @@ partition paused, which returns interactive records alone. That poll waits up to
 buffered is handed out, so they are seldom fetched yet, and a poll that did not wait
 would leave them to the next call. Batch records already fetched stay parked in the
 consumer, neither dropped nor skipped (`_unpark` works around kafka-python 3.0 never
-handing some of them back). The second poll, with
-everything resumed, fills the rest of the batch. So an interactive record waits for
-the batch in flight and at most one more, never for the backlog. Otherwise it is one
-plain poll, as before lanes. Asking costs one ListOffsets request per poll; the
-fetched high watermarks cannot answer, because kafka-python reads them only as it
-hands out each partition's fetched records, in order.
+handing some of them back). The second poll, with everything resumed, fills the rest
+of the batch. So an interactive record waits for the batch in flight and at most one
+more, never for the backlog. Otherwise it is one plain poll, as before lanes. Asking
+costs one ListOffsets request per poll; the fetched high watermarks cannot answer,
+because kafka-python reads them only as it hands out each partition's fetched records,
+in order.
 
 Offsets are untouched: a poll advances positions only for the records it returns, and
 the worker commits after their results are written. Nothing stays paused between
