@@ -44,10 +44,12 @@ def submit_bulk(client: httpx.Client, model: str, inputs: list[dict]) -> list[st
 
 
 def statuses(engine: Engine, model: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in job_rows(engine, model):
-        counts[row.status] = counts.get(row.status, 0) + 1
-    return counts
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT status, count(*) AS n FROM jobs WHERE model = :m GROUP BY status"),
+            {"m": model},
+        )
+        return {row.status: row.n for row in rows}
 
 
 def group_members(bootstrap: str, group: str) -> int:
@@ -68,11 +70,21 @@ def test_sigkill_mid_run_loses_no_job_and_answers_none_twice(
     # A short session timeout: the group moves a killed member's partitions sooner.
     fast = {"INFERFLEET_POLL_MAX_RECORDS": "250", "INFERFLEET_SESSION_TIMEOUT_MS": "6000"}
     first = start_worker(model.name, **fast)
-    eventually(
-        lambda: statuses(engine, model.name).get("succeeded", 0) >= 2000,
-        "the first worker to finish some jobs",
-        timeout=120,
-    )
+    # The worker is frozen before it is killed, so the test sees what the kill interrupts. One
+    # fast enough to drain the backlog between two looks gets another wave, and is frozen again.
+    for wave in range(1, 6):
+        eventually(
+            lambda: statuses(engine, model.name).get("succeeded", 0) >= len(ids) - 8000,
+            "the first worker to finish some jobs",
+            timeout=120,
+        )
+        first.proc.send_signal(signal.SIGSTOP)
+        if statuses(engine, model.name).get("succeeded", 0) < len(ids):
+            break
+        first.proc.send_signal(signal.SIGCONT)
+        more = random_inputs(10_000, seed=100 + wave)
+        inputs.extend(more)
+        ids.extend(submit_bulk(client, model.name, more))
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(timeout=10)
     done_before_crash = statuses(engine, model.name).get("succeeded", 0)
