@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,3 +168,24 @@ def test_a_broker_away_at_start_is_waited_for_out_of_the_group(
     assert tries == [False, False, False], "not ready until it joined the group"
     assert consumer.events == ["batch"]
     assert w.readiness.get()[0] is True
+
+
+def test_what_the_worker_loaded_is_left_out_of_later_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loaded: list[FakeModel] = []
+
+    def get(store: FakeStore, name: str, version: int) -> FakeModel:
+        loaded.append(FakeModel(name=name, version=version))
+        return loaded[-1]
+
+    monkeypatch.setattr(FakeStore, "get", get)
+    w = make_worker(monkeypatch, FakeConsumer(), [None])
+    try:
+        assert w.start()
+        assert loaded, "the worker loaded no model"
+        # Frozen: no generation the collector scans holds it any more.
+        scanned = {id(o) for o in gc.get_objects()}
+        assert not any(id(model) in scanned for model in loaded)
+    finally:
+        gc.unfreeze()
