@@ -75,10 +75,10 @@ class JobConsumer:
         kept = self._consumer.assignment()
         return [r for r in records if TopicPartition(r.topic, r.partition) in kept]
 
-    def poll_interactive(self) -> list[Any]:
-        """Interactive records already fetched, if that lane has unread records; none
-        of the batch lane (`worker.lanes.LanePoller.poll_interactive`)."""
-        return self._lanes.poll_interactive()
+    def poll_interactive(self, timeout_ms: int) -> list[Any]:
+        """Interactive records, waiting up to `timeout_ms` for one; none of the batch
+        lane (`worker.lanes.LanePoller.poll_interactive`)."""
+        return self._lanes.poll_interactive(timeout_ms)
 
     def commit_offsets(self, offsets: Mapping[tuple[str, int], int]) -> bool:
         """Commit each (topic, partition) at the given offset (the next one to read),

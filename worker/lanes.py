@@ -2,8 +2,8 @@
 
 Each model has two topics, `….interactive` and `….batch` (`inferfleet.clients.topics`), and a
 worker's one consumer reads both. kafka-python hands out buffered records in the order
-their fetches came in, megabytes per partition, so an interactive record arriving
-behind a fetched batch backlog would otherwise wait for all of it.
+their fetches came in, so an interactive record arriving behind a fetched batch backlog
+would otherwise wait for all of it.
 
 `LanePoller.poll` first asks the broker whether an interactive partition has records
 the worker has not read (its end offset is past the consumer's position). If so, and
@@ -19,6 +19,14 @@ more, never for the backlog. Otherwise it is one plain poll, as before lanes. As
 costs one ListOffsets request per poll; the fetched high watermarks cannot answer,
 because kafka-python reads them only as it hands out each partition's fetched records,
 in order.
+
+While the worker has no room for batch records (the pipeline's batch queue is full),
+`LanePoller.poll_interactive` polls with the batch lane paused and asks nothing first:
+kafka-python then fetches the interactive partitions alone, and the broker answers
+that fetch as soon as one of them has a record (or after the consumer's 50 ms
+`fetch_max_wait_ms`), so a record is handed out as it arrives. Asking first, a
+ListOffsets round trip that took 30-150 ms beside a batch, was most of an interactive
+record's wait there.
 
 Offsets are untouched: a poll advances positions only for the records it returns, and
 the worker commits after their results are written. Nothing stays paused between
@@ -176,21 +184,27 @@ class LanePoller:
         self.records_waiting = len(rest) >= room
         return self._seen(first + rest)
 
-    def poll_interactive(self) -> list[Any]:
-        """Only interactive records already fetched, none if the lane has nothing unread
-        (batch-lane records stay where they are, for the next `poll`)."""
-        lanes = by_lane(self._consumer.assignment())
-        if "interactive" not in lanes or not _lagging(
-            self._consumer, lanes["interactive"], self._offsets_timeout_ms
-        ):
-            return []
-        return self._seen(self._interactive_only(lanes))
+    def poll_interactive(self, timeout_ms: int) -> list[Any]:
+        """Interactive records alone, waiting up to `timeout_ms` for them; batch-lane
+        records stay where they are, for the next `poll`.
 
-    def _interactive_only(self, lanes: Mapping[Lane, list[Any]]) -> list[Any]:
+        Made while the worker has no room for batch records: the poll sends a fetch of
+        the interactive partitions alone, which the broker answers as soon as one of
+        them has a record, so a record is handed out as it arrives, with no offsets
+        asked for first.
+        """
+        lanes = by_lane(self._consumer.assignment())
+        if "interactive" not in lanes:
+            return []
+        return self._seen(self._interactive_only(lanes, timeout_ms))
+
+    def _interactive_only(
+        self, lanes: Mapping[Lane, list[Any]], timeout_ms: int = INTERACTIVE_FETCH_WAIT_MS
+    ) -> list[Any]:
         consumer = self._consumer
         consumer.pause(*lanes.get("batch", []))
         try:
-            return _take(consumer, self._max_records, INTERACTIVE_FETCH_WAIT_MS)
+            return _take(consumer, self._max_records, timeout_ms)
         finally:
             # What is paused now: a rebalance in the poll may have changed the assignment.
             consumer.resume(*consumer.paused())

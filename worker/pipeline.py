@@ -22,9 +22,9 @@ What a caller may rely on:
   still takes the partitions of a worker that stopped making progress.
 - Interactive records never wait for batch records: they run on their own thread,
   beside the batch unit in hand rather than after it. While the batch queue is full
-  the consumer side still looks at the interactive lane every `INTERACTIVE_CHECK_S`
-  (`poll_interactive`), so an interactive record waits for at most that, the
-  interactive unit before it, and its share of the cores.
+  the consumer side polls the interactive lane alone (`poll_interactive`), which the
+  broker answers as soon as a record arrives, so an interactive record waits for the
+  interactive unit before it and its share of the cores, not for a batch unit.
 - A unit that fails (an outage, `TRANSIENT`) halts the execution side and drops the
   units waiting; `advance` raises the failure. The caller then calls `quiesce` (which
   also waits for the other lane's running unit), rewinds to the committed offsets (the
@@ -56,7 +56,8 @@ from worker.units import Partition, Unit, lane_parts, make_unit, unit_lane
 
 log = logging.getLogger(__name__)
 
-# How often the consumer side looks for interactive records while the queue is full.
+# How long the consumer side waits at a time: in a poll of the interactive lane while
+# the batch lane's queue is full, else for room in the queues.
 INTERACTIVE_CHECK_S = 0.02
 
 
@@ -67,7 +68,7 @@ class Source(Protocol):
 
     def poll(self) -> list[Any]: ...
 
-    def poll_interactive(self) -> list[Any]: ...
+    def poll_interactive(self, timeout_ms: int) -> list[Any]: ...
 
     def commit_offsets(self, offsets: dict[Partition, int]) -> bool: ...
 
@@ -108,25 +109,27 @@ class Pipeline:
 
     def advance(self) -> None:
         """One step: commit what finished; then poll and hand off a unit per lane if
-        every lane's queue has room, or else wait up to `INTERACTIVE_CHECK_S` for room
-        and hand off the interactive records that arrived meanwhile.
+        every lane's queue has room; if only the interactive one has, wait up to
+        `INTERACTIVE_CHECK_S` in a poll of the interactive lane and hand off what it
+        returns; else wait up to that long for room.
 
         Raises what a unit raised (the execution side is then halted: `quiesce`).
         """
         self._settle()
-        if self._room("interactive") and self._room("batch"):
+        interactive_room = self._room("interactive")
+        if interactive_room and self._room("batch"):
             for part in lane_parts(self._source.poll()):
                 self._hand_off(make_unit(part))
-            return
-        with self._cond:
-            self._cond.wait_for(
-                lambda: bool(self._done) or self._halted or all(map(self._fits, LANES)),
-                timeout=INTERACTIVE_CHECK_S,
-            )
-        if self._room("interactive") and not self._room("batch") and not self._done:
-            records = self._source.poll_interactive()
+        elif interactive_room:
+            records = self._source.poll_interactive(int(INTERACTIVE_CHECK_S * 1000))
             if records:
                 self._hand_off(make_unit(records))
+        else:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: bool(self._done) or self._halted or all(map(self._fits, LANES)),
+                    timeout=INTERACTIVE_CHECK_S,
+                )
 
     def quiesce(self) -> None:
         """Drop the units waiting, wait for the running ones to end, and forget what

@@ -64,7 +64,15 @@ def send_all(producer: KafkaProducer, records: Sequence[Record], timeout_s: floa
 
 
 def make_consumer(settings: Settings, topics: Sequence[str], client_id: str) -> KafkaConsumer:
-    """A group consumer for `topics` that commits only when told to."""
+    """A group consumer for `topics` that commits only when told to.
+
+    Its fetches are kept short, since kafka-python has one in flight per broker and
+    the worker's interactive records wait behind it (`worker.lanes`): a fetch is
+    answered with at most 1 MiB (a few thousand jobs, decoded in milliseconds, not a
+    fetch of tens of MiB that takes a fifth of a second), and a broker holds a fetch
+    with nothing to return for at most 50 ms (so a fetch of the interactive lane alone
+    never keeps the batch lane's next one waiting for long).
+    """
     consumer = KafkaConsumer(
         **kafka_connection(settings),
         client_id=client_id,
@@ -75,7 +83,9 @@ def make_consumer(settings: Settings, topics: Sequence[str], client_id: str) -> 
         max_poll_interval_ms=settings.max_poll_interval_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+        max_partition_fetch_bytes=1024 * 1024,
+        fetch_max_bytes=1024 * 1024,
+        fetch_max_wait_ms=50,
     )
     consumer.subscribe(list(topics))
     return consumer

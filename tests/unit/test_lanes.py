@@ -401,9 +401,19 @@ def test_poll_interactive_takes_interactive_records_only() -> None:
     consumer = backlog(batch=5000, interactive=2)
     p = poller(consumer, waiting=False)
 
-    records = p.poll_interactive()
+    records = p.poll_interactive(20)
 
     assert lanes(records) == ["interactive"] * 4
     assert consumer.paused() == set(), "the batch lane is resumed"
-    assert p.poll_interactive() == [], "nothing more unread: no poll at all"
-    assert len(consumer.calls) == 1
+    assert consumer.calls == [(20, 100, frozenset({B0, B1}))], "one poll, the batch lane paused"
+    assert p.poll_interactive(20) == [], "nothing more: an empty wait, no batch record"
+    assert consumer.calls[1] == (20, 100, frozenset({B0, B1}))
+
+
+def test_poll_interactive_without_an_interactive_lane_polls_nothing() -> None:
+    consumer = FakeConsumer()
+    consumer.add(B0, 10)
+    p = poller(consumer, waiting=False)
+
+    assert p.poll_interactive(20) == []
+    assert consumer.calls == [], "no poll: it would hand out batch records"

@@ -40,6 +40,7 @@ class Source:
     polls: list[list[Rec]] = field(default_factory=list)
     interactive: list[list[Rec]] = field(default_factory=list)
     commits: list[dict[Partition, int]] = field(default_factory=list)
+    waits: list[int] = field(default_factory=list)  # each poll_interactive's timeout
     polled: int = 0
     on_revoke: Callable[[], None] | None = None
 
@@ -49,7 +50,8 @@ class Source:
         self.polled += 1
         return self.polls.pop(0)
 
-    def poll_interactive(self) -> list[Any]:
+    def poll_interactive(self, timeout_ms: int) -> list[Any]:
+        self.waits.append(timeout_ms)
         return self.interactive.pop(0) if self.interactive else []
 
     def commit_offsets(self, offsets: dict[Partition, int]) -> bool:
@@ -154,6 +156,8 @@ def test_interactive_records_run_beside_the_batch_unit_in_hand() -> None:
 
     pipeline.advance()  # the batch queue is full: it looks at the interactive lane
 
+    assert source.polled == 2, "no poll of both lanes while the batch queue is full"
+    assert source.waits == [20], "the interactive lane's poll waits for its records"
     until(lambda: execution.started == [0, 100])  # not after the batch unit: beside it
     execution.gate(100).set()
     until(lambda: source.commits == [{(INTERACTIVE, 0): 102}], pipeline.advance)
