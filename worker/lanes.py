@@ -191,11 +191,10 @@ class LanePoller:
         Made while the worker has no room for batch records: the poll sends a fetch of
         the interactive partitions alone, which the broker answers as soon as one of
         them has a record, so a record is handed out as it arrives, with no offsets
-        asked for first.
+        asked for first. With no interactive partition assigned it only waits, the
+        group kept up to date meanwhile.
         """
         lanes = by_lane(self._consumer.assignment())
-        if "interactive" not in lanes:
-            return []
         return self._seen(self._interactive_only(lanes, timeout_ms))
 
     def _interactive_only(

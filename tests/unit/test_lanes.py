@@ -410,10 +410,12 @@ def test_poll_interactive_takes_interactive_records_only() -> None:
     assert consumer.calls[1] == (20, 100, frozenset({B0, B1}))
 
 
-def test_poll_interactive_without_an_interactive_lane_polls_nothing() -> None:
+def test_poll_interactive_without_an_interactive_lane_waits_handing_out_nothing() -> None:
     consumer = FakeConsumer()
     consumer.add(B0, 10)
     p = poller(consumer, waiting=False)
 
     assert p.poll_interactive(20) == []
-    assert consumer.calls == [], "no poll: it would hand out batch records"
+    # A poll that waits (not a return at once, which would spin the consumer side).
+    assert consumer.calls == [(20, 100, frozenset({B0}))]
+    assert consumer.paused() == set()
