@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 
 # The interactive lane counts as active this long after its last record was polled.
 INTERACTIVE_RECENT_S = 1.0
-# How long a poll for the interactive lane alone may wait for its fetch, once the
-# broker has said the lane has unread records (`_interactive_only`).
+# How long `LanePoller.poll`'s poll of the interactive lane alone may wait for its
+# fetch, once the broker has said the lane has unread records.
 INTERACTIVE_FETCH_WAIT_MS = 50
 
 
@@ -171,7 +171,7 @@ class LanePoller:
         if pause_batch_lane(lanes, self.records_waiting) and _lagging(
             consumer, lanes["interactive"], self._offsets_timeout_ms
         ):
-            first = self._interactive_only(lanes)
+            first = self._interactive_only(lanes, INTERACTIVE_FETCH_WAIT_MS)
         room = None
         if self._batch_share is not None:
             active = bool(first) or time.monotonic() - self._interactive_at < self._recent_s
@@ -197,9 +197,7 @@ class LanePoller:
         lanes = by_lane(self._consumer.assignment())
         return self._seen(self._interactive_only(lanes, timeout_ms))
 
-    def _interactive_only(
-        self, lanes: Mapping[Lane, list[Any]], timeout_ms: int = INTERACTIVE_FETCH_WAIT_MS
-    ) -> list[Any]:
+    def _interactive_only(self, lanes: Mapping[Lane, list[Any]], timeout_ms: int) -> list[Any]:
         consumer = self._consumer
         consumer.pause(*lanes.get("batch", []))
         try:
