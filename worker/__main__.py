@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     check_bound(settings)
     logs.configure()
     tracing.setup("inferfleet-worker")
-    # A connection for each lane's execution thread, the loop's and the probes'.
-    engine = make_engine(settings, pool_size=4)
+    # A connection for each lane's execution thread, the loop's and the probes'. Not
+    # pinged before each transaction (an interactive job's claim and result are two): a
+    # connection a Postgres restart killed fails its statement, which the loop handles
+    # as the outage it is (`worker.main`), and the engine then drops the others.
+    engine = make_engine(settings, pool_size=4, pre_ping=False)
     metrics = WorkerMetrics()
     readiness = Readiness()
     server = serve(

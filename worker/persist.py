@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -83,7 +84,8 @@ TAKE_ALONE = text(
 # commit), then one UPDATE writes them all: measured faster than binding five arrays
 # to an UPDATE … FROM unnest (`bench/finish_writes.py`). `j.id = ANY(:ids)` gives the
 # planner the primary-key lookup (and partition pruning) whatever it guesses of the
-# temporary table, which has no statistics.
+# temporary table, which has no statistics. The table is made by the first `finish` on
+# a connection (`STAGED` in the connection's `info` says so), not asked for again.
 STAGE = text(
     """
     CREATE TEMP TABLE IF NOT EXISTS finished_rows (
@@ -91,6 +93,7 @@ STAGE = text(
     ) ON COMMIT DELETE ROWS
     """
 )
+STAGED = "inferfleet.finished_rows"
 STAGE_COPY = "COPY finished_rows (id, status, outputs, output_uri, error) FROM STDIN"
 FINISH = text(
     """
@@ -181,23 +184,33 @@ def finish(
     """
     if not outcomes and not requeued:
         return Written()
-    with engine.begin() as conn:
-        put_back: set[str] = set()
-        if requeued:
-            found = conn.execute(REQUEUE, {"ids": list(requeued), "token": token})
-            put_back = set(found.scalars())
-        if not outcomes:
-            return Written(requeued=put_back)
-        _stage(conn, outcomes)
-        params = {"ids": [o.job_id for o in outcomes], "token": token}
-        finished = list(conn.execute(FINISH, params))
-        add_job_events(conn, [r.id for r in finished if r.notify], retry_window_s)
-        return Written({r.id for r in finished}, put_back)
+    info: dict[Any, Any] = {}
+    try:
+        with engine.begin() as conn:
+            info = conn.connection.info
+            put_back: set[str] = set()
+            if requeued:
+                found = conn.execute(REQUEUE, {"ids": list(requeued), "token": token})
+                put_back = set(found.scalars())
+            if not outcomes:
+                return Written(requeued=put_back)
+            _stage(conn, outcomes)
+            params = {"ids": [o.job_id for o in outcomes], "token": token}
+            finished = list(conn.execute(FINISH, params))
+            add_job_events(conn, [r.id for r in finished if r.notify], retry_window_s)
+            return Written({r.id for r in finished}, put_back)
+    except BaseException:
+        # The table's creation, if this transaction made it, was rolled back with it.
+        info.pop(STAGED, None)
+        raise
 
 
 def _stage(conn: Connection, outcomes: Sequence[Outcome]) -> None:
-    """COPY the outcomes into this transaction's `finished_rows`."""
-    conn.execute(STAGE)
+    """COPY the outcomes into this transaction's `finished_rows` (made first if this
+    connection has not made it yet)."""
+    if not conn.connection.info.get(STAGED):
+        conn.execute(STAGE)
+        conn.connection.info[STAGED] = True
     raw = conn.connection.driver_connection
     assert raw is not None
     with raw.cursor() as cursor, cursor.copy(STAGE_COPY) as copy:

@@ -2,16 +2,20 @@
 side (`worker.pipeline`), and the pure decision of which lane's execution thread runs
 which records.
 
-A unit is one poll's records, decoded on the consumer side, with the offsets that
-committing it moves each partition to. A unit holds one lane's records; a lane's
-units run in the order they were polled, and a partition belongs to one lane, so
-committing each finished unit's offsets never passes a record whose result is not
-written.
+A unit is one poll's records, with the offsets that committing it moves each partition
+to. A unit holds one lane's records; a lane's units run in the order they were polled,
+and a partition belongs to one lane, so committing each finished unit's offsets never
+passes a record whose result is not written.
+
+Its records are decoded once, by whichever thread asks first (`Unit.decode`): the
+consumer side before the hand-off, or the execution thread that runs it
+(`worker.pipeline` says when).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+import threading
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,17 +26,31 @@ from worker.lanes import lane_of
 
 # A partition: (topic, partition number).
 Partition = tuple[str, int]
+# A unit's records decoded: its jobs and its poison.
+Decoded = tuple[list[JobMessage], list[Poison]]
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One poll's records, decoded; what the execution side runs as one batch."""
+    """One poll's records; what the execution side runs as one batch."""
 
     records: list[Any]
-    jobs: list[JobMessage]
-    poison: list[Poison]
     # Where committing the unit moves each of its partitions: one past its last record.
     offsets: dict[Partition, int] = field(default_factory=dict)
+    _decoding: _Once = field(default_factory=lambda: _Once(), repr=False, compare=False)
+
+    def decode(self) -> Decoded:
+        """The records' jobs (duplicates of a job ID kept once) and poison, decoded by
+        the first caller; a caller meanwhile waits for that decoding to end."""
+        return self._decoding.get(lambda: decode_records(self.records))
+
+    @property
+    def jobs(self) -> list[JobMessage]:
+        return self.decode()[0]
+
+    @property
+    def poison(self) -> list[Poison]:
+        return self.decode()[1]
 
     @property
     def partitions(self) -> Set[Partition]:
@@ -45,13 +63,12 @@ class Unit:
 
 
 def make_unit(records: Sequence[Any]) -> Unit:
-    """Decode polled records into a unit (duplicates of a job ID kept once)."""
-    jobs, poison = decode_records(records)
+    """The unit of polled records (decoded when its jobs are first asked for)."""
     offsets: dict[Partition, int] = {}
     for r in records:
         key = (r.topic, r.partition)
         offsets[key] = max(offsets.get(key, 0), r.offset + 1)
-    return Unit(list(records), jobs, poison, offsets)
+    return Unit(list(records), offsets)
 
 
 def unit_lane(unit: Unit) -> Lane:
@@ -65,3 +82,17 @@ def lane_parts(records: Sequence[Any]) -> list[list[Any]]:
     interactive = [r for r in records if lane_of(r.topic) == "interactive"]
     batch = [r for r in records if lane_of(r.topic) == "batch"]
     return [part for part in (interactive, batch) if part]
+
+
+class _Once:
+    """A value computed by the first caller of `get`, the others waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Decoded | None = None
+
+    def get(self, compute: Callable[[], Decoded]) -> Decoded:
+        with self._lock:
+            if self._value is None:
+                self._value = compute()
+            return self._value

@@ -12,14 +12,19 @@ of 0 waits for nothing but still groups whatever is already waiting. A group is 
    held it was refused: its caller then finds no job under the key);
 2. one produce of every message, whose acknowledgements are awaited together
    (`Produce`, acks=all);
-3. one `produced_at` update of the jobs Kafka acknowledged (`GroupStore.produced`).
+3. one `produced_at` update of the jobs Kafka acknowledged (`GroupStore.produced`),
+   made after their submissions are answered: a job is safe once its row and its
+   message are, and the update is the sweep's bookkeeping, so the answer does not wait
+   for one more round trip to a database that is busy.
 
 What a caller of `commit` may rely on:
 
-- It returns once Kafka has acknowledged every message of its submission and
-  `produced_at` has been set (or its failure logged: the sweeper then produces the
-  messages again after its grace period, and the worker's status guards make the copy
-  harmless), or, rarely, once its jobs are known to run all the same (below).
+- It returns once Kafka has acknowledged every message of its submission, or, rarely,
+  once its jobs are known to run all the same (below). Its `produced_at` is set soon
+  after, by the group's task (`close` waits for it); should that update fail or never
+  run (a crash), the sweep produces the messages again after its grace period, and the
+  worker's status guards make the copy harmless. A worker may claim a job first: its
+  claim sets `produced_at`, and the update then leaves the row alone.
 - One submission's failure never fails another's. An insert that fails for a reason
   that is not an outage (`outages`: the database did not answer) is split in halves
   and tried again, half by half (as the worker bisects a failing batch), so only the
@@ -217,12 +222,12 @@ class GroupCommitter:
         if refused:
             await self._unqueue(refused)
         if acked:
+            for waiting in acked:
+                waiting.succeed()
             try:
                 await self._store.produced([i for w in acked for i in w.submission.ids])
             except Exception as e:  # noqa: BLE001 - the jobs are on the queue; see the docstring
                 log.warning("could not record produced_at of %d submission(s): %s", len(acked), e)
-            for waiting in acked:
-                waiting.succeed()
 
     async def _unqueue(self, refused: list[tuple[_Waiting, BaseException]]) -> None:
         first_error = refused[0][1]

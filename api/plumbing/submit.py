@@ -2,8 +2,9 @@
 
 A job ID is handed out only for a job whose message Kafka acknowledged. If the produce
 fails, the rows just inserted are marked failed and the caller answers 503. Once Kafka
-has acknowledged, `produced_at` is set: a `queued` row without it is one whose message
-never left (a crash in between), which the scheduler's sweep produces later.
+has acknowledged, the caller answers and `produced_at` is set: a `queued` row without it
+long after is one whose message may never have left (a crash in between), which the
+scheduler's sweep produces later.
 
 Inputs above `claim_check_bytes` go to S3 first and travel as `input_uri`
 (`inferfleet.jobs.claims`), so no message outgrows the broker's limit.

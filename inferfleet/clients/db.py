@@ -21,13 +21,20 @@ from inferfleet.settings import Settings
 CONNECT_ARGS: dict[str, Any] = {"options": "-c plan_cache_mode=force_custom_plan"}
 
 
-def make_engine(settings: Settings, pool_size: int = 10) -> Engine:
-    """A pooled engine for `settings.database_url`; connections are checked before use."""
+def make_engine(settings: Settings, pool_size: int = 10, pre_ping: bool = True) -> Engine:
+    """A pooled engine for `settings.database_url`.
+
+    With `pre_ping` each connection is checked (a round trip) as it leaves the pool, so
+    one that died with a restarted server is replaced unseen. Without, the statement
+    that meets a dead connection fails as an outage would, and the engine drops every
+    pooled connection with it: for a caller that handles outages anyway (the worker)
+    and whose every round trip counts.
+    """
     return create_engine(
         settings.database_url.get_secret_value(),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args=CONNECT_ARGS,
     )
 

@@ -25,7 +25,14 @@ from api.plumbing.idempotency import Binding
 from api.plumbing.submitrows import unqueue_group
 from inferfleet.clients.topics import job_topic
 from inferfleet.settings import Settings
-from tests.integration.conftest import PublishModel, bearer, job_rows, make_key, serve_app
+from tests.integration.conftest import (
+    PublishModel,
+    bearer,
+    eventually,
+    job_rows,
+    make_key,
+    serve_app,
+)
 from tests.integration.test_jobs import random_inputs
 
 WINDOW_MS = 600_000.0
@@ -73,6 +80,14 @@ def produces(url: str) -> int:
     return int(float(found.group(1))) if found else 0
 
 
+def all_produced(engine: Engine, model: str) -> None:
+    """Wait until every job row of `model` has `produced_at` (set after the answers)."""
+    eventually(
+        lambda: all(r.produced_at is not None for r in job_rows(engine, model)),
+        f"produced_at on every job of {model}",
+    )
+
+
 @pytest.fixture
 def tenant_key(engine: Engine) -> str:
     return make_key(engine, f"t-{uuid.uuid4().hex[:10]}", "jobs")
@@ -96,7 +111,8 @@ def test_concurrent_submits_share_one_produce_and_each_gets_its_own_job(
     rows = {r.id: r for r in job_rows(engine, model.name)}
     assert sorted(rows) == sorted(ids)
     assert [rows[i].inputs for i in ids] == inputs
-    assert all(r.status == "queued" and r.produced_at is not None for r in rows.values())
+    assert all(r.status == "queued" for r in rows.values())
+    all_produced(engine, model.name)
     assert produces(url) == 1
 
 
@@ -147,7 +163,8 @@ def test_a_value_postgres_refuses_fails_its_submit_alone(
     assert sorted(r.id for r in rows) == sorted(
         a.json()["id"] for a in answers if a.status_code == 202
     )
-    assert all(r.status == "queued" and r.produced_at is not None for r in rows)
+    assert all(r.status == "queued" for r in rows)
+    all_produced(engine, model.name)
     assert produces(url) == 1  # the others still shared one produce
 
 
@@ -185,7 +202,8 @@ def test_a_message_kafka_refuses_fails_its_submit_alone(
     assert sorted(r.id for r in queued) == sorted(
         a.json()["id"] for a in answers if a.status_code == 202
     )
-    assert all(r.status == "queued" and r.produced_at is not None for r in queued)
+    assert all(r.status == "queued" for r in queued)
+    all_produced(engine, taking.name)
     assert produces(url) == 1
 
     # The refusal did not leave the API's producer broken for everyone after it.

@@ -125,6 +125,33 @@ def test_concurrent_submissions_share_one_insert_one_produce_and_one_update() ->
     assert store.unqueued_ids == []
 
 
+def test_the_answer_does_not_wait_for_the_produced_at_update() -> None:
+    class SlowUpdate(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def produced(self, ids: Sequence[str]) -> None:
+            await self.release.wait()
+            await super().produced(ids)
+
+    store, kafka = SlowUpdate(), FakeKafka()
+    sub = submission(jobs=2)
+
+    async def commit_then_close() -> list[list[str]]:
+        group = committer(store, kafka)
+        await group.commit(sub)  # answered while the update still waits
+        assert store.produced_ids == []
+        closing = asyncio.ensure_future(group.close())
+        await asyncio.sleep(0.01)
+        assert not closing.done(), "close returned before the update was made"
+        store.release.set()
+        await closing
+        return store.produced_ids
+
+    assert run(commit_then_close) == [sub.ids]
+
+
 def test_a_submission_the_database_refuses_fails_alone() -> None:
     store, kafka = FakeStore(), FakeKafka()
     subs = [submission(), submission(jobs=2), submission(bad=True), submission()]

@@ -1,8 +1,9 @@
-"""The worker's pipeline: the consumer side polls, decodes and commits, the execution
-side runs units in turn (a fake Kafka consumer, a fake execution; no services)."""
+"""The worker's pipeline: the consumer side polls and commits, the execution side runs
+units in turn (a fake Kafka consumer, a fake execution; no services)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.exc import OperationalError
 
+import worker.units
 from worker.pipeline import Pipeline
 from worker.units import Partition, Unit
 
@@ -273,3 +275,55 @@ def test_the_gauge_counts_the_units_waiting(execution: Execution) -> None:
     pipeline.drain()
     assert registry.get_sample_value("waiting") == 0
     pipeline.close()
+
+
+def test_units_are_decoded_before_the_hand_off_but_batch_ones_beside_interactive_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[tuple[int, str]] = []  # (first offset, the thread that decoded it)
+    decode = worker.units.decode_records
+
+    def recorded(records: list[Any]) -> Any:
+        decoded.append((records[0].offset, threading.current_thread().name))
+        return decode(records)
+
+    monkeypatch.setattr(worker.units, "decode_records", recorded)
+    execution = Gated()
+    source = Source(polls=[records(BATCH, 0), records(INTERACTIVE, 50), records(BATCH, 2)])
+    pipeline = Pipeline(source, lambda unit: execution(unit) if unit.jobs is not None else None)
+    consumer_side = threading.current_thread().name
+
+    pipeline.advance()  # batch unit 0: no interactive unit yet
+    assert decoded == [(0, consumer_side)], "decoded before it was handed off"
+    execution.gate(0).set()
+    until(lambda: execution.finished == [0], pipeline.advance)
+    until(lambda: execution.started[-1:] == [50], pipeline.advance)
+    assert decoded[1] == (50, consumer_side)
+    until(lambda: execution.started[-1:] == [2], pipeline.advance)  # beside interactive jobs
+    assert decoded[2] == (2, "worker-execute-batch")
+    execution.gate(50).set()
+    execution.gate(2).set()
+    pipeline.drain()
+    assert [offset for offset, _ in decoded] == [0, 50, 2], "each unit decoded once"
+    pipeline.close()
+
+
+def test_the_gil_changes_hands_sooner_while_interactive_jobs_come_beside_a_batch(
+    execution: Execution,
+) -> None:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        source = Source(polls=[records(BATCH, 0)], interactive=[])
+        pipeline = make(source, execution)
+        pipeline.advance()
+        assert sys.getswitchinterval() == pytest.approx(0.005), "a batch unit alone"
+        source.polls = [records(INTERACTIVE, 10)]
+        execution.release(2)
+        until(lambda: sorted(execution.finished) == [0, 10], pipeline.advance)
+        assert sys.getswitchinterval() < 0.005
+        pipeline.drain()
+        pipeline.close()
+        assert sys.getswitchinterval() == pytest.approx(0.005), "put back on close"
+    finally:
+        sys.setswitchinterval(before)
