@@ -14,9 +14,9 @@ handed off within the last `active_s`. Meanwhile:
   unit before the hand-off, while the unit before it runs, which keeps decoding off
   the execution threads.
 
-Both cost throughput, so neither holds for one lane alone: a backlog of interactive
-jobs with no batch beside it runs as fast as before (README, Benchmarks: what each
-bought and cost).
+Neither holds for one lane alone: decoding on the execution threads cost a backlog of
+interactive jobs a tenth of its rate or more, and a batch alone has no interactive job
+to give way to (README, Benchmarks: what each bought and cost).
 """
 
 from __future__ import annotations
