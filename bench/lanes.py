@@ -100,9 +100,10 @@ class Submitted:
 class Latencies:
     """Submit-to-result seconds of one phase's interactive jobs, the part of each after
     the API's 202 (queue and worker), and that part split at the worker's claim: from
-    `produced_at` (Kafka acknowledged it) to `started_at` (the claim's transaction
-    began; the record was polled and handed to an execution thread), and from there
-    to `completed_at` (run, result written)."""
+    `produced_at` (recorded once Kafka acknowledged it, just after the API's answer, or
+    by the claim if that comes first, so this part is a little short) to `started_at`
+    (the claim's transaction began; the record was polled and handed to an execution
+    thread), and from there to `completed_at` (run, result written)."""
 
     seconds: list[float]
     after_202: list[float]
