@@ -55,7 +55,8 @@ from inferfleet.clients.topics import Lane
 
 log = logging.getLogger(__name__)
 
-# The interactive lane counts as active this long after its last record was polled.
+# The interactive lane counts as active this long after its last record was polled
+# (here), or its last unit was handed off beside a batch (`worker.priority`).
 INTERACTIVE_RECENT_S = 1.0
 # How long `LanePoller.poll`'s poll of the interactive lane alone may wait for its
 # fetch, once the broker has said the lane has unread records.

@@ -1,8 +1,9 @@
 """The worker: load models, then for each batch poll → plan → run → persist → commit.
 
-The steps run as a pipeline (`worker.pipeline`): the loop's thread polls the next batch
-(a unit) while an execution thread decodes, claims, runs and writes the one before, and
-commits each batch's offsets once the execution thread reports it written.
+The steps run as a pipeline (`worker.pipeline`): the loop's thread polls and decodes
+the next batch (a unit; beside interactive jobs a batch unit is decoded by its
+execution thread instead) while an execution thread claims, runs and writes the one
+before, and commits each batch's offsets once the execution thread reports it written.
 Planning claims the jobs; one pure function
 (`worker.plan.plan_batch`) then says what runs, what waits for its version, what is
 dead-lettered and what runs alone. The batch's counts, metrics and log lines are its

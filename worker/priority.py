@@ -27,11 +27,10 @@ import time
 from collections.abc import Callable
 
 from inferfleet.clients.topics import LANES, Lane
+from worker.lanes import INTERACTIVE_RECENT_S
 
-# The switch interval while interactive jobs come beside a batch, and how recent a
-# lane's last unit must be for it to count.
+# The switch interval while interactive jobs come beside a batch.
 INTERACTIVE_SWITCH_S = 0.0005
-ACTIVE_S = 1.0
 
 
 class InteractivePriority:
@@ -41,7 +40,7 @@ class InteractivePriority:
     def __init__(
         self,
         switch_s: float = INTERACTIVE_SWITCH_S,
-        active_s: float = ACTIVE_S,
+        active_s: float = INTERACTIVE_RECENT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._switch_s = switch_s
